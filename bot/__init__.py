@@ -1,0 +1,1 @@
+"""Telegram ⇄ amoCRM chat bridge."""

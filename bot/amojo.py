@@ -1,0 +1,196 @@
+"""Client of the amojo Chats API: signed requests (spec §2) and the calls the bridge makes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+
+from bot.limits import AMOJO_REQUEST_TIMEOUT_SECONDS
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/json"
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+def encode_body(payload: Any) -> bytes:
+    """Serialise a request body; the signature covers exactly these bytes."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def content_md5(body: bytes) -> str:
+    """Lowercase hex MD5 of the exact body bytes."""
+    return hashlib.md5(body).hexdigest()
+
+
+def http_date(moment: datetime | None = None) -> str:
+    """RFC 2822 date as amojo expects it, e.g. `Wed, 15 Dec 2021 23:12:55 +0000`."""
+    return format_datetime((moment or datetime.now(UTC)).astimezone(UTC))
+
+
+def request_signature(
+    secret: str, method: str, md5_hex: str, content_type: str, date: str, path: str
+) -> str:
+    """X-Signature of a request to amojo: HMAC-SHA1 over the canonical string (spec §2.2)."""
+    canonical = "\n".join([method.upper(), md5_hex, content_type, date, path.split("?", 1)[0]])
+    return hmac.new(secret.encode(), canonical.encode(), hashlib.sha1).hexdigest()
+
+
+def hook_signature(secret: str, body: bytes) -> str:
+    """X-Signature amojo puts on a hook: HMAC-SHA1 of the raw body (spec §3.1)."""
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+def verify_hook_signature(secret: str, body: bytes, signature: str | None) -> bool:
+    """Constant-time, case-insensitive check of a hook's X-Signature."""
+    if not signature:
+        return False
+    expected = hook_signature(secret, body)
+    return hmac.compare_digest(expected, signature.strip().lower())
+
+
+def signed_headers(secret: str, method: str, path: str, body: bytes, date: str) -> dict[str, str]:
+    """The four headers every amojo request carries."""
+    md5_hex = content_md5(body) if body else EMPTY_MD5
+    return {
+        "Date": date,
+        "Content-Type": CONTENT_TYPE,
+        "Content-MD5": md5_hex,
+        "X-Signature": request_signature(secret, method, md5_hex, CONTENT_TYPE, date, path),
+    }
+
+
+@dataclass(slots=True)
+class AmojoError(Exception):
+    """amojo answered with an error status (or not at all)."""
+
+    status: int
+    body: str
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return f"amojo HTTP {self.status}: {self.body[:300]}"
+
+    @property
+    def retryable(self) -> bool:
+        """5xx and 429 may succeed later; other 4xx never will."""
+        return self.status == 429 or self.status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectResult:
+    """What `connect` returns."""
+
+    scope_id: str
+    hook_api_version: str
+    is_time_window_disabled: bool
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form only)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class AmojoClient:
+    """Signed calls to `{AMOJO_BASE_URL}/v2/origin/custom/...`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        channel_id: str,
+        secret: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = AMOJO_REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        self.channel_id = channel_id
+        self._secret = secret
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            transport=transport,
+            timeout=timeout,
+            headers={"User-Agent": "tg-amocrm-bridge"},
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, payload: Any | None = None) -> httpx.Response:
+        """Send one signed request; raises AmojoError on a non-2xx answer."""
+        body = encode_body(payload) if payload is not None else b""
+        headers = signed_headers(self._secret, method, path, body, http_date())
+        response = await self._http.request(method, path, content=body, headers=headers)
+        if response.status_code >= 300:
+            raise AmojoError(
+                response.status_code,
+                response.text,
+                parse_retry_after(response.headers.get("Retry-After")),
+            )
+        return response
+
+    async def connect(
+        self, account_id: str, *, title: str | None, time_window_disabled: bool
+    ) -> ConnectResult:
+        """Connect the channel to the account with hooks v2 (spec §1.4)."""
+        payload: dict[str, Any] = {
+            "account_id": account_id,
+            "hook_api_version": "v2",
+            "is_time_window_disabled": time_window_disabled,
+        }
+        if title:
+            payload["title"] = title
+        response = await self.request(
+            "POST", f"/v2/origin/custom/{self.channel_id}/connect", payload
+        )
+        data = response.json()
+        return ConnectResult(
+            scope_id=str(data["scope_id"]),
+            hook_api_version=str(data.get("hook_api_version", "v2")),
+            is_time_window_disabled=bool(data.get("is_time_window_disabled", time_window_disabled)),
+        )
+
+    async def send_event(self, scope_id: str, event_type: str, payload: dict[str, Any]) -> Any:
+        """`new_message` or `edit_message` (spec §4); returns the decoded answer."""
+        response = await self.request(
+            "POST", f"/v2/origin/custom/{scope_id}", {"event_type": event_type, "payload": payload}
+        )
+        return response.json() if response.content else {}
+
+    async def delivery_status(
+        self,
+        scope_id: str,
+        amo_message_id: str,
+        status: int,
+        error_code: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Report a manager message's fate (spec §5.4, step-by-step body shape)."""
+        payload: dict[str, Any] = {"msgid": amo_message_id, "delivery_status": status}
+        if status == -1:
+            payload["error_code"] = error_code or 905
+            payload["error"] = error or "Not delivered"
+        await self.request(
+            "POST", f"/v2/origin/custom/{scope_id}/{amo_message_id}/delivery_status", payload
+        )
+
+    async def react(self, scope_id: str, payload: dict[str, Any]) -> None:
+        """Customer reaction or its removal (spec §5.6)."""
+        await self.request("POST", f"/v2/origin/custom/{scope_id}/react", payload)
+
+    async def typing(self, scope_id: str, payload: dict[str, Any]) -> None:
+        """Customer typing (spec §5.5)."""
+        await self.request("POST", f"/v2/origin/custom/{scope_id}/typing", payload)

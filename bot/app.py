@@ -1,0 +1,240 @@
+"""Composition root: settings → storage → amojo connect → listener → workers → polling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
+
+from bot.amojo import AmojoClient, AmojoError
+from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel, StartupError, connect_channel
+from bot.crm import CrmClient, StaticToken, TokenProvider
+from bot.files import FileLinks
+from bot.intake import AMOJO_QUEUE, Intake
+from bot.metrics import Metrics
+from bot.middlewares import DurableIntakeMiddleware
+from bot.notices import TELEGRAM_QUEUE, NoticeSender
+from bot.settings import Settings, SettingsError, load_settings
+from bot.to_amojo import CustomerMessageSender
+from bot.web import WebDeps, build_web_app
+from bot.worker import Backoff, JobKind, Worker
+from handlers import build_routers
+from storage import Repository, open_repository
+
+logger = logging.getLogger(__name__)
+
+KV_FILES_KEY = "files.key"
+
+
+@dataclass(slots=True)
+class Transports:
+    """Injected transports (tests); None means the real network."""
+
+    amojo: httpx.AsyncBaseTransport | None = None
+    crm: httpx.AsyncBaseTransport | None = None
+
+
+@dataclass(slots=True)
+class Bridge:
+    """One running bridge: every long-lived object, built by `create_bridge`."""
+
+    settings: Settings
+    repo: Repository
+    bot: Bot
+    dp: Dispatcher
+    amojo: AmojoClient
+    crm: CrmClient
+    channel: Channel
+    metrics: Metrics
+    files: FileLinks
+    workers: list[Worker] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    listen_port: int | None = None
+    shutdown_grace: float = 5.0
+
+    async def start_listener(self) -> None:
+        """Serve hooks, files, health and metrics."""
+        deps = WebDeps(repo=self.repo, bot=self.bot, files=self.files, metrics=self.metrics)
+        self.runner = web.AppRunner(build_web_app(deps), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.HTTP_HOST, self.settings.HTTP_PORT)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.listen_port = sockets[0].getsockname()[1] if sockets else self.settings.HTTP_PORT
+        logger.info("listening on http://%s:%s", self.settings.HTTP_HOST, self.listen_port)
+
+    def start_workers(self) -> None:
+        """Resume every pending job and run new ones."""
+        for worker in self.workers:
+            worker.start()
+
+    async def on_startup(self) -> None:
+        """Dispatcher startup hook: listener first, then workers."""
+        await self.start_listener()
+        self.start_workers()
+
+    async def on_shutdown(self) -> None:
+        """Dispatcher shutdown hook: stop intake, let in-flight sends finish, keep the rest."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await asyncio.gather(*(worker.stop(self.shutdown_grace) for worker in self.workers))
+
+    async def run_polling(self, *, handle_signals: bool = True) -> None:
+        """Long-poll Telegram; the next offset is confirmed only after each update is stored."""
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        await self.dp.start_polling(
+            self.bot,
+            handle_as_tasks=False,
+            allowed_updates=self.dp.resolve_used_update_types(),
+            handle_signals=handle_signals,
+            close_bot_session=False,
+        )
+
+    async def close(self) -> None:
+        """Release connections (after polling has stopped)."""
+        await self.bot.session.close()
+        await self.amojo.aclose()
+        await self.crm.aclose()
+        await self.repo.close()
+
+
+def configure_logging(level: str) -> None:
+    """Plain line logs on stderr."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+
+
+async def _files_key(repo: Repository) -> bytes:
+    stored = await repo.get_kv(KV_FILES_KEY)
+    if stored is None:
+        stored = secrets.token_hex(32)
+        await repo.set_kv(KV_FILES_KEY, stored)
+    return bytes.fromhex(stored)
+
+
+async def connect_with_retry(
+    settings: Settings, amojo: AmojoClient, crm: CrmClient, repo: Repository
+) -> Channel:
+    """Connect; while amojo is unreachable use the stored scope (or wait for the first one)."""
+    delay = 1.0
+    while True:
+        try:
+            return await connect_channel(settings, amojo, crm, repo)
+        except (httpx.TransportError, AmojoError) as exc:
+            if isinstance(exc, AmojoError) and not exc.retryable:
+                raise
+            scope_id = await repo.get_kv(KV_SCOPE_ID)
+            account_id = await repo.get_kv(KV_ACCOUNT_ID)
+            if scope_id and account_id:
+                logger.warning("amojo unreachable (%s); using the stored scope %s", exc, scope_id)
+                return Channel(scope_id=scope_id, account_id=account_id)
+            logger.warning("amojo unreachable (%s); retrying connect in %.0fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+
+async def create_bridge(
+    settings: Settings,
+    *,
+    transports: Transports | None = None,
+    backoff: Backoff | None = None,
+) -> Bridge:
+    """Build and connect everything; nothing runs until polling starts."""
+    transports = transports or Transports()
+    repo = await open_repository(settings.DATABASE_PATH)
+    metrics = Metrics()
+    amojo = AmojoClient(
+        settings.amojo_base_url,
+        settings.AMOJO_CHANNEL_ID,
+        settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
+        transport=transports.amojo,
+    )
+    tokens: TokenProvider = StaticToken(
+        settings.AMOCRM_ACCESS_TOKEN.get_secret_value() if settings.AMOCRM_ACCESS_TOKEN else ""
+    )
+    crm = CrmClient(settings.amocrm_base_url, tokens, transport=transports.crm)
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
+    try:
+        channel = await connect_with_retry(settings, amojo, crm, repo)
+        files = FileLinks(await _files_key(repo), settings.public_base_url)
+    except BaseException:
+        await bot.session.close()
+        await amojo.aclose()
+        await crm.aclose()
+        await repo.close()
+        raise
+
+    intake = Intake(repo)
+    deps: dict[str, Any] = {
+        "settings": settings,
+        "repo": repo,
+        "intake": intake,
+        "amojo": amojo,
+        "crm": crm,
+        "channel": channel,
+        "metrics": metrics,
+    }
+    dp = Dispatcher(**deps)
+    dp.update.outer_middleware(DurableIntakeMiddleware(metrics))
+    dp.include_routers(*build_routers())
+
+    amojo_kinds: dict[str, JobKind] = {}
+    amojo_kinds.update(CustomerMessageSender(repo, amojo, channel, files).kinds())
+    telegram_kinds: dict[str, JobKind] = {}
+    telegram_kinds.update(NoticeSender(bot).kinds())
+
+    bridge = Bridge(
+        settings=settings,
+        repo=repo,
+        bot=bot,
+        dp=dp,
+        amojo=amojo,
+        crm=crm,
+        channel=channel,
+        metrics=metrics,
+        files=files,
+    )
+    bridge.workers = [
+        Worker(repo, AMOJO_QUEUE, amojo_kinds, metrics=metrics, backoff=backoff, concurrency=64),
+        Worker(repo, TELEGRAM_QUEUE, telegram_kinds, metrics=metrics, backoff=backoff),
+    ]
+    dp.startup.register(bridge.on_startup)
+    dp.shutdown.register(bridge.on_shutdown)
+    return bridge
+
+
+async def main() -> int:
+    """Entry point of `python -m bot`; returns the exit code."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.LOG_LEVEL)
+    try:
+        bridge = await create_bridge(settings)
+    except StartupError as exc:
+        logger.critical("cannot start: %s", exc)
+        return 2
+    try:
+        await bridge.run_polling()
+    finally:
+        await bridge.close()
+    return 0

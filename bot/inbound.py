@@ -1,0 +1,249 @@
+"""Mapping of customer Telegram messages to amojo `new_message` / `edit_message` payloads."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram.types import Message, User
+
+from bot import ids
+from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    """A Telegram file to expose to amoCRM through a signed link."""
+
+    file_id: str
+    file_name: str
+    mime_type: str
+    file_size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form kept in the job."""
+        return {
+            "file_id": self.file_id,
+            "file_name": self.file_name,
+            "mime_type": self.mime_type,
+            "file_size": self.file_size,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """The `message` object of an amojo payload, plus the file it links to."""
+
+    message: dict[str, Any]
+    media: MediaRef | None = None
+
+
+def sender_name(user: User) -> str:
+    """Display name for amoCRM: the Telegram profile name, else the username."""
+    name = " ".join(part for part in (user.first_name, user.last_name) if part).strip()
+    return name or (f"@{user.username}" if user.username else f"Telegram user {user.id}")
+
+
+def sender(user: User) -> dict[str, Any]:
+    """amojo `sender` of a customer (phone and ref ids are added at send time)."""
+    result: dict[str, Any] = {"id": ids.user_id(user.id), "name": sender_name(user)}
+    if user.username:
+        result["profile_link"] = f"https://t.me/{user.username}"
+    return result
+
+
+def content_hash(message: Message) -> str:
+    """Fingerprint of what an edit can change: the text or caption."""
+    text = message.text if message.text is not None else (message.caption or "")
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _human_size(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def _file(
+    kind: str,
+    text: str,
+    file_id: str,
+    file_name: str,
+    mime_type: str,
+    size: int | None,
+    **extra: Any,
+) -> Content:
+    size = size or 0
+    if size > TELEGRAM_DOWNLOAD_LIMIT:
+        # https://core.telegram.org/bots/api#getfile: bots can download files of up to 20 MB.
+        note = (
+            f"[{kind} «{file_name}», {_human_size(size)}: Telegram does not let bots download "
+            "files over 20 MB, so it cannot be shown here. Ask the customer to send it another "
+            "way (a link or a smaller file).]"
+        )
+        return Content({"type": "text", "text": f"{text}\n\n{note}" if text else note})
+    message = {"type": kind, "text": text, "file_name": file_name, "file_size": size, **extra}
+    return Content(message, MediaRef(file_id, file_name, mime_type, size))
+
+
+def _forward_prefix(message: Message) -> str:
+    origin = message.forward_origin
+    if origin is None:
+        return ""
+    name = ""
+    for attribute in ("sender_user", "chat"):
+        entity = getattr(origin, attribute, None)
+        if entity is not None:
+            name = getattr(entity, "full_name", None) or getattr(entity, "title", None) or ""
+    name = name or getattr(origin, "sender_user_name", None) or "a hidden user"
+    return f"↪ Forwarded from {name}\n"
+
+
+def message_content(message: Message) -> Content:
+    """The amojo `message` object for a customer's Telegram message (spec §4.2)."""
+    text = _forward_prefix(message) + (message.text or message.caption or "")
+    if message.text is not None:
+        return Content({"type": "text", "text": text})
+    if message.photo:
+        photo = message.photo[-1]
+        name = f"photo_{photo.file_unique_id}.jpg"
+        return _file("picture", text, photo.file_id, name, "image/jpeg", photo.file_size)
+    if message.animation:
+        anim = message.animation
+        name = anim.file_name or f"animation_{anim.file_unique_id}.mp4"
+        mime = anim.mime_type or "video/mp4"
+        return _file(
+            "video", text, anim.file_id, name, mime, anim.file_size, media_duration=anim.duration
+        )
+    if message.video:
+        video = message.video
+        name = video.file_name or f"video_{video.file_unique_id}.mp4"
+        mime = video.mime_type or "video/mp4"
+        return _file(
+            "video", text, video.file_id, name, mime, video.file_size, media_duration=video.duration
+        )
+    if message.video_note:
+        note = message.video_note
+        name = f"video_note_{note.file_unique_id}.mp4"
+        return _file(
+            "video",
+            text,
+            note.file_id,
+            name,
+            "video/mp4",
+            note.file_size,
+            media_duration=note.duration,
+        )
+    if message.voice:
+        voice = message.voice
+        name = f"voice_{voice.file_unique_id}.ogg"
+        mime = voice.mime_type or "audio/ogg"
+        return _file(
+            "voice", text, voice.file_id, name, mime, voice.file_size, media_duration=voice.duration
+        )
+    if message.audio:
+        audio = message.audio
+        title = " - ".join(part for part in (audio.performer, audio.title) if part)
+        name = audio.file_name or f"{title or 'audio_' + audio.file_unique_id}.mp3"
+        mime = audio.mime_type or "audio/mpeg"
+        return _file(
+            "audio", text, audio.file_id, name, mime, audio.file_size, media_duration=audio.duration
+        )
+    if message.document:
+        doc = message.document
+        name = doc.file_name or f"document_{doc.file_unique_id}"
+        mime = doc.mime_type or "application/octet-stream"
+        return _file("file", text, doc.file_id, name, mime, doc.file_size)
+    if message.sticker:
+        sticker = message.sticker
+        extension, mime = "webp", "image/webp"
+        if sticker.is_animated:
+            extension, mime = "tgs", "application/x-tgsticker"
+        elif sticker.is_video:
+            extension, mime = "webm", "video/webm"
+        name = f"sticker_{sticker.file_unique_id}.{extension}"
+        return _file(
+            "sticker",
+            sticker.emoji or "",
+            sticker.file_id,
+            name,
+            mime,
+            sticker.file_size,
+            sticker_id=sticker.file_unique_id,
+        )
+    if message.venue:
+        venue = message.venue
+        place = {"lon": venue.location.longitude, "lat": venue.location.latitude}
+        label = "\n".join(part for part in (venue.title, venue.address) if part)
+        return Content({"type": "location", "text": label, "location": place})
+    if message.location:
+        loc = message.location
+        return Content(
+            {
+                "type": "location",
+                "text": text,
+                "location": {"lon": loc.longitude, "lat": loc.latitude},
+            }
+        )
+    if message.contact:
+        contact = message.contact
+        name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
+        return Content(
+            {
+                "type": "contact",
+                "text": text,
+                "contact": {"name": name or contact.phone_number, "phone": contact.phone_number},
+            }
+        )
+    return Content({"type": "text", "text": unsupported_text(message)})
+
+
+def unsupported_text(message: Message) -> str:
+    """A readable stand-in for content amoCRM chats cannot show."""
+    if message.poll:
+        options = "\n".join(f"• {option.text}" for option in message.poll.options)
+        return f"[Poll] {message.poll.question}\n{options}"
+    if message.dice:
+        return f"[Dice {message.dice.emoji}: {message.dice.value}]"
+    return f"[The customer sent a Telegram {message.content_type} that amoCRM chats cannot show]"
+
+
+def reply_reference(our_msgid: str | None, amo_message_id: str | None) -> dict[str, Any] | None:
+    """`reply_to` for a message quoting an earlier one (spec §4.2, EmbeddedMessage by id)."""
+    if amo_message_id:
+        return {"message": {"id": amo_message_id}}
+    if our_msgid:
+        return {"message": {"msgid": our_msgid}}
+    return None
+
+
+def new_message_payload(
+    message: Message, content: Content, reply_to: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The `new_message` payload (without the media link, added when it is sent)."""
+    chat_id = message.chat.id
+    user = message.from_user
+    timestamp = int(message.date.timestamp())
+    payload: dict[str, Any] = {
+        "timestamp": timestamp,
+        "msec_timestamp": timestamp * 1000,
+        "msgid": ids.message_id(chat_id, message.message_id),
+        "conversation_id": ids.conversation_id(chat_id),
+        "sender": sender(user) if user else {"id": ids.user_id(chat_id), "name": str(chat_id)},
+        "message": content.message,
+        "silent": False,
+    }
+    if reply_to is not None:
+        payload["reply_to"] = reply_to
+    return payload
+
+
+def edit_message_payload(message: Message, content: Content) -> dict[str, Any]:
+    """The `edit_message` payload for an edited customer message."""
+    moment = message.edit_date or int(message.date.timestamp())
+    return {
+        "timestamp": moment,
+        "msec_timestamp": moment * 1000,
+        "msgid": ids.message_id(message.chat.id, message.message_id),
+        "conversation_id": ids.conversation_id(message.chat.id),
+        "message": content.message,
+    }

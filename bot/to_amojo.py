@@ -1,0 +1,90 @@
+"""Worker side of Telegram → amoCRM: push stored customer messages and edits to amojo."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.amojo import AmojoClient, AmojoError
+from bot.channel import Channel
+from bot.files import FileLinks
+from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
+from bot.worker import Done, GiveUp, JobKind
+from storage import Job, Repository
+from storage.repository import Transaction
+
+logger = logging.getLogger(__name__)
+
+
+class CustomerMessageSender:
+    """Sends customer messages with their deterministic msgid, so retries cannot duplicate."""
+
+    def __init__(
+        self, repo: Repository, amojo: AmojoClient, channel: Channel, files: FileLinks
+    ) -> None:
+        self.repo = repo
+        self.amojo = amojo
+        self.channel = channel
+        self.files = files
+
+    def kinds(self) -> dict[str, JobKind]:
+        """Job kinds this sender runs."""
+        return {
+            KIND_NEW_MESSAGE: JobKind(run=self.send_new_message),
+            KIND_EDIT_MESSAGE: JobKind(run=self.send_edit),
+        }
+
+    def _attach_media(self, payload: dict[str, Any], media: dict[str, Any] | None) -> None:
+        if media:
+            payload["message"]["media"] = self.files.url(
+                media["file_id"], media["file_name"], media["mime_type"], media["file_size"]
+            )
+
+    async def send_new_message(self, job: Job) -> Done:
+        """`new_message` for one customer message."""
+        chat_id = int(job.payload["chat_id"])
+        payload: dict[str, Any] = job.payload["payload"]
+        self._attach_media(payload, job.payload.get("media"))
+        customer = await self.repo.get_customer(chat_id)
+        if customer is not None:
+            if customer.phone:
+                payload["sender"].setdefault("profile", {})["phone"] = customer.phone
+            if customer.amo_conversation_id:
+                # Write-first: amo created the chat; binding both ids keeps one chat (spec §3.3).
+                payload["conversation_ref_id"] = customer.amo_conversation_id
+            if customer.amo_user_id:
+                payload["sender"]["ref_id"] = customer.amo_user_id
+        msgid = payload["msgid"]
+        try:
+            answer = await self.amojo.send_event(self.channel.scope_id, "new_message", payload)
+        except AmojoError as exc:
+            if exc.status == 400 and job.attempts > 0:
+                # amojo refuses a repeated msgid (spec §10). An earlier attempt of this very job
+                # may have landed with its answer lost, so a 400 now means "already there".
+                logger.warning("msgid %s refused after a retry, taken as delivered: %s", msgid, exc)
+                return Done()
+            if not exc.retryable:
+                raise GiveUp(f"amojo rejected message {msgid}: {exc}") from exc
+            raise
+        amo_id = answer.get("new_message", {}).get("msgid") if isinstance(answer, dict) else None
+        logger.info("delivered %s (chat %d) to amoCRM as %s", msgid, chat_id, amo_id)
+        if not amo_id:
+            return Done()
+
+        async def record(tx: Transaction) -> None:
+            await tx.set_amo_message_id(msgid, str(amo_id))
+
+        return Done(record=record)
+
+    async def send_edit(self, job: Job) -> Done:
+        """`edit_message` for an edited customer message."""
+        payload: dict[str, Any] = job.payload["payload"]
+        self._attach_media(payload, job.payload.get("media"))
+        try:
+            await self.amojo.send_event(self.channel.scope_id, "edit_message", payload)
+        except AmojoError as exc:
+            if not exc.retryable:
+                raise GiveUp(f"amojo rejected the edit of {payload['msgid']}: {exc}") from exc
+            raise
+        logger.info("edit of %s delivered to amoCRM", payload["msgid"])
+        return Done()

@@ -1,0 +1,146 @@
+"""HTTP listener: amojo hooks, customer media links, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiohttp import ClientError, web
+
+from bot.files import FileLinks
+from bot.metrics import CONTENT_TYPE, Metrics
+from storage import Repository, StorageError
+
+logger = logging.getLogger(__name__)
+
+HEALTH_MAX_PENDING_AGE_SECONDS = 15 * 60
+
+
+@dataclass(slots=True)
+class WebDeps:
+    """What the listener's routes use."""
+
+    repo: Repository
+    bot: Bot
+    files: FileLinks
+    metrics: Metrics
+    max_pending_age: float = HEALTH_MAX_PENDING_AGE_SECONDS
+
+
+DEPS = web.AppKey("deps", WebDeps)
+
+
+async def queue_report(repo: Repository, metrics: Metrics) -> dict[str, Any]:
+    """Per-queue depth, dead letters and oldest pending age; refreshes the gauges."""
+    now = time.time()
+    report: dict[str, Any] = {}
+    for queue, stats in (await repo.queue_stats()).items():
+        age = now - stats.oldest_pending_created_at if stats.oldest_pending_created_at else 0.0
+        report[queue] = {
+            "pending": stats.pending,
+            "dead": stats.dead,
+            "oldest_pending_age_seconds": round(age, 3),
+        }
+        metrics.queue_depth.labels(queue).set(stats.pending)
+        metrics.queue_dead.labels(queue).set(stats.dead)
+        metrics.queue_oldest_age.labels(queue).set(age)
+    return report
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers and no job waits too long; 503 with the reason otherwise."""
+    deps = request.app[DEPS]
+    problems: list[str] = []
+    queues: dict[str, Any] = {}
+    database = await deps.repo.ping()
+    if not database:
+        problems.append("database unreachable")
+    else:
+        try:
+            queues = await queue_report(deps.repo, deps.metrics)
+        except StorageError as exc:
+            problems.append(f"database error: {exc}")
+    for name, queue in queues.items():
+        if queue["oldest_pending_age_seconds"] > deps.max_pending_age:
+            problems.append(
+                f"queue {name}: oldest pending job is {int(queue['oldest_pending_age_seconds'])} s "
+                f"old (limit {int(deps.max_pending_age)} s)"
+            )
+    body = {
+        "status": "ok" if not problems else "unhealthy",
+        "problems": problems,
+        "database": database,
+        "queues": queues,
+    }
+    return web.json_response(body, status=200 if not problems else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    deps = request.app[DEPS]
+    try:
+        await queue_report(deps.repo, deps.metrics)
+    except StorageError:
+        logger.warning("metrics: queue gauges not refreshed (database error)")
+    response = web.Response(body=deps.metrics.render())
+    response.content_type = CONTENT_TYPE.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+async def serve_file(request: web.Request) -> web.StreamResponse:
+    """Stream a customer's Telegram file to amoCRM through a signed, expiring link."""
+    deps = request.app[DEPS]
+    ref = deps.files.parse(request.match_info["token"])
+    if ref is None:
+        raise web.HTTPNotFound(text="unknown or expired file link")
+    bot = deps.bot
+    try:
+        file = await bot.get_file(ref.file_id)
+    except TelegramAPIError as exc:
+        logger.warning("file link: Telegram refused getFile: %s", exc.message)
+        raise web.HTTPBadGateway(text="Telegram did not give the file") from None
+    if not file.file_path:
+        raise web.HTTPBadGateway(text="Telegram did not give the file")
+    url = bot.session.api.file_url(bot.token, file.file_path)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": ref.mime_type,
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(ref.file_name)}",
+            "Cache-Control": "private, max-age=3600",
+        }
+    )
+    if file.file_size:
+        response.content_length = file.file_size
+    try:
+        stream = bot.session.stream_content(
+            url, timeout=60, chunk_size=65536, raise_for_status=True
+        )
+        first = await anext(stream, b"")
+        await response.prepare(request)
+        if first:
+            await response.write(first)
+        async for chunk in stream:
+            await response.write(chunk)
+    except ClientError as exc:
+        logger.warning("file link: download from Telegram failed: %s", type(exc).__name__)
+        if not response.prepared:
+            raise web.HTTPBadGateway(text="Telegram did not give the file") from None
+        raise
+    await response.write_eof()
+    return response
+
+
+def build_web_app(deps: WebDeps) -> web.Application:
+    """The listener's aiohttp application."""
+    app = web.Application(client_max_size=1024 * 1024)
+    app[DEPS] = deps
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/files/{token}", serve_file)
+    return app

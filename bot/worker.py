@@ -1,0 +1,273 @@
+"""Durable job workers: per-lane FIFO, retries with backoff and jitter, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import httpx
+from aiogram.exceptions import (
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+
+from bot.amojo import AmojoError
+from bot.crm import CrmError
+from bot.limits import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS
+from bot.metrics import Metrics
+from storage import Job, NewJob, Repository, StorageError
+from storage.repository import Transaction
+
+logger = logging.getLogger(__name__)
+
+Recorder = Callable[[Transaction], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A job succeeded: enqueue `followups` and run `record` in the same transaction."""
+
+    followups: Sequence[NewJob] = ()
+    record: Recorder | None = None
+
+
+JobRunner = Callable[[Job], Awaitable[Done]]
+DeadHandler = Callable[[Job, str], Awaitable[Sequence[NewJob]]]
+
+
+class RetryLater(Exception):
+    """The job may succeed later; `delay` overrides the backoff when given."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class GiveUp(Exception):
+    """The job can never succeed; it goes to the dead-letter state with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class JobKind:
+    """How to run one kind of job."""
+
+    run: JobRunner
+    on_dead: DeadHandler | None = None
+    give_up_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits up to base·2ⁿ⁻¹ (capped)."""
+
+    base: float = RETRY_BASE_SECONDS
+    cap: float = RETRY_MAX_SECONDS
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after the given number of failed attempts."""
+        ceiling = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with a failed attempt."""
+
+    retry: bool
+    reason: str
+    delay: float | None = None
+
+
+def classify_failure(exc: Exception) -> Decision:
+    """Tell transient failures (retry) from permanent ones (dead letter)."""
+    match exc:
+        case RetryLater():
+            return Decision(True, exc.reason, exc.delay)
+        case GiveUp():
+            return Decision(False, exc.reason)
+        case AmojoError():
+            return Decision(exc.retryable, str(exc), exc.retry_after)
+        case CrmError():
+            return Decision(exc.status == 429 or exc.status >= 500, str(exc))
+        case TelegramRetryAfter():
+            return Decision(True, f"Telegram flood control: {exc.message}", exc.retry_after)
+        case TelegramNetworkError() | TelegramServerError():
+            return Decision(True, f"Telegram unavailable: {exc.message}")
+        case httpx.TimeoutException() | httpx.TransportError():
+            return Decision(True, f"{type(exc).__name__}: {exc}")
+        case aiohttp.ClientError() | TimeoutError() | ConnectionError():
+            return Decision(True, f"{type(exc).__name__}: {exc}")
+        case StorageError():
+            return Decision(True, f"database: {exc}")
+    return Decision(False, f"internal error {type(exc).__name__}: {exc}")
+
+
+class Worker:
+    """Runs the jobs of one queue with bounded concurrency, one job per lane at a time."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        queue: str,
+        kinds: dict[str, JobKind],
+        *,
+        metrics: Metrics,
+        concurrency: int = 32,
+        backoff: Backoff | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.repo = repo
+        self.queue = queue
+        self.kinds = kinds
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.backoff = backoff or Backoff()
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        repo.on_enqueue(self._on_enqueue)
+
+    def _on_enqueue(self, queue: str) -> None:
+        if queue == self.queue:
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Look for due jobs now."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Begin running jobs in the background."""
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._run(), name=f"worker-{self.queue}")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking jobs, let in-flight ones finish within `grace` s, leave the rest pending."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+            self._loop_task = None
+        pending = list(self._inflight.values())
+        if not pending:
+            return
+        _, still_running = await asyncio.wait(pending, timeout=grace)
+        for task in still_running:
+            task.cancel()
+        for task in still_running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if still_running:
+            logger.warning(
+                "%s: %d job(s) interrupted by shutdown stay pending", self.queue, len(still_running)
+            )
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                started = await self._start_due_jobs()
+            except StorageError:
+                logger.exception("%s: cannot read the queue; retrying", self.queue)
+                started = 0
+            if started or self._stopping:
+                continue
+            timeout = self.poll_interval
+            if not self._inflight or len(self._inflight) < self.concurrency:
+                with contextlib.suppress(StorageError):
+                    due_at = await self.repo.next_due_at(self.queue)
+                    if due_at is not None and due_at > time.time():
+                        timeout = min(timeout, due_at - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.001))
+
+    async def _start_due_jobs(self) -> int:
+        free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        jobs = await self.repo.due_jobs(self.queue, time.time(), free, set(self._inflight))
+        if not jobs:
+            return 0
+        async with self.repo.transaction() as tx:
+            await tx.count_attempts([job.id for job in jobs])
+        for job in jobs:
+            self._inflight[job.lane] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        return len(jobs)
+
+    async def _execute(self, job: Job) -> None:
+        started = time.perf_counter()
+        kind = self.kinds.get(job.kind)
+        outcome = "done"
+        try:
+            if kind is None:
+                raise GiveUp(f"no runner for job kind {job.kind!r}")
+            try:
+                done = await kind.run(job)
+            except Exception as exc:
+                outcome = await self._fail(job, kind, exc)
+            else:
+                async with self.repo.transaction() as tx:
+                    if done.record is not None:
+                        await done.record(tx)
+                    await tx.finish_job(job.id, done.followups)
+        except GiveUp as exc:
+            outcome = "dead"
+            await self._kill(job, None, exc.reason)
+        except StorageError:
+            outcome = "retry"
+            logger.exception("job %d (%s): could not record its outcome", job.id, job.kind)
+        finally:
+            self._inflight.pop(job.lane, None)
+            self._wake.set()
+            self.metrics.jobs.labels(self.queue, job.kind, outcome).inc()
+            self.metrics.job_seconds.labels(self.queue).observe(time.perf_counter() - started)
+
+    async def _fail(self, job: Job, kind: JobKind, exc: Exception) -> str:
+        decision = classify_failure(exc)
+        age = time.time() - job.created_at
+        if decision.retry and (kind.give_up_after is None or age < kind.give_up_after):
+            delay = (
+                decision.delay
+                if decision.delay is not None
+                else self.backoff.delay(job.attempts + 1)
+            )
+            logger.warning(
+                "job %d (%s, lane %s) attempt %d failed, retry in %.1fs: %s",
+                job.id,
+                job.kind,
+                job.lane,
+                job.attempts + 1,
+                delay,
+                decision.reason,
+            )
+            async with self.repo.transaction() as tx:
+                await tx.retry_job(job.id, time.time() + delay, decision.reason)
+            return "retry"
+        reason = decision.reason
+        if decision.retry:
+            reason = f"still failing after {int(age)} s: {reason}"
+        if not isinstance(exc, GiveUp | AmojoError | CrmError) and not decision.retry:
+            logger.error("job %d (%s) failed", job.id, job.kind, exc_info=exc)
+        await self._kill(job, kind, reason)
+        return "dead"
+
+    async def _kill(self, job: Job, kind: JobKind | None, reason: str) -> None:
+        followups: Sequence[NewJob] = ()
+        if kind is not None and kind.on_dead is not None:
+            followups = await kind.on_dead(job, reason)
+        logger.error("job %d (%s, lane %s) dead-lettered: %s", job.id, job.kind, job.lane, reason)
+        async with self.repo.transaction() as tx:
+            await tx.kill_job(job.id, reason, followups)

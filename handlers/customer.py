@@ -1,0 +1,56 @@
+"""Customer side: /start, sharing a phone, every other private message and its edits."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import CommandStart
+from aiogram.types import KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
+
+from bot.intake import Intake, is_own_contact
+from bot.texts import text
+
+router = Router(name=__name__)
+router.message.filter(F.chat.type == "private")
+router.edited_message.filter(F.chat.type == "private")
+
+
+@router.message(CommandStart())
+async def on_start(message: Message, intake: Intake) -> None:
+    """Greet the customer and offer to share their phone."""
+    language = message.from_user.language_code if message.from_user else None
+    keyboard = ReplyKeyboardMarkup(
+        keyboard=[
+            [KeyboardButton(text=text("share_phone_button", language), request_contact=True)]
+        ],
+        resize_keyboard=True,
+        one_time_keyboard=True,
+    )
+    await intake.record_notice(
+        message, f"start:{message.message_id}", text("greeting", language), keyboard
+    )
+
+
+@router.message(F.contact)
+async def on_contact(message: Message, intake: Intake) -> None:
+    """Bridge a shared contact; remember the phone when it is the customer's own."""
+    await intake.record_message(message)
+    if is_own_contact(message):
+        language = message.from_user.language_code if message.from_user else None
+        await intake.record_notice(
+            message,
+            f"phone:{message.message_id}",
+            text("phone_saved", language),
+            ReplyKeyboardRemove(),
+        )
+
+
+@router.message()
+async def on_customer_message(message: Message, intake: Intake) -> None:
+    """Bridge any other customer message to amoCRM."""
+    await intake.record_message(message)
+
+
+@router.edited_message()
+async def on_customer_edit(message: Message, intake: Intake) -> None:
+    """Bridge an edit when the text or caption really changed."""
+    await intake.record_edit(message)

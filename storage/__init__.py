@@ -1,0 +1,25 @@
+"""SQLite storage: schema, migrations and the repository (the only module that speaks SQL)."""
+
+from storage.repository import (
+    Customer,
+    Job,
+    JobState,
+    MessageLink,
+    NewJob,
+    QueueStats,
+    Repository,
+    StorageError,
+    open_repository,
+)
+
+__all__ = [
+    "Customer",
+    "Job",
+    "JobState",
+    "MessageLink",
+    "NewJob",
+    "QueueStats",
+    "Repository",
+    "StorageError",
+    "open_repository",
+]

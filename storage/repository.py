@@ -1,0 +1,544 @@
+"""Repository over one SQLite file: a writer connection (serialised) and a reader connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.migrations import MIGRATIONS
+
+StorageError = sqlite3.Error
+
+
+class JobState(StrEnum):
+    """Lifecycle of a durable job."""
+
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue; `dedup_key` makes a second insert of the same work a no-op."""
+
+    queue: str
+    kind: str
+    lane: str
+    dedup_key: str
+    payload: dict[str, Any]
+    not_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A stored job."""
+
+    id: int
+    queue: str
+    kind: str
+    lane: str
+    dedup_key: str
+    payload: dict[str, Any]
+    state: JobState
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    updated_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A Telegram private chat known to the bridge."""
+
+    chat_id: int
+    user_id: int
+    name: str
+    username: str | None
+    language_code: str | None
+    phone: str | None
+    last_message_at: float | None
+    blocked: bool
+    amo_conversation_id: str | None
+    amo_user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLink:
+    """One Telegram message paired with its amoCRM counterpart."""
+
+    chat_id: int
+    tg_message_id: int
+    direction: str
+    our_msgid: str | None = None
+    amo_message_id: str | None = None
+    content_hash: str | None = None
+
+
+@dataclass(slots=True)
+class QueueStats:
+    """Depth and age of one queue."""
+
+    pending: int = 0
+    dead: int = 0
+    oldest_pending_created_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Listeners:
+    callbacks: list[Any] = field(default_factory=list)
+
+
+_JOB_COLUMNS = (
+    "id, queue, kind, lane, dedup_key, payload, state, attempts, created_at, "
+    "next_attempt_at, updated_at, last_error"
+)
+_CUSTOMER_COLUMNS = (
+    "chat_id, user_id, name, username, language_code, phone, last_message_at, blocked, "
+    "amo_conversation_id, amo_user_id"
+)
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        queue=row[1],
+        kind=row[2],
+        lane=row[3],
+        dedup_key=row[4],
+        payload=json.loads(row[5]),
+        state=JobState(row[6]),
+        attempts=row[7],
+        created_at=row[8],
+        next_attempt_at=row[9],
+        updated_at=row[10],
+        last_error=row[11],
+    )
+
+
+def _customer(row: sqlite3.Row | tuple[Any, ...]) -> Customer:
+    return Customer(
+        chat_id=row[0],
+        user_id=row[1],
+        name=row[2],
+        username=row[3],
+        language_code=row[4],
+        phone=row[5],
+        last_message_at=row[6],
+        blocked=bool(row[7]),
+        amo_conversation_id=row[8],
+        amo_user_id=row[9],
+    )
+
+
+class Transaction:
+    """Write operations; only reachable inside `Repository.transaction()`."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self.enqueued: list[str] = []
+
+    async def enqueue(self, jobs: Iterable[NewJob]) -> int:
+        """Insert jobs, ignoring ones whose dedup_key already exists; returns how many were new."""
+        now = time.time()
+        inserted = 0
+        for job in jobs:
+            cursor = await self._conn.execute(
+                "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (dedup_key) DO NOTHING",
+                (
+                    job.queue,
+                    job.kind,
+                    job.lane,
+                    job.dedup_key,
+                    _dumps(job.payload),
+                    job.not_before or now,
+                    now,
+                    now,
+                ),
+            )
+            if cursor.rowcount:
+                inserted += 1
+                self.enqueued.append(job.queue)
+        return inserted
+
+    async def job_exists(self, dedup_key: str) -> bool:
+        """True when a job with this dedup key was ever stored."""
+        async with self._conn.execute(
+            "SELECT 1 FROM jobs WHERE dedup_key = ?", (dedup_key,)
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def upsert_customer(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        name: str,
+        username: str | None,
+        language_code: str | None,
+        message_at: float | None,
+    ) -> None:
+        """Create or refresh a customer's profile and the time of their last message."""
+        await self._conn.execute(
+            "INSERT INTO customers (chat_id, user_id, name, username, language_code, "
+            "last_message_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (chat_id) DO UPDATE SET user_id = excluded.user_id, "
+            "name = excluded.name, username = excluded.username, "
+            "language_code = excluded.language_code, "
+            "last_message_at = max(coalesce(customers.last_message_at, 0), "
+            "coalesce(excluded.last_message_at, 0)), updated_at = excluded.updated_at",
+            (chat_id, user_id, name, username, language_code, message_at, time.time()),
+        )
+
+    async def set_customer_phone(self, chat_id: int, phone: str, last10: str) -> None:
+        """Remember the phone a customer shared as their own."""
+        await self._conn.execute(
+            "UPDATE customers SET phone = ?, phone_last10 = ?, updated_at = ? WHERE chat_id = ?",
+            (phone, last10, time.time(), chat_id),
+        )
+
+    async def set_customer_blocked(self, chat_id: int, blocked: bool) -> None:
+        """Record that the customer blocked (or unblocked) the bot."""
+        await self._conn.execute(
+            "UPDATE customers SET blocked = ?, updated_at = ? WHERE chat_id = ?",
+            (int(blocked), time.time(), chat_id),
+        )
+
+    async def bind_amo_conversation(
+        self, chat_id: int, amo_conversation_id: str, amo_user_id: str | None
+    ) -> None:
+        """Tie a customer's chat to an amo chat (and amojo user) created on the amo side."""
+        await self._conn.execute(
+            "UPDATE customers SET amo_conversation_id = ?, "
+            "amo_user_id = coalesce(?, amo_user_id), updated_at = ? WHERE chat_id = ?",
+            (amo_conversation_id, amo_user_id, time.time(), chat_id),
+        )
+
+    async def save_links(self, links: Sequence[MessageLink]) -> None:
+        """Store message pairs; a later save for the same Telegram message fills in gaps."""
+        now = time.time()
+        await self._conn.executemany(
+            "INSERT INTO message_links (chat_id, tg_message_id, direction, our_msgid, "
+            "amo_message_id, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (chat_id, tg_message_id) DO UPDATE SET "
+            "our_msgid = coalesce(excluded.our_msgid, message_links.our_msgid), "
+            "amo_message_id = coalesce(excluded.amo_message_id, message_links.amo_message_id), "
+            "content_hash = coalesce(excluded.content_hash, message_links.content_hash)",
+            [
+                (
+                    link.chat_id,
+                    link.tg_message_id,
+                    link.direction,
+                    link.our_msgid,
+                    link.amo_message_id,
+                    link.content_hash,
+                    now,
+                )
+                for link in links
+            ],
+        )
+
+    async def set_amo_message_id(self, our_msgid: str, amo_message_id: str) -> None:
+        """Attach amo's id to a message we sent under our own msgid."""
+        await self._conn.execute(
+            "UPDATE message_links SET amo_message_id = ? WHERE our_msgid = ?",
+            (amo_message_id, our_msgid),
+        )
+
+    async def set_kv(self, key: str, value: str) -> None:
+        """Store a small named value."""
+        await self._conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    async def finish_job(self, job_id: int, followups: Iterable[NewJob] = ()) -> None:
+        """Mark a job done and enqueue what follows from it, atomically."""
+        await self._conn.execute(
+            "UPDATE jobs SET state = 'done', updated_at = ?, last_error = NULL WHERE id = ?",
+            (time.time(), job_id),
+        )
+        await self.enqueue(followups)
+
+    async def retry_job(self, job_id: int, next_attempt_at: float, error: str) -> None:
+        """Leave a job pending and schedule its next attempt."""
+        await self._conn.execute(
+            "UPDATE jobs SET next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            (next_attempt_at, error, time.time(), job_id),
+        )
+
+    async def kill_job(self, job_id: int, reason: str, followups: Iterable[NewJob] = ()) -> None:
+        """Move a job to the dead-letter state with its reason."""
+        await self._conn.execute(
+            "UPDATE jobs SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?",
+            (reason, time.time(), job_id),
+        )
+        await self.enqueue(followups)
+
+    async def count_attempts(self, job_ids: Sequence[int]) -> None:
+        """Count an attempt for each job before it touches the network."""
+        await self._conn.executemany(
+            "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in job_ids]
+        )
+
+    async def redrive_jobs(self, job_id: int | None = None) -> int:
+        """Put dead jobs (one, or all when `job_id` is None) back in the queue."""
+        now = time.time()
+        sql = (
+            "UPDATE jobs SET state = 'pending', next_attempt_at = ?, updated_at = ? "
+            "WHERE state = 'dead'"
+        )
+        params: tuple[Any, ...] = (now, now)
+        if job_id is not None:
+            sql += " AND id = ?"
+            params += (job_id,)
+        cursor = await self._conn.execute(sql, params)
+        queues = await self._conn.execute_fetchall(
+            "SELECT DISTINCT queue FROM jobs WHERE state = 'pending' AND updated_at = ?", (now,)
+        )
+        self.enqueued.extend(str(row[0]) for row in queues)
+        return cursor.rowcount
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement of a storage-module extension; returns the changed row count."""
+        cursor = await self._conn.execute(sql, params)
+        return cursor.rowcount
+
+
+class Repository:
+    """All persistence of the bridge."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+        self._listeners: list[Any] = []
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """Read-only connection for storage-module extensions."""
+        return self._reader
+
+    def on_enqueue(self, callback: Any) -> None:
+        """Call `callback(queue)` after a transaction that enqueued work commits."""
+        self._listeners.append(callback)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Serialised write transaction: commits on success, rolls back on error."""
+        async with self._lock:
+            tx = Transaction(self._writer)
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                await self._writer.rollback()
+                raise
+            await self._writer.commit()
+        for queue in set(tx.enqueued):
+            for callback in self._listeners:
+                callback(queue)
+
+    async def close(self) -> None:
+        """Close both connections."""
+        await self._reader.close()
+        await self._writer.close()
+
+    async def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            await self._all("SELECT 1")
+        except (sqlite3.Error, ValueError):
+            return False
+        return True
+
+    async def enqueue(self, *jobs: NewJob) -> int:
+        """Enqueue jobs in their own transaction."""
+        async with self.transaction() as tx:
+            return await tx.enqueue(jobs)
+
+    async def get_kv(self, key: str) -> str | None:
+        """Read a small named value."""
+        rows = await self._all("SELECT value FROM kv WHERE key = ?", (key,))
+        for row in rows:
+            return str(row[0])
+        return None
+
+    async def set_kv(self, key: str, value: str) -> None:
+        """Store a small named value."""
+        async with self.transaction() as tx:
+            await tx.set_kv(key, value)
+
+    async def due_jobs(
+        self, queue: str, now: float, limit: int, busy_lanes: frozenset[str] | set[str]
+    ) -> list[Job]:
+        """The head job of each lane that is due now, oldest first, skipping busy lanes."""
+        rows = await self._all(
+            f"SELECT {_JOB_COLUMNS} FROM jobs AS j WHERE j.queue = ? AND j.state = 'pending' "
+            "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs AS p "
+            "WHERE p.queue = j.queue AND p.lane = j.lane AND p.state = 'pending' "
+            "AND p.id < j.id) ORDER BY j.id LIMIT ?",
+            (queue, now, limit + len(busy_lanes)),
+        )
+        jobs = [_job(row) for row in rows]
+        return [job for job in jobs if job.lane not in busy_lanes][:limit]
+
+    async def next_due_at(self, queue: str) -> float | None:
+        """When the earliest pending job of a queue becomes due."""
+        rows = await self._all(
+            "SELECT min(next_attempt_at) FROM jobs WHERE queue = ? AND state = 'pending'",
+            (queue,),
+        )
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    async def get_job(self, job_id: int) -> Job | None:
+        """One job by id."""
+        rows = await self._all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    async def jobs(
+        self, *, state: JobState | None = None, kind: str | None = None, limit: int = 1000
+    ) -> list[Job]:
+        """Jobs filtered by state and kind, oldest first."""
+        clauses, params = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state.value)
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._all(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id LIMIT ?", (*params, limit)
+        )
+        return [_job(row) for row in rows]
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        """Pending and dead counts and the oldest pending job, per queue."""
+        rows = await self._all(
+            "SELECT queue, state, count(*), min(created_at) FROM jobs "
+            "WHERE state IN ('pending', 'dead') GROUP BY queue, state"
+        )
+        stats: dict[str, QueueStats] = {}
+        for queue, state, count, oldest in rows:
+            entry = stats.setdefault(queue, QueueStats())
+            if state == "pending":
+                entry.pending = count
+                entry.oldest_pending_created_at = oldest
+            else:
+                entry.dead = count
+        return stats
+
+    async def get_customer(self, chat_id: int) -> Customer | None:
+        """A customer by Telegram chat id."""
+        rows = await self._all(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE chat_id = ?", (chat_id,)
+        )
+        return _customer(rows[0]) if rows else None
+
+    async def customers_with_phone(self, last10: str) -> list[Customer]:
+        """Customers who shared their own phone ending in these ten digits."""
+        rows = await self._all(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE phone_last10 = ? "
+            "ORDER BY updated_at DESC",
+            (last10,),
+        )
+        return [_customer(row) for row in rows]
+
+    async def customer_by_amo_conversation(self, amo_conversation_id: str) -> Customer | None:
+        """The customer whose chat is bound to this amo chat id."""
+        rows = await self._all(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE amo_conversation_id = ?",
+            (amo_conversation_id,),
+        )
+        return _customer(rows[0]) if rows else None
+
+    async def count_blocked_customers(self) -> int:
+        """How many customers currently block the bot."""
+        rows = await self._all("SELECT count(*) FROM customers WHERE blocked = 1")
+        return int(rows[0][0])
+
+    async def get_link(self, chat_id: int, tg_message_id: int) -> MessageLink | None:
+        """The amo side of a Telegram message."""
+        rows = await self._all(
+            "SELECT chat_id, tg_message_id, direction, our_msgid, amo_message_id, content_hash "
+            "FROM message_links WHERE chat_id = ? AND tg_message_id = ?",
+            (chat_id, tg_message_id),
+        )
+        return MessageLink(*rows[0]) if rows else None
+
+    async def links_for_amo_message(self, amo_id: str) -> list[MessageLink]:
+        """Telegram messages for an amo message id (or our own msgid), in send order."""
+        rows = await self._all(
+            "SELECT chat_id, tg_message_id, direction, our_msgid, amo_message_id, content_hash "
+            "FROM message_links WHERE amo_message_id = ? OR our_msgid = ? ORDER BY id",
+            (amo_id, amo_id),
+        )
+        return [MessageLink(*row) for row in rows]
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout = 5000")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    await conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode keeps every commit across a process crash (kill -9); only an OS
+    # crash or power loss can lose the last commits. https://sqlite.org/pragma.html#pragma_synchronous
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    rows = await conn.execute_fetchall("PRAGMA user_version")
+    current = int(next(iter(rows))[0])
+    for version, script in MIGRATIONS:
+        if version <= current:
+            continue
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            await conn.rollback()
+            raise
+        await conn.commit()
+
+
+async def open_repository(path: Path | str) -> Repository:
+    """Open (creating and migrating as needed) the database at `path`."""
+    db_path = Path(path)
+    if str(db_path) != ":memory:":
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = await _connect(db_path)
+    try:
+        await _migrate(writer)
+        reader = await _connect(db_path)
+    except BaseException:
+        await writer.close()
+        raise
+    await reader.execute("PRAGMA query_only = ON")
+    return Repository(writer, reader)
