@@ -60,4 +60,29 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX message_links_our ON message_links (our_msgid);
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE crm_tokens (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            access_token TEXT NOT NULL,
+            refresh_token TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            auth_code_sha256 TEXT,
+            updated_at REAL NOT NULL
+        );
+
+        CREATE TABLE operator_audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            user_id INTEGER NOT NULL,
+            chat_id INTEGER NOT NULL,
+            message_id INTEGER,
+            command TEXT NOT NULL,
+            args TEXT NOT NULL DEFAULT '',
+            result TEXT NOT NULL
+        );
+        CREATE INDEX operator_audit_at ON operator_audit (at);
+        """,
+    ),
 ]
