@@ -6,5 +6,10 @@ from handlers import customer
 
 
 def build_routers() -> list[Router]:
-    """All routers of the bot."""
-    return [customer.router]
+    """All routers of the bot, detached so a new Dispatcher can include them."""
+    routers = [customer.router]
+    for router in routers:
+        # A Router attaches to one parent for good; releasing it lets the same process build
+        # a second Dispatcher (a restart inside the test suite, a re-created bridge).
+        router._parent_router = None  # noqa: SLF001
+    return routers

@@ -1,0 +1,33 @@
+"""Shared fixtures: loopback fakes and a running bridge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import BridgeFactory, Fakes, RunningBridge, started_fakes
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    """Fake Telegram Bot API, amojo and CRM REST, on 127.0.0.1."""
+    async with started_fakes() as running:
+        yield running
+
+
+@pytest.fixture
+async def bridges(fakes: Fakes, tmp_path: Path) -> AsyncIterator[BridgeFactory]:
+    """Starts bridges on one database (stop/restart inside a test); stops them at the end."""
+    factory = BridgeFactory(fakes=fakes, db_path=tmp_path / "bridge.sqlite3")
+    try:
+        yield factory
+    finally:
+        await factory.stop_all()
+
+
+@pytest.fixture
+async def bridge(bridges: BridgeFactory) -> RunningBridge:
+    """One running bridge with default settings."""
+    return await bridges.start()

@@ -1,0 +1,58 @@
+"""Customer → amoCRM, end to end against the loopback fakes."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tests.fakes.factories import make_photo, private_message_update
+from tests.harness import CHANNEL_SECRET, Fakes, RunningBridge
+from bot.amojo import content_md5, request_signature
+
+
+async def test_text_arrives_signed_and_exact(fakes: Fakes, bridge: RunningBridge) -> None:
+    text = "Здравствуйте! Нужна доставка в Казань 🚚🙂 — «срочно»"
+    fakes.telegram.push_update(private_message_update(501, 10, text=text))
+
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="message")
+
+    message = fakes.amojo.messages[0]
+    assert message["message"] == {"type": "text", "text": text}
+    assert message["conversation_id"] == "tg-501"
+    assert message["msgid"] == "tg-501-10"
+    assert message["sender"]["id"] == "tg-501"
+    assert message["sender"]["name"] == "Ivan Petrov"
+    assert message["sender"]["profile_link"] == "https://t.me/user501"
+    assert fakes.amojo.rejected == []
+    request = next(r for r in fakes.amojo.requests if r.path.endswith(bridge.scope_id))
+    expected = request_signature(
+        CHANNEL_SECRET,
+        "POST",
+        content_md5(request.body),
+        "application/json",
+        request.headers["Date"],
+        request.path,
+    )
+    assert request.headers["X-Signature"] == expected
+    assert fakes.telegram.confirmed_offset > 1
+
+
+async def test_photo_link_serves_the_telegram_bytes(fakes: Fakes, bridge: RunningBridge) -> None:
+    content = bytes(range(256)) * 400
+    file_id, unique_id = fakes.telegram.add_file(content)
+    photo = make_photo(file_id, unique_id, len(content))
+    fakes.telegram.push_update(
+        private_message_update(502, 11, caption="Вот фото", photo=photo)
+    )
+
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="photo message")
+    message = fakes.amojo.messages[0]["message"]
+    assert message["type"] == "picture"
+    assert message["text"] == "Вот фото"
+    assert message["file_size"] == len(content)
+    assert message["file_name"].endswith(".jpg")
+    link = message["media"]
+    assert link.startswith(f"{bridge.url}/files/")
+    assert "TEST-token" not in link and "123456" not in link
+    async with aiohttp.ClientSession() as http, http.get(link) as response:
+        assert response.status == 200
+        assert await response.read() == content

@@ -1,0 +1,160 @@
+"""Runs the real bridge in-process against the loopback fakes (shared by the e2e tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.app import Bridge, create_bridge
+from bot.settings import Settings
+from bot.worker import Backoff
+from tests.fakes.amojo import FakeAmojo
+from tests.fakes.crm import FakeCrm
+from tests.fakes.telegram import FakeTelegram
+
+TOKEN = "123456:TEST-token-not-real"
+CHANNEL_ID = "344a5002-f8ca-454d-af3d-396180102ac7"
+CHANNEL_SECRET = "f2d7f8704eff95087ed45b23ba99c0b5aac8278e"
+ACCOUNT_ID = "52e591f7-c98f-4255-8495-827210138c81"
+CRM_TOKEN = "crm-long-lived-token"
+FAST_BACKOFF = Backoff(base=0.05, cap=0.5)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = ""
+) -> None:
+    """Re-check a condition every few ms until it holds; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass(slots=True)
+class Fakes:
+    """The three loopback services."""
+
+    telegram: FakeTelegram
+    amojo: FakeAmojo
+    crm: FakeCrm
+
+
+def bridge_env(fakes: Fakes, db_path: Path, port: int, **extra: str) -> dict[str, str]:
+    """Environment variables that point a bridge at the fakes."""
+    env = {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": fakes.telegram.url,
+        "AMOCRM_BASE_URL": fakes.crm.url,
+        "AMOCRM_ACCESS_TOKEN": CRM_TOKEN,
+        "AMOJO_BASE_URL": fakes.amojo.url,
+        "AMOJO_CHANNEL_ID": CHANNEL_ID,
+        "AMOJO_CHANNEL_SECRET": CHANNEL_SECRET,
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "DATABASE_PATH": str(db_path),
+        "LOG_LEVEL": "INFO",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass(slots=True)
+class RunningBridge:
+    """A bridge polling the fake Telegram in a background task."""
+
+    bridge: Bridge
+    task: asyncio.Task[None]
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Base URL of the bridge's HTTP listener."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def scope_id(self) -> str:
+        """The amojo scope the bridge connected with."""
+        return self.bridge.channel.scope_id
+
+    async def stop(self) -> None:
+        """Stop polling (as SIGTERM would), run the shutdown hooks and release everything."""
+        if not self.task.done():
+            with contextlib.suppress(RuntimeError):
+                await self.bridge.dp.stop_polling()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self.task, timeout=15)
+        await self.bridge.close()
+
+
+@dataclass(slots=True)
+class BridgeFactory:
+    """Starts bridges on one database, so a test can restart one."""
+
+    fakes: Fakes
+    db_path: Path
+    running: list[RunningBridge] = field(default_factory=list)
+
+    def settings(self, port: int, **extra: Any) -> Settings:
+        """Settings of a bridge pointed at the fakes."""
+        env: dict[str, Any] = dict(bridge_env(self.fakes, self.db_path, port))
+        env.update(extra)
+        return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+
+    async def start(self, *, backoff: Backoff = FAST_BACKOFF, **extra: Any) -> RunningBridge:
+        """Create, connect and start polling; returns once the listener serves."""
+        port = free_port()
+        bridge = await create_bridge(self.settings(port, **extra), backoff=backoff)
+        started = asyncio.Event()
+
+        async def mark_started(**_: Any) -> None:
+            started.set()
+
+        bridge.dp.startup.register(mark_started)
+        task = asyncio.create_task(bridge.run_polling(handle_signals=False))
+        waiter = asyncio.create_task(started.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=10, return_when="FIRST_COMPLETED")
+        if waiter not in done:
+            waiter.cancel()
+            if task.done():
+                task.result()
+            raise AssertionError("bridge did not start within 10 s")
+        running = RunningBridge(bridge=bridge, task=task, port=port)
+        self.running.append(running)
+        return running
+
+    async def stop_all(self) -> None:
+        """Stop every bridge this factory started."""
+        for running in reversed(self.running):
+            await running.stop()
+        self.running.clear()
+
+
+@contextlib.asynccontextmanager
+async def started_fakes() -> AsyncIterator[Fakes]:
+    """Start the three fakes, close them afterwards."""
+    async with (
+        FakeTelegram(TOKEN) as telegram,
+        FakeAmojo(CHANNEL_ID, CHANNEL_SECRET, ACCOUNT_ID) as amojo,
+        FakeCrm(CRM_TOKEN, ACCOUNT_ID) as crm,
+    ):
+        yield Fakes(telegram=telegram, amojo=amojo, crm=crm)
