@@ -2,12 +2,12 @@
 
 from aiogram import Router
 
-from handlers import customer
+from handlers import customer, membership, operator, reactions
 
 
 def build_routers() -> list[Router]:
     """All routers of the bot, detached so a new Dispatcher can include them."""
-    routers = [customer.router]
+    routers = [operator.router, membership.router, reactions.router, customer.router]
     for router in routers:
         # A Router attaches to one parent for good; releasing it lets the same process build
         # a second Dispatcher (a restart inside the test suite, a re-created bridge).
