@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     """Everything the bridge reads from its environment (see DESIGN.md)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=True,
     )
 
     TELEGRAM_BOT_TOKEN: SecretStr
