@@ -164,3 +164,24 @@ def private_message_update(
         message["edit_date"] = message["date"] + 1
         return make_update("edited_message", message)
     return make_update("message", message)
+
+
+def make_file(
+    file_id: str, file_unique_id: str, file_size: int | None, **fields: Any
+) -> dict[str, Any]:
+    """A Video, Animation, VideoNote, Voice, Audio or Sticker object: ids, size and `fields`."""
+    media: dict[str, Any] = {"file_id": file_id, "file_unique_id": file_unique_id}
+    if file_size is not None:
+        media["file_size"] = file_size
+    media.update(fields)
+    return media
+
+
+def make_location(latitude: float, longitude: float) -> dict[str, Any]:
+    """A Location object."""
+    return {"latitude": latitude, "longitude": longitude}
+
+
+def make_venue(latitude: float, longitude: float, title: str, address: str) -> dict[str, Any]:
+    """A Venue object."""
+    return {"location": make_location(latitude, longitude), "title": title, "address": address}
