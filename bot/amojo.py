@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 
 from bot.limits import AMOJO_REQUEST_TIMEOUT_SECONDS
+from bot.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +117,11 @@ class AmojoClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = AMOJO_REQUEST_TIMEOUT_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.channel_id = channel_id
         self._secret = secret
+        self._metrics = metrics
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             transport=transport,
@@ -133,7 +137,14 @@ class AmojoClient:
         """Send one signed request; raises AmojoError on a non-2xx answer."""
         body = encode_body(payload) if payload is not None else b""
         headers = signed_headers(self._secret, method, path, body, http_date())
-        response = await self._http.request(method, path, content=body, headers=headers)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            response = await self._http.request(method, path, content=body, headers=headers)
+            outcome = "ok" if response.status_code < 300 else str(response.status_code)
+        finally:
+            if self._metrics is not None:
+                self._metrics.observe_call("amojo", outcome, time.perf_counter() - started)
         if response.status_code >= 300:
             raise AmojoError(
                 response.status_code,

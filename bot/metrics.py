@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter
+from aiogram.methods import GetUpdates
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from aiogram import Bot
+    from aiogram.methods import Response, TelegramMethod
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -15,6 +28,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.queues: set[str] = set()
         self.updates_received = Counter(
             "bridge_telegram_updates_total",
             "Telegram updates received, by update type",
@@ -31,6 +45,24 @@ class Metrics:
             "bridge_jobs_total",
             "Finished job attempts by queue, kind and outcome (done, retry, dead)",
             ["queue", "kind", "outcome"],
+            registry=self.registry,
+        )
+        self.messages = Counter(
+            "bridge_messages_total",
+            "Message jobs by direction (to_amocrm, to_telegram), kind and outcome "
+            "(delivered, retried, failed)",
+            ["direction", "kind", "outcome"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "bridge_dead_letters_total",
+            "Jobs moved to the dead-letter state, by queue and kind",
+            ["queue", "kind"],
+            registry=self.registry,
+        )
+        self.redriven = Counter(
+            "bridge_redriven_jobs_total",
+            "Dead-lettered jobs put back in their queue by an operator",
             registry=self.registry,
         )
         self.job_seconds = Histogram(
@@ -72,6 +104,45 @@ class Metrics:
             registry=self.registry,
         )
 
+    def observe_call(self, api: str, outcome: str, seconds: float) -> None:
+        """Record one call to an external API; `outcome` "ok" also moves its last-success time."""
+        self.api_seconds.labels(api, outcome).observe(seconds)
+        if outcome == "ok":
+            self.api_last_success.labels(api).set(time.time())
+
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class TelegramCallMetrics(BaseRequestMiddleware):
+    """Bot API session middleware: latency and last success of every call (api="telegram")."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[Any],
+        bot: Bot,
+        method: TelegramMethod[Any],
+    ) -> Response[Any]:
+        """Time the call; long polls only count towards the last success."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            response = await make_request(bot, method)
+            outcome = "ok"
+            return response
+        except TelegramRetryAfter:
+            outcome = "429"
+            raise
+        except TelegramNetworkError:
+            outcome = "network"
+            raise
+        finally:
+            if isinstance(method, GetUpdates):
+                if outcome == "ok":
+                    self.metrics.api_last_success.labels("telegram").set(time.time())
+            else:
+                self.metrics.observe_call("telegram", outcome, time.perf_counter() - started)

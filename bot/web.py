@@ -15,6 +15,7 @@ from aiohttp import ClientError, web
 from bot.files import FileLinks
 from bot.metrics import CONTENT_TYPE, Metrics
 from storage import Repository, StorageError
+from storage.repository import QueueStats
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ async def queue_report(repo: Repository, metrics: Metrics) -> dict[str, Any]:
     """Per-queue depth, dead letters and oldest pending age; refreshes the gauges."""
     now = time.time()
     report: dict[str, Any] = {}
-    for queue, stats in (await repo.queue_stats()).items():
+    all_stats = await repo.queue_stats()
+    for queue in sorted(metrics.queues | set(all_stats)):
+        stats = all_stats.get(queue) or QueueStats()
         age = now - stats.oldest_pending_created_at if stats.oldest_pending_created_at else 0.0
         report[queue] = {
             "pending": stats.pending,

@@ -114,6 +114,9 @@ def classify_failure(exc: Exception) -> Decision:
     return Decision(False, f"internal error {type(exc).__name__}: {exc}")
 
 
+_MESSAGE_OUTCOMES = {"done": "delivered", "retry": "retried", "dead": "failed"}
+
+
 class Worker:
     """Runs the jobs of one queue with bounded concurrency, one job per lane at a time."""
 
@@ -127,8 +130,13 @@ class Worker:
         concurrency: int = 32,
         backoff: Backoff | None = None,
         poll_interval: float = 1.0,
+        direction: str | None = None,
+        message_kinds: frozenset[str] = frozenset(),
     ) -> None:
         self.repo = repo
+        self.direction = direction or queue
+        self.message_kinds = message_kinds
+        metrics.queues.add(queue)
         self.queue = queue
         self.kinds = kinds
         self.metrics = metrics
@@ -233,6 +241,10 @@ class Worker:
             self._inflight.pop(job.lane, None)
             self._wake.set()
             self.metrics.jobs.labels(self.queue, job.kind, outcome).inc()
+            if job.kind in self.message_kinds:
+                self.metrics.messages.labels(
+                    self.direction, job.kind, _MESSAGE_OUTCOMES[outcome]
+                ).inc()
             self.metrics.job_seconds.labels(self.queue).observe(time.perf_counter() - started)
 
     async def _fail(self, job: Job, kind: JobKind, exc: Exception) -> str:
@@ -269,5 +281,6 @@ class Worker:
         if kind is not None and kind.on_dead is not None:
             followups = await kind.on_dead(job, reason)
         logger.error("job %d (%s, lane %s) dead-lettered: %s", job.id, job.kind, job.lane, reason)
+        self.metrics.dead_letters.labels(self.queue, job.kind).inc()
         async with self.repo.transaction() as tx:
             await tx.kill_job(job.id, reason, followups)
