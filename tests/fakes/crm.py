@@ -1,6 +1,8 @@
 """Fake amoCRM REST API v4 (Bearer auth, problem+json errors) for end-to-end tests."""
 
+import itertools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ class CrmRequest:
     headers: dict[str, str]
     json: Any
     status: int = 0
+    at: float = 0.0
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,10 +76,26 @@ class _Route:
     handler: Handler
     auth: bool = True
     hits: list[CrmRequest] = field(default_factory=list)
+    pattern: re.Pattern[str] | None = None
+
+
+@dataclass
+class OAuthClient:
+    """The integration the fake's OAuth endpoint accepts (spec §9.2)."""
+
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+    codes: set[str]
+    lifetime: int = 86400
+
+
+def _last10(phone: str) -> str:
+    return "".join(ch for ch in phone if ch.isdigit())[-10:]
 
 
 class FakeCrm(FakeServer):
-    """amoCRM REST v4 of one account: GET /api/v4/account for now."""
+    """amoCRM REST v4 of one account: account, talks, calls and the OAuth2 token endpoint."""
 
     def __init__(
         self,
@@ -96,12 +116,101 @@ class FakeCrm(FakeServer):
         self.routes: dict[tuple[str, str], _Route] = {}
         self._failures: list[_Failure] = []
         self._recent: list[float] = []
+        self.access_tokens: set[str] = {access_token} if access_token else set()
+        self.talks: dict[int, dict[str, Any]] = {}
+        self.closes: list[tuple[int, bool]] = []
+        self.calls: list[dict[str, Any]] = []
+        self.phones: dict[str, tuple[str, int]] = {}
+        self.oauth: OAuthClient | None = None
+        self.refresh_tokens: set[str] = set()
+        self.revoked_refresh_tokens: set[str] = set()
+        self.grants: list[tuple[str, bool]] = []
+        self._serial = itertools.count(1)
         self.add_route("GET", "/api/v4/account", self._account)
+        self.add_route("GET", "/api/v4/talks/{id}", self._get_talk)
+        self.add_route("POST", "/api/v4/talks/{id}/close", self._close_talk)
+        self.add_route("POST", "/api/v4/calls", self._add_calls)
+        self.add_route("POST", "/oauth2/access_token", self._token, auth=False)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
     def add_route(self, method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
-        """Register a handler for an exact path (used to grow talks, calls, OAuth)."""
-        self.routes[(method.upper(), path)] = _Route(method.upper(), path, handler, auth)
+        """Register a handler for a path; `{name}` segments land in `CrmRequest.params`."""
+        pattern = None
+        if "{" in path:
+            pattern = re.compile(re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
+        self.routes[(method.upper(), path)] = _Route(
+            method.upper(), path, handler, auth, [], pattern
+        )
+
+    # ---- test API: account data ---------------------------------------------------------
+
+    def add_talk(self, talk_id: int, **fields: Any) -> dict[str, Any]:
+        """Create an open talk with a contact (and a lead unless `lead_id=None`)."""
+        now = int(time.time())
+        contact_id = fields.pop("contact_id", 3102959)
+        lead_id = fields.pop("lead_id", 15926745)
+        customer_id = fields.pop("customer_id", None)
+        embedded: dict[str, Any] = {"contacts": [{"id": contact_id}]}
+        entity_type, entity_id = None, None
+        if lead_id is not None:
+            embedded["leads"] = [{"id": lead_id}]
+            entity_type, entity_id = "lead", lead_id
+        elif customer_id is not None:
+            embedded["customers"] = [{"id": customer_id}]
+            entity_type, entity_id = "customer", customer_id
+        talk: dict[str, Any] = {
+            "talk_id": talk_id,
+            "created_at": now - 3600,
+            "updated_at": now - 60,
+            "rate": 0,
+            "contact_id": contact_id,
+            "chat_id": "6cbab3d5-c4c1-46ff-b710-ad59ad10805f",
+            "entity_id": entity_id,
+            "entity_type": entity_type,
+            "is_in_work": True,
+            "is_read": False,
+            "origin": "telegram",
+            "missed_at": None,
+            "account_id": self.account_id,
+            "_embedded": embedded,
+            **fields,
+        }
+        self.talks[talk_id] = talk
+        return talk
+
+    def add_phone(self, phone: str, entity_type: str, entity_id: int) -> None:
+        """A contact (or its lead / customer) that calls to this phone attach to."""
+        self.phones[_last10(phone)] = (entity_type, entity_id)
+
+    def enable_oauth(
+        self,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        code: str,
+        *,
+        lifetime: int = 86400,
+    ) -> None:
+        """Accept the authorization code once at POST /oauth2/access_token."""
+        self.oauth = OAuthClient(client_id, client_secret, redirect_uri, {code}, lifetime)
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far stops working (401)."""
+        self.access_tokens.clear()
+
+    def grants_of(self, grant_type: str, *, ok: bool | None = None) -> int:
+        """How many token grants of this type were answered (ok only / failed only)."""
+        return sum(1 for kind, good in self.grants if kind == grant_type and ok in (None, good))
+
+    def max_rate(self, window: float = 1.0) -> int:
+        """Most requests the fake received within any sliding window."""
+        times = sorted(r.at for r in self.requests)
+        best, start = 0, 0
+        for end, moment in enumerate(times):
+            while moment - times[start] >= window:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
     def fail(
         self,
@@ -135,7 +244,12 @@ class FakeCrm(FakeServer):
             except ValueError:
                 body = raw.decode(errors="replace")
         recorded = CrmRequest(
-            request.method, request.path, dict(request.query), dict(request.headers), body
+            request.method,
+            request.path,
+            dict(request.query),
+            dict(request.headers),
+            body,
+            at=time.monotonic(),
         )
         self.requests.append(recorded)
         try:
@@ -147,7 +261,7 @@ class FakeCrm(FakeServer):
         return response
 
     async def _respond(self, request: web.Request, recorded: CrmRequest) -> web.StreamResponse:
-        route = self.routes.get((request.method, request.path))
+        route = self._match(request.method, request.path, recorded)
         if route is None:
             return problem(404, f"{request.method} {request.path} not found")
         if self._rate_limited():
@@ -163,12 +277,23 @@ class FakeCrm(FakeServer):
                 return response
         if route.auth:
             header = request.headers.get("Authorization", "")
-            if not header.startswith("Bearer ") or header.removeprefix("Bearer ") != (
-                self.access_token
-            ):
+            if header.removeprefix("Bearer ") not in self.access_tokens:
                 return problem(401, "Incorrect or missing access token")
         route.hits.append(recorded)
         return await route.handler(recorded)
+
+    def _match(self, method: str, path: str, recorded: CrmRequest) -> _Route | None:
+        route = self.routes.get((method, path))
+        if route is not None:
+            return route
+        for candidate in self.routes.values():
+            if candidate.method != method or candidate.pattern is None:
+                continue
+            found = candidate.pattern.match(path)
+            if found:
+                recorded.params = found.groupdict()
+                return candidate
+        return None
 
     def _rate_limited(self) -> bool:
         if self.rate_limit is None:
@@ -207,3 +332,140 @@ class FakeCrm(FakeServer):
         if "amojo_id" in with_:
             account["amojo_id"] = self.amojo_id
         return hal(account)
+
+    async def _get_talk(self, request: CrmRequest) -> web.StreamResponse:
+        talk = self.talks.get(int(request.params["id"])) if request.params["id"].isdigit() else None
+        if talk is None:
+            return problem(404, "Talk not found")
+        body = {**talk, "_links": {"self": {"href": f"{self.url}{request.path}"}}}
+        return hal(body)
+
+    async def _close_talk(self, request: CrmRequest) -> web.StreamResponse:
+        talk = self.talks.get(int(request.params["id"])) if request.params["id"].isdigit() else None
+        if talk is None:
+            return problem(404, "Talk not found")
+        if not talk["is_in_work"]:
+            return problem(422, "Talk is already closed or closing")
+        force = request.json.get("force_close", False) if isinstance(request.json, dict) else False
+        talk["is_in_work"] = False
+        talk["updated_at"] = int(time.time())
+        self.closes.append((talk["talk_id"], bool(force)))
+        return web.Response(status=202)
+
+    async def _add_calls(self, request: CrmRequest) -> web.StreamResponse:
+        if not isinstance(request.json, list) or not request.json:
+            return problem(400, "Request validation failed")
+        invalid = []
+        for index, item in enumerate(request.json):
+            errors = _call_errors(item)
+            if errors:
+                invalid.append({"request_id": str(index), "errors": errors})
+        if invalid:
+            return problem(400, "Request validation failed", **{"validation-errors": invalid})
+        added: list[dict[str, Any]] = []
+        errors_out: list[dict[str, Any]] = []
+        for index, item in enumerate(request.json):
+            request_id = str(item.get("request_id", index))
+            known = next(
+                (c for c in self.calls if item.get("uniq") and c["uniq"] == item.get("uniq")),
+                None,
+            )
+            if known is None:
+                entity = self.phones.get(_last10(item["phone"]))
+                if entity is None:
+                    # No entity with that phone: the call is not added (spec §8.2).
+                    errors_out.append(
+                        {"request_id": request_id, "title": "Entity not found", "status": 400}
+                    )
+                    continue
+                known = {**item, "id": 37512000 + next(self._serial)}
+                known["entity_type"], known["entity_id"] = entity
+                self.calls.append(known)
+            added.append(
+                {
+                    "id": known["id"],
+                    "entity_id": known["entity_id"],
+                    "entity_type": known["entity_type"],
+                    "account_id": self.account_id,
+                    "request_id": request_id,
+                }
+            )
+        return hal(
+            {"_total_items": len(added), "errors": errors_out, "_embedded": {"calls": added}}
+        )
+
+    async def _token(self, request: CrmRequest) -> web.StreamResponse:
+        body = request.json if isinstance(request.json, dict) else {}
+        grant_type = str(body.get("grant_type", ""))
+        oauth = self.oauth
+
+        def refuse(hint: str) -> web.StreamResponse:
+            self.grants.append((grant_type, False))
+            return problem(400, "The provided authorization grant is invalid", hint=hint)
+
+        if oauth is None or (body.get("client_id"), body.get("client_secret")) != (
+            oauth.client_id,
+            oauth.client_secret,
+        ):
+            return refuse("Client authentication failed")
+        if body.get("redirect_uri") != oauth.redirect_uri:
+            return refuse("redirect_uri does not match")
+        if grant_type == "authorization_code":
+            code = str(body.get("code", ""))
+            if code not in oauth.codes:
+                return refuse("Authorization code has expired or has been revoked")
+            oauth.codes.discard(code)
+        elif grant_type == "refresh_token":
+            refresh = str(body.get("refresh_token", ""))
+            if refresh in self.revoked_refresh_tokens:
+                return refuse("Token has been revoked")
+            if refresh not in self.refresh_tokens:
+                return refuse("Cannot decrypt the refresh token")
+            self.refresh_tokens.discard(refresh)
+            self.revoked_refresh_tokens.add(refresh)
+        else:
+            return refuse("Unsupported grant type")
+        serial = next(self._serial)
+        access, refresh = f"access-{serial}", f"refresh-{serial}"
+        self.access_tokens.add(access)
+        self.refresh_tokens.add(refresh)
+        self.grants.append((grant_type, True))
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": oauth.lifetime,
+                "server_time": int(time.time()),
+                "access_token": access,
+                "refresh_token": refresh,
+            }
+        )
+
+
+def _call_errors(item: Any) -> list[dict[str, str]]:
+    if not isinstance(item, dict):
+        return [{"code": "InvalidType", "path": "", "detail": "must be an object"}]
+    errors = []
+    if item.get("direction") not in ("inbound", "outbound"):
+        errors.append(
+            {
+                "code": "NotSupportedChoice",
+                "path": "direction",
+                "detail": "The value you selected is not a valid choice.",
+            }
+        )
+    duration = item.get("duration")
+    if not isinstance(duration, int) or isinstance(duration, bool) or duration < 0:
+        errors.append({"code": "InvalidType", "path": "duration", "detail": "must be an int"})
+    for key in ("source", "phone"):
+        if not isinstance(item.get(key), str) or not item[key]:
+            errors.append({"code": "NotBlank", "path": key, "detail": "This value is required."})
+    status = item.get("call_status")
+    if status is not None and status not in range(1, 8):
+        errors.append(
+            {
+                "code": "NotSupportedChoice",
+                "path": "call_status",
+                "detail": "The value you selected is not a valid choice.",
+            }
+        )
+    return errors
