@@ -1,0 +1,1 @@
+"""Benchmarks of the bridge against the loopback fakes (`make bench`)."""
