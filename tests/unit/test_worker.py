@@ -1,0 +1,132 @@
+"""Retry policy of the durable workers: backoff with jitter, transient vs permanent failures."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.amojo import AmojoError
+from bot.metrics import Metrics
+from bot.worker import Backoff, Done, GiveUp, JobKind, RetryLater, Worker, classify_failure
+from storage import Job, JobState, NewJob, Repository, open_repository
+from tests.harness import wait_until
+
+
+def test_backoff_grows_exponentially_with_jitter_within_bounds() -> None:
+    random.seed(1234)
+    backoff = Backoff(base=1.0, cap=60.0)
+    for attempts in range(1, 12):
+        ceiling = min(60.0, 2.0 ** (attempts - 1))
+        delays = [backoff.delay(attempts) for _ in range(200)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays), attempts
+        assert len(set(delays)) > 100, "no jitter"
+    assert max(backoff.delay(50) for _ in range(200)) <= 60.0
+    assert min(backoff.delay(50) for _ in range(200)) >= 30.0
+
+
+def test_backoff_averages_grow_until_the_cap() -> None:
+    random.seed(99)
+    backoff = Backoff(base=0.5, cap=10.0)
+    averages = [sum(backoff.delay(n) for _ in range(300)) / 300 for n in range(1, 8)]
+    assert averages[:5] == sorted(averages[:5])
+    assert averages[-1] <= 10.0
+
+
+@pytest.mark.parametrize(
+    ("exc", "retry"),
+    [
+        pytest.param(AmojoError(503, "down"), True, id="amojo-503"),
+        pytest.param(AmojoError(500, "boom"), True, id="amojo-500"),
+        pytest.param(AmojoError(429, "slow down", retry_after=7.0), True, id="amojo-429"),
+        pytest.param(AmojoError(400, "bad payload"), False, id="amojo-400"),
+        pytest.param(AmojoError(403, "bad signature"), False, id="amojo-403"),
+        pytest.param(AmojoError(404, "no scope"), False, id="amojo-404"),
+        pytest.param(httpx.ReadTimeout("slow"), True, id="timeout"),
+        pytest.param(httpx.ConnectError("refused"), True, id="refused"),
+        pytest.param(RetryLater("later", 3.0), True, id="retry-later"),
+        pytest.param(GiveUp("never"), False, id="give-up"),
+        pytest.param(KeyError("bug"), False, id="bug"),
+    ],
+)
+def test_transient_failures_retry_and_permanent_ones_do_not(exc: Exception, retry: bool) -> None:
+    assert classify_failure(exc).retry is retry
+
+
+def test_rate_limit_honours_retry_after() -> None:
+    decision = classify_failure(AmojoError(429, "slow down", retry_after=7.0))
+    assert decision.delay == 7.0
+
+
+@pytest.fixture
+async def repo(tmp_path: Path) -> AsyncIterator[Repository]:
+    """A fresh database."""
+    repository = await open_repository(tmp_path / "worker.sqlite3")
+    try:
+        yield repository
+    finally:
+        await repository.close()
+
+
+def job(number: int, lane: str = "chat:1") -> NewJob:
+    """A test job of one lane."""
+    return NewJob(queue="q", kind="k", lane=lane, dedup_key=f"j{number}", payload={"n": number})
+
+
+async def test_permanent_failure_is_dead_lettered_and_the_lane_moves_on(repo: Repository) -> None:
+    ran: list[int] = []
+
+    async def run(stored: Job) -> Done:
+        number = int(stored.payload["n"])
+        ran.append(number)
+        if number == 1:
+            raise AmojoError(400, "payload.message: unsupported")
+        return Done()
+
+    worker = Worker(repo, "q", {"k": JobKind(run=run)}, metrics=Metrics(), backoff=Backoff(0.01))
+    await repo.enqueue(job(1), job(2), job(3))
+    worker.start()
+    try:
+        await wait_until(lambda: len(ran) == 3, what="three jobs run")
+        dead = await repo.jobs(state=JobState.DEAD)
+        await wait_until(lambda: _count_done(repo, 2), what="two jobs done")
+    finally:
+        await worker.stop(1.0)
+
+    assert ran == [1, 2, 3]
+    assert [d.payload["n"] for d in dead] == [1]
+    assert dead[0].last_error is not None
+    assert "400" in dead[0].last_error
+    assert "unsupported" in dead[0].last_error
+
+
+async def _count_done(repo: Repository, expected: int) -> bool:
+    return len(await repo.jobs(state=JobState.DONE)) == expected
+
+
+async def test_transient_failure_retries_in_order(repo: Repository) -> None:
+    ran: list[int] = []
+    failures = {1: 2}
+
+    async def run(stored: Job) -> Done:
+        number = int(stored.payload["n"])
+        ran.append(number)
+        if failures.get(number, 0) > 0:
+            failures[number] -= 1
+            raise AmojoError(503, "down")
+        return Done()
+
+    worker = Worker(repo, "q", {"k": JobKind(run=run)}, metrics=Metrics(), backoff=Backoff(0.01))
+    await repo.enqueue(job(1), job(2))
+    worker.start()
+    try:
+        await wait_until(lambda: _count_done(repo, 2), what="both jobs done")
+    finally:
+        await worker.stop(1.0)
+
+    assert ran == [1, 1, 1, 2]
+    first = await repo.get_job(1)
+    assert first is not None and first.attempts == 3
