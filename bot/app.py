@@ -17,13 +17,14 @@ from aiohttp import web
 
 from bot.amojo import AmojoClient, AmojoError
 from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel, StartupError, connect_channel
-from bot.crm import CrmClient, StaticToken, TokenProvider
+from bot.crm import CrmClient, build_crm_client
 from bot.files import FileLinks
 from bot.intake import AMOJO_QUEUE, Intake
 from bot.metrics import Metrics
 from bot.middlewares import DurableIntakeMiddleware
 from bot.notices import TELEGRAM_QUEUE, NoticeSender
 from bot.settings import Settings, SettingsError, load_settings
+from bot.staff import StaffDesk, publish_operator_menu
 from bot.to_amojo import CustomerMessageSender
 from bot.web import WebDeps, build_web_app
 from bot.worker import Backoff, JobKind, Worker
@@ -165,10 +166,7 @@ async def create_bridge(
         settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
         transport=transports.amojo,
     )
-    tokens: TokenProvider = StaticToken(
-        settings.AMOCRM_ACCESS_TOKEN.get_secret_value() if settings.AMOCRM_ACCESS_TOKEN else ""
-    )
-    crm = CrmClient(settings.amocrm_base_url, tokens, transport=transports.crm)
+    crm = build_crm_client(settings, repo, transport=transports.crm, metrics=metrics)
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
     try:
@@ -190,6 +188,7 @@ async def create_bridge(
         "crm": crm,
         "channel": channel,
         "metrics": metrics,
+        "staff": StaffDesk(settings, repo, crm),
     }
     dp = Dispatcher(**deps)
     dp.update.outer_middleware(DurableIntakeMiddleware(metrics))
@@ -216,6 +215,7 @@ async def create_bridge(
         Worker(repo, TELEGRAM_QUEUE, telegram_kinds, metrics=metrics, backoff=backoff),
     ]
     dp.startup.register(bridge.on_startup)
+    dp.startup.register(publish_operator_menu)
     dp.shutdown.register(bridge.on_shutdown)
     return bridge
 

@@ -477,8 +477,6 @@ class CrmClient:
                     status, problem_message(response), response.text, retry_after(response)
                 )
             self.last_success_at = time.time()
-            if self._metrics is not None:
-                self._metrics.api_last_success.labels(API).set(self.last_success_at)
             return response
 
     async def _send(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
@@ -493,9 +491,7 @@ class CrmClient:
             return response
         finally:
             if self._metrics is not None:
-                self._metrics.api_seconds.labels(API, outcome).observe(
-                    time.perf_counter() - started
-                )
+                self._metrics.observe_call(API, outcome, time.perf_counter() - started)
 
     async def account_amojo_id(self) -> str:
         """The account's amojo id (`GET /api/v4/account?with=amojo_id`)."""

@@ -33,3 +33,8 @@ def chat_id_from_conversation(value: str | None) -> int | None:
 def chat_lane(chat_id: int) -> str:
     """Ordering lane of everything that concerns one chat."""
     return f"chat:{chat_id}"
+
+
+def call_uniq(chat_id: int, telegram_message_id: int) -> str:
+    """`uniq` of a call logged by a `/call` message (a retried command logs nothing new)."""
+    return f"{PREFIX}call-{chat_id}-{telegram_message_id}"

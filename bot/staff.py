@@ -1,0 +1,181 @@
+"""Staff commands: run them against amoCRM, audit them, and publish the operators' menu."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand, BotCommandScopeChat
+
+from bot import commands, ids
+from bot.commands import UsageError
+from bot.crm import CrmClient, CrmError, NewCall
+from bot.settings import Settings
+from storage import Repository
+from storage.crm import AuditEntry, record_audit
+
+logger = logging.getLogger(__name__)
+
+MENU = [
+    BotCommand(command="talk", description="Look up a talk: /talk 117"),
+    BotCommand(command="close", description="Close a talk: /close 117 [nps]"),
+    BotCommand(command="call", description="Log a call: /call +7916… 2:30 in talked"),
+    BotCommand(command="status", description="Bridge health"),
+    BotCommand(command="help", description="Staff commands with examples"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """Who ran which command where."""
+
+    user_id: int
+    chat_id: int
+    message_id: int
+    command: str
+    args: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to an operator and the short result kept in the audit."""
+
+    text: str
+    result: str
+
+
+class StaffDesk:
+    """Runs operator commands synchronously (they are interactive requests from staff)."""
+
+    def __init__(self, settings: Settings, repo: Repository, crm: CrmClient) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.crm = crm
+
+    async def run(self, invocation: Invocation) -> str:
+        """Execute one command, record it in the audit table, and return the reply text."""
+        handler = {
+            "talk": self._talk,
+            "close": self._close,
+            "call": self._call,
+            "status": self._status,
+            "help": self._help,
+        }[invocation.command]
+        try:
+            reply = await handler(invocation)
+        except UsageError as exc:
+            reply = Reply(str(exc), "usage")
+        except CrmError as exc:
+            reply = Reply(commands.describe_crm_failure(exc.status, exc.message), _failed(exc))
+        except httpx.HTTPError as exc:
+            logger.warning("/%s: amoCRM unreachable: %s", invocation.command, exc)
+            reply = Reply(f"amoCRM is unreachable ({type(exc).__name__}); try again.", "network")
+        async with self.repo.transaction() as tx:
+            await record_audit(
+                tx,
+                AuditEntry(
+                    at=time.time(),
+                    user_id=invocation.user_id,
+                    chat_id=invocation.chat_id,
+                    message_id=invocation.message_id,
+                    command=invocation.command,
+                    args=invocation.args or "",
+                    result=reply.result,
+                ),
+            )
+        logger.info("operator %d ran /%s: %s", invocation.user_id, invocation.command, reply.result)
+        return reply.text
+
+    async def _talk(self, invocation: Invocation) -> Reply:
+        talk_id = commands.parse_talk(invocation.args)
+        try:
+            talk = await self.crm.get_talk(talk_id)
+        except CrmError as exc:
+            return self._talk_failure(exc, talk_id)
+        text = commands.format_talk(talk, self.crm.base_url, self.settings.TIMEZONE)
+        return Reply(text, "ok")
+
+    async def _close(self, invocation: Invocation) -> Reply:
+        command = commands.parse_close(invocation.args)
+        try:
+            await self.crm.close_talk(command.talk_id, force=command.force)
+        except CrmError as exc:
+            if exc.status == 422:
+                return Reply(f"Talk {command.talk_id} is already closed or closing.", "422")
+            return self._talk_failure(exc, command.talk_id)
+        return Reply(commands.format_closed(command), "closed" if command.force else "closing")
+
+    async def _call(self, invocation: Invocation) -> Reply:
+        command = commands.parse_call(invocation.args)
+        call = NewCall(
+            phone=command.phone,
+            duration=command.duration,
+            direction=command.direction,
+            source=self.settings.CALL_SOURCE,
+            uniq=ids.call_uniq(invocation.chat_id, invocation.message_id),
+            call_status=command.status,
+            call_result=command.result or None,
+        )
+        try:
+            attachment = await self.crm.add_call(call)
+        except CrmError as exc:
+            if exc.status == 400:
+                return Reply(f"amoCRM rejected the call: {exc.message}", "400")
+            raise
+        text = commands.format_call(command, attachment, self.crm.base_url)
+        if attachment.entity_type is None:
+            return Reply(text, "not attached")
+        return Reply(text, f"{attachment.entity_type} {attachment.entity_id}")
+
+    async def _status(self, invocation: Invocation) -> Reply:
+        now = time.time()
+        lines = ["Bridge status"]
+        stats = await self.repo.queue_stats()
+        if not stats:
+            lines.append("Queues: empty")
+        for queue, entry in sorted(stats.items()):
+            age = now - entry.oldest_pending_created_at if entry.oldest_pending_created_at else 0
+            lines.append(
+                f"Queue {queue}: {entry.pending} pending, {entry.dead} dead-lettered, "
+                f"oldest pending {_age(age) if entry.pending else '—'}"
+            )
+        last = self.crm.last_success_at
+        lines.append(
+            f"Last successful amoCRM call: {f'{_age(now - last)} ago' if last else 'none'}"
+        )
+        lines.append(f"Customers who blocked the bot: {await self.repo.count_blocked_customers()}")
+        return Reply("\n".join(lines), "ok")
+
+    async def _help(self, invocation: Invocation) -> Reply:
+        return Reply(commands.HELP_TEXT, "ok")
+
+    @staticmethod
+    def _talk_failure(exc: CrmError, talk_id: int) -> Reply:
+        return Reply(commands.describe_crm_failure(exc.status, exc.message, talk_id), _failed(exc))
+
+
+def _failed(exc: CrmError) -> str:
+    return f"{exc.status}: {exc.message}"[:200]
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+async def publish_operator_menu(bot: Bot, settings: Settings) -> None:
+    """Show the staff commands only in each operator's own chat (customers never see them)."""
+    for operator_id in sorted(settings.OPERATOR_IDS):
+        try:
+            await bot.set_my_commands(MENU, scope=BotCommandScopeChat(chat_id=operator_id))
+        except TelegramAPIError as exc:
+            # Telegram answers "chat not found" until the operator has opened the bot once.
+            logger.warning("command menu for operator %d not set: %s", operator_id, exc.message)
