@@ -23,6 +23,7 @@ from bot.intake import AMOJO_QUEUE, Intake
 from bot.metrics import Metrics
 from bot.middlewares import DurableIntakeMiddleware
 from bot.notices import TELEGRAM_QUEUE, NoticeSender
+from bot.reactions import CustomerReactions, ReactionSender
 from bot.settings import Settings, SettingsError, load_settings
 from bot.staff import StaffDesk, publish_operator_menu
 from bot.to_amojo import CustomerMessageSender
@@ -188,6 +189,7 @@ async def create_bridge(
         "crm": crm,
         "channel": channel,
         "metrics": metrics,
+        "reactions": CustomerReactions(repo),
         "staff": StaffDesk(settings, repo, crm),
     }
     dp = Dispatcher(**deps)
@@ -196,8 +198,11 @@ async def create_bridge(
 
     amojo_kinds: dict[str, JobKind] = {}
     amojo_kinds.update(CustomerMessageSender(repo, amojo, channel, files).kinds())
+    reaction_sender = ReactionSender(repo, bot, amojo, channel)
+    amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
     telegram_kinds.update(NoticeSender(bot).kinds())
+    telegram_kinds.update(reaction_sender.telegram_kinds())
 
     bridge = Bridge(
         settings=settings,

@@ -1,0 +1,19 @@
+"""Customer reactions in private chats, bridged to amoCRM."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.types import MessageReactionUpdated, Update
+
+from bot.reactions import CustomerReactions
+
+router = Router(name=__name__)
+router.message_reaction.filter(F.chat.type == "private")
+
+
+@router.message_reaction()
+async def on_customer_reaction(
+    reaction: MessageReactionUpdated, event_update: Update, reactions: CustomerReactions
+) -> None:
+    """Store react/unreact jobs for the message the customer reacted to."""
+    await reactions.record(reaction, event_update.update_id)
