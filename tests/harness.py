@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from bot.app import Bridge, create_bridge
 from bot.settings import Settings
@@ -33,7 +37,9 @@ def free_port() -> int:
 
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = ""
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 5.0,  # noqa: ASYNC109
+    what: str = "",
 ) -> None:
     """Re-check a condition every few ms until it holds; fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
@@ -118,7 +124,7 @@ class BridgeFactory:
         """Settings of a bridge pointed at the fakes."""
         env: dict[str, Any] = dict(bridge_env(self.fakes, self.db_path, port))
         env.update(extra)
-        return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **env)
 
     async def start(self, *, backoff: Backoff = FAST_BACKOFF, **extra: Any) -> RunningBridge:
         """Create, connect and start polling; returns once the listener serves."""
@@ -158,3 +164,64 @@ async def started_fakes() -> AsyncIterator[Fakes]:
         FakeCrm(CRM_TOKEN, ACCOUNT_ID) as crm,
     ):
         yield Fakes(telegram=telegram, amojo=amojo, crm=crm)
+
+
+@dataclass(slots=True)
+class BridgeProcess:
+    """`python -m bot` as a real child process (for kill -9 and exit-code tests)."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL of the child's HTTP listener."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """Everything the child wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_healthy(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+        """Wait until GET /healthz answers 200 (the child is connected and polling)."""
+        async with aiohttp.ClientSession() as http:
+
+            async def healthy() -> bool:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"bridge exited early:\n{self.log()}")
+                try:
+                    async with http.get(f"{self.url}/healthz") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(healthy, timeout=timeout, what="GET /healthz")
+
+    async def wait_exit(self, timeout: float = 60.0) -> int:  # noqa: ASYNC109
+        """The child's exit code, once it exits by itself."""
+        return await asyncio.wait_for(self.process.wait(), timeout=timeout)
+
+    async def kill(self) -> None:
+        """SIGKILL (a no-op when it already exited) and reap the child."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await asyncio.wait_for(self.process.wait(), timeout=15)
+
+
+async def spawn_bridge(fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> BridgeProcess:
+    """Start `python -m bot` on a fresh port with only the bridge's environment."""
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", ""), **bridge_env(fakes, db_path, port, **extra)}
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            env=env,
+            cwd=db_path.parent,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    return BridgeProcess(process=process, port=port, log_path=log_path)

@@ -1,0 +1,80 @@
+"""Startup: the account id from the CRM, and a refused connect that stops the process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.harness import (
+    ACCOUNT_ID,
+    CHANNEL_SECRET,
+    CRM_TOKEN,
+    BridgeFactory,
+    BridgeProcess,
+    Fakes,
+    RunningBridge,
+    spawn_bridge,
+)
+
+
+async def test_account_id_is_read_from_the_crm_with_the_bearer_token(
+    fakes: Fakes, bridge: RunningBridge
+) -> None:
+    requests = fakes.crm.requests_to("/api/v4/account", "GET")
+
+    assert len(requests) == 1
+    assert requests[0].query.get("with") == "amojo_id"
+    assert requests[0].headers.get("Authorization") == f"Bearer {CRM_TOKEN}"
+    assert [connect["account_id"] for connect in fakes.amojo.connects] == [ACCOUNT_ID]
+    assert fakes.amojo.connects[0]["hook_api_version"] == "v2"
+    assert bridge.bridge.channel.account_id == ACCOUNT_ID
+
+
+async def test_configured_account_id_skips_the_crm(fakes: Fakes, bridges: BridgeFactory) -> None:
+    await bridges.start(AMOJO_ACCOUNT_ID=ACCOUNT_ID)
+
+    assert fakes.crm.requests_to("/api/v4/account") == []
+    assert [connect["account_id"] for connect in fakes.amojo.connects] == [ACCOUNT_ID]
+
+
+async def run_until_exit(child: BridgeProcess) -> tuple[int, str]:
+    """Exit code and log of a child expected to stop by itself."""
+    try:
+        code = await child.wait_exit(60)
+    finally:
+        await child.kill()
+    return code, child.log()
+
+
+@pytest.mark.parametrize(
+    ("extra", "named", "status"),
+    [
+        pytest.param(
+            {"AMOJO_CHANNEL_SECRET": "a-wrong-channel-secret-value"},
+            "AMOJO_CHANNEL_SECRET",
+            "403",
+            id="wrong-secret",
+        ),
+        pytest.param(
+            {"AMOJO_CHANNEL_ID": "00000000-1111-2222-3333-444444444444"},
+            "AMOJO_CHANNEL_ID",
+            "404",
+            id="unknown-channel",
+        ),
+    ],
+)
+async def test_refused_connect_stops_with_exit_code_2(
+    fakes: Fakes, tmp_path: Path, extra: dict[str, str], named: str, status: str
+) -> None:
+    child = await spawn_bridge(fakes, tmp_path / "bridge.sqlite3", tmp_path / "bridge.log", **extra)
+    code, log = await run_until_exit(child)
+
+    assert code == 2, log
+    assert named in log
+    assert status in log
+    assert "Traceback" not in log
+    for secret in (CHANNEL_SECRET, "a-wrong-channel-secret-value", CRM_TOKEN):
+        assert secret not in log
+    assert fakes.amojo.connects == []
+    assert fakes.telegram.calls_of("getUpdates") == []
