@@ -176,7 +176,7 @@ async def test_fake_rejects_a_reused_refresh_token(
     async with repo.transaction() as tx:
         await save_token_pair(tx, old)
     stale = make_client()
-    with pytest.raises(CrmAuthError, match="refused the refresh_token grant.*revoked"):
+    with pytest.raises(CrmAuthError, match=r"refused the refresh_token grant.*revoked"):
         await stale.account_amojo_id()
 
 
