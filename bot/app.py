@@ -27,6 +27,7 @@ from bot.reactions import CustomerReactions, ReactionSender
 from bot.settings import Settings, SettingsError, load_settings
 from bot.staff import StaffDesk, publish_operator_menu
 from bot.to_amojo import CustomerMessageSender
+from bot.typing_indicator import TypingIndicator, TypingRunner
 from bot.web import WebDeps, build_web_app
 from bot.worker import Backoff, JobKind, Worker
 from handlers import build_routers
@@ -58,6 +59,7 @@ class Bridge:
     channel: Channel
     metrics: Metrics
     files: FileLinks
+    typing_indicator: TypingIndicator
     workers: list[Worker] = field(default_factory=list)
     runner: web.AppRunner | None = None
     listen_port: int | None = None
@@ -90,6 +92,7 @@ class Bridge:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        await self.typing_indicator.close()
         await asyncio.gather(*(worker.stop(self.shutdown_grace) for worker in self.workers))
 
     async def run_polling(self, *, handle_signals: bool = True) -> None:
@@ -181,6 +184,7 @@ async def create_bridge(
         raise
 
     intake = Intake(repo)
+    typing_indicator = TypingIndicator(bot)
     deps: dict[str, Any] = {
         "settings": settings,
         "repo": repo,
@@ -203,6 +207,7 @@ async def create_bridge(
     telegram_kinds: dict[str, JobKind] = {}
     telegram_kinds.update(NoticeSender(bot).kinds())
     telegram_kinds.update(reaction_sender.telegram_kinds())
+    telegram_kinds.update(TypingRunner(repo, typing_indicator).kinds())
 
     bridge = Bridge(
         settings=settings,
@@ -214,6 +219,7 @@ async def create_bridge(
         channel=channel,
         metrics=metrics,
         files=files,
+        typing_indicator=typing_indicator,
     )
     bridge.workers = [
         Worker(repo, AMOJO_QUEUE, amojo_kinds, metrics=metrics, backoff=backoff, concurrency=64),
