@@ -19,6 +19,7 @@ from bot.amojo import AmojoClient, AmojoError
 from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel, StartupError, connect_channel
 from bot.crm import CrmClient, build_crm_client
 from bot.files import FileLinks
+from bot.hooks import HookReceiver
 from bot.intake import AMOJO_QUEUE, Intake
 from bot.metrics import Metrics
 from bot.middlewares import DurableIntakeMiddleware
@@ -26,7 +27,9 @@ from bot.notices import TELEGRAM_QUEUE, NoticeSender
 from bot.reactions import CustomerReactions, ReactionSender
 from bot.settings import Settings, SettingsError, load_settings
 from bot.staff import StaffDesk, publish_operator_menu
+from bot.throttle import TelegramThrottle
 from bot.to_amojo import CustomerMessageSender
+from bot.to_telegram import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.typing_indicator import TypingIndicator, TypingRunner
 from bot.web import WebDeps, build_web_app
 from bot.worker import Backoff, JobKind, Worker
@@ -44,6 +47,7 @@ class Transports:
 
     amojo: httpx.AsyncBaseTransport | None = None
     crm: httpx.AsyncBaseTransport | None = None
+    media: httpx.AsyncBaseTransport | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +64,7 @@ class Bridge:
     metrics: Metrics
     files: FileLinks
     typing_indicator: TypingIndicator
+    delivery: ManagerMessageDelivery | None = None
     workers: list[Worker] = field(default_factory=list)
     runner: web.AppRunner | None = None
     listen_port: int | None = None
@@ -67,7 +72,15 @@ class Bridge:
 
     async def start_listener(self) -> None:
         """Serve hooks, files, health and metrics."""
-        deps = WebDeps(repo=self.repo, bot=self.bot, files=self.files, metrics=self.metrics)
+        hooks = HookReceiver(
+            self.repo,
+            self.channel,
+            self.settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
+            self.metrics,
+        )
+        deps = WebDeps(
+            repo=self.repo, bot=self.bot, files=self.files, metrics=self.metrics, hooks=hooks
+        )
         self.runner = web.AppRunner(build_web_app(deps), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.HTTP_HOST, self.settings.HTTP_PORT)
@@ -109,6 +122,8 @@ class Bridge:
     async def close(self) -> None:
         """Release connections (after polling has stopped)."""
         await self.bot.session.close()
+        if self.delivery is not None:
+            await self.delivery.aclose()
         await self.amojo.aclose()
         await self.crm.aclose()
         await self.repo.close()
@@ -206,6 +221,16 @@ async def create_bridge(
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
     telegram_kinds.update(NoticeSender(bot).kinds())
+    delivery = ManagerMessageDelivery(
+        bot,
+        repo,
+        TelegramThrottle(),
+        time_window=settings.TIME_WINDOW_SECONDS,
+        media_transport=transports.media,
+        typing=typing_indicator,
+    )
+    telegram_kinds.update(delivery.kinds())
+    amojo_kinds.update(DeliveryStatusReporter(amojo, channel).kinds())
     telegram_kinds.update(reaction_sender.telegram_kinds())
     telegram_kinds.update(TypingRunner(repo, typing_indicator).kinds())
 
@@ -220,6 +245,7 @@ async def create_bridge(
         metrics=metrics,
         files=files,
         typing_indicator=typing_indicator,
+        delivery=delivery,
     )
     bridge.workers = [
         Worker(repo, AMOJO_QUEUE, amojo_kinds, metrics=metrics, backoff=backoff, concurrency=64),

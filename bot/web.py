@@ -13,6 +13,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiohttp import ClientError, web
 
 from bot.files import FileLinks
+from bot.hooks import HookReceiver
 from bot.metrics import CONTENT_TYPE, Metrics
 from storage import Repository, StorageError
 from storage.repository import QueueStats
@@ -31,6 +32,7 @@ class WebDeps:
     files: FileLinks
     metrics: Metrics
     max_pending_age: float = HEALTH_MAX_PENDING_AGE_SECONDS
+    hooks: HookReceiver | None = None
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -146,4 +148,6 @@ def build_web_app(deps: WebDeps) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/files/{token}", serve_file)
+    if deps.hooks is not None:
+        app.router.add_post("/amojo/{scope_id}", deps.hooks.receive)
     return app

@@ -136,7 +136,9 @@ def make_my_chat_member(
         "chat": make_private_chat(user),
         "from": user,
         "date": int(time.time()),
-        "old_chat_member": {"status": old_status, "user": bot},
+        "old_chat_member": {"status": old_status, "user": bot, "until_date": 0}
+        if old_status == "kicked"
+        else {"status": old_status, "user": bot},
         "new_chat_member": {"status": new_status, "user": bot, "until_date": 0}
         if new_status == "kicked"
         else {"status": new_status, "user": bot},

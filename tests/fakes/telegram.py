@@ -613,9 +613,13 @@ class FakeTelegram(FakeServer):
                     params[key] = _coerce(key, str(value))
         for key, value in list(params.items()):
             if isinstance(value, str) and value.startswith("attach://"):
-                attached = files.get(value.removeprefix("attach://"))
+                attached_name = value.removeprefix("attach://")
+                attached = files.get(attached_name)
                 if attached is not None:
                     files[key] = attached
+                    filename = params.get(f"_filename_{attached_name}")
+                    if filename is not None:
+                        params.setdefault(f"_filename_{key}", filename)
         return params, files
 
     async def _dispatch(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:

@@ -1,0 +1,203 @@
+"""Mapping of amojo outgoing message hooks (spec §3.2) to Telegram messages: plain code, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram.types import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+)
+
+from bot.limits import TELEGRAM_CAPTION_LIMIT, TELEGRAM_TEXT_LIMIT
+
+Keyboard = InlineKeyboardMarkup | ReplyKeyboardMarkup
+
+# amojo message type → the Telegram method family that sends it.
+MEDIA_KINDS = {
+    "picture": "photo",
+    "video": "video",
+    "file": "document",
+    "voice": "voice",
+    "audio": "audio",
+    "sticker": "sticker",
+}
+NO_CAPTION_KINDS = frozenset({"sticker"})
+TYPE_LABELS = {
+    "picture": "Picture",
+    "video": "Video",
+    "file": "File",
+    "voice": "Voice message",
+    "audio": "Audio",
+    "sticker": "Sticker",
+}
+
+
+def utf16_length(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _prefix_within(text: str, limit: int) -> str:
+    if utf16_length(text) <= limit:
+        return text
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return text[:index]
+    return text
+
+
+def split_text(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
+    """Chunks of at most `limit`, cut at a paragraph, line or word boundary when there is one."""
+    chunks: list[str] = []
+    rest = text
+    while utf16_length(rest) > limit:
+        window = _prefix_within(rest, limit)
+        cut, skip = len(window), 0  # no boundary at all: a hard cut, never inside a character
+        for separator in ("\n\n", "\n"):
+            position = window.rfind(separator)
+            if position >= len(window) // 2:
+                cut, skip = position, len(separator)
+                break
+        else:
+            position = window.rfind(" ")
+            if position > 0:
+                cut, skip = position, 1
+        chunk, rest = window[:cut], rest[cut + skip :]
+        if chunk.strip():
+            chunks.append(chunk)
+    if rest.strip():
+        chunks.append(rest)
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerMessage:
+    """The parts of an outgoing message hook the bridge uses."""
+
+    amo_id: str
+    type: str
+    text: str
+    media: str
+    file_name: str
+    file_size: int
+    conversation_amo_id: str
+    conversation_client_id: str | None
+    receiver_amo_id: str | None
+    receiver_phone: str
+    markup: dict[str, Any] | None
+    reply_to: dict[str, Any] | None
+    media_group_id: str | None
+    sent_at: float
+
+    @classmethod
+    def from_hook(cls, hook: dict[str, Any]) -> ManagerMessage:
+        """Read a stored hook (validated by the listener)."""
+        envelope: dict[str, Any] = hook["message"]
+        message: dict[str, Any] = envelope["message"]
+        conversation: dict[str, Any] = envelope["conversation"]
+        receiver: dict[str, Any] = envelope.get("receiver") or {}
+        reply_to = message.get("reply_to")
+        markup = message.get("markup")
+        return cls(
+            amo_id=str(message["id"]),
+            type=str(message.get("type") or "text"),
+            text=str(message.get("text") or ""),
+            media=str(message.get("media") or ""),
+            file_name=str(message.get("file_name") or ""),
+            file_size=int(message.get("file_size") or 0),
+            conversation_amo_id=str(conversation["id"]),
+            conversation_client_id=conversation.get("client_id") or None,
+            receiver_amo_id=receiver.get("id") or None,
+            receiver_phone=str(receiver.get("phone") or ""),
+            markup=markup if isinstance(markup, dict) else None,
+            reply_to=reply_to.get("message") if isinstance(reply_to, dict) else None,
+            media_group_id=message.get("media_group_id") or None,
+            sent_at=float(envelope.get("timestamp") or hook.get("time") or 0),
+        )
+
+    @property
+    def media_kind(self) -> str | None:
+        """Telegram media kind, or None for text."""
+        return MEDIA_KINDS.get(self.type) if self.media else None
+
+    def link_text(self, caption: str) -> str:
+        """Text that stands in for media Telegram would not take: the caption and the link."""
+        label = self.file_name or TYPE_LABELS.get(self.type, "Attachment")
+        line = f"📎 {label}: {self.media}"
+        return f"{caption}\n\n{line}" if caption else line
+
+
+def _is_link(url: Any) -> bool:
+    return isinstance(url, str) and url.startswith(("https://", "http://", "tg://"))
+
+
+@dataclass(frozen=True, slots=True)
+class Buttons:
+    """A Telegram keyboard for a Salesbot/manager markup, plus link lines it could not hold."""
+
+    keyboard: Keyboard | None = None
+    extra_lines: list[str] = field(default_factory=list)
+
+
+def keyboard_for(markup: dict[str, Any] | None) -> Buttons:
+    """Text buttons → a one-time reply keyboard (a press comes back as the customer's text);
+    link buttons → inline URL buttons. Telegram takes one keyboard per message, so when both
+    kinds come together the text buttons win and the links are written into the text."""
+    rows = markup.get("buttons") if markup else None
+    if not isinstance(rows, list):
+        return Buttons()
+    text_rows: list[list[KeyboardButton]] = []
+    url_rows: list[list[InlineKeyboardButton]] = []
+    for row in rows:
+        if not isinstance(row, list):
+            continue
+        text_row, url_row = [], []
+        for button in row:
+            if not isinstance(button, dict):
+                continue
+            label = str(button.get("text") or "").strip()
+            url = button.get("url")
+            if _is_link(url):
+                url_row.append(InlineKeyboardButton(text=label or str(url), url=str(url)))
+            elif label:
+                text_row.append(KeyboardButton(text=label))
+        if text_row:
+            text_rows.append(text_row)
+        if url_row:
+            url_rows.append(url_row)
+    if text_rows:
+        lines = [f"{b.text}: {b.url}" for row in url_rows for b in row]
+        keyboard = ReplyKeyboardMarkup(
+            keyboard=text_rows, resize_keyboard=True, one_time_keyboard=True
+        )
+        return Buttons(keyboard, lines)
+    if url_rows:
+        return Buttons(InlineKeyboardMarkup(inline_keyboard=url_rows))
+    return Buttons()
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One Telegram message of a delivery: text, or media with an optional caption."""
+
+    text: str
+    media_kind: str | None = None
+
+
+def plan_parts(message: ManagerMessage, extra_lines: list[str]) -> list[Part]:
+    """The Telegram messages that carry one manager message, in order."""
+    text = message.text.strip()
+    if extra_lines:
+        text = "\n".join([text, "", *extra_lines]) if text else "\n".join(extra_lines)
+    kind = message.media_kind
+    if kind is None:
+        return [Part(chunk) for chunk in split_text(text)]
+    if kind in NO_CAPTION_KINDS or utf16_length(text) > TELEGRAM_CAPTION_LIMIT:
+        return [Part("", kind), *(Part(chunk) for chunk in split_text(text))]
+    return [Part(text, kind)]

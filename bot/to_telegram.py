@@ -1,0 +1,396 @@
+"""Worker side of amoCRM → Telegram: deliver stored manager messages, report delivery statuses."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+)
+from aiogram.types import BufferedInputFile, Message, ReplyParameters
+
+from bot import ids
+from bot.amojo import AmojoClient
+from bot.channel import Channel
+from bot.hooks import KIND_AMO_MESSAGE
+from bot.intake import AMOJO_QUEUE
+from bot.limits import (
+    AMOJO_DELIVERY_ERROR_MAX_CHARS,
+    AMOJO_MEDIA_TIMEOUT_SECONDS,
+    DELIVERY_GIVE_UP_SECONDS,
+    TELEGRAM_PHOTO_UPLOAD_LIMIT,
+    TELEGRAM_UPLOAD_LIMIT,
+)
+from bot.outbound import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
+from bot.phones import mask_phone, match_key
+from bot.throttle import TelegramThrottle
+from bot.typing_indicator import TypingIndicator
+from bot.worker import Done, JobKind, RetryLater
+from storage import Customer, Job, MessageLink, NewJob, Repository
+from storage.repository import Transaction
+
+logger = logging.getLogger(__name__)
+
+KIND_AMO_STATUS = "amo.status"
+
+DELIVERED = 1
+FAILED = -1
+ERROR_BLOCKED = 901
+ERROR_NO_CONVERSATION = 904
+ERROR_OTHER = 905
+
+TEXT_BLOCKED = "The customer has blocked the bot in Telegram, so the message was not delivered."
+TEXT_CHAT_NOT_FOUND = (
+    "Telegram has no chat with this customer (they never started the bot or deleted the chat)."
+)
+TEXT_PHONE_UNKNOWN = (
+    "The customer has not shared this phone with the bot, so Telegram cannot reach them. "
+    "A Telegram bot can only write to people who opened it; ask the customer to write first."
+)
+
+
+def status_job(amo_id: str, status: int, error_code: int | None = None, error: str = "") -> NewJob:
+    """A job reporting a manager message's delivery status to amojo (spec §5.4)."""
+    if len(error) > AMOJO_DELIVERY_ERROR_MAX_CHARS:
+        error = error[: AMOJO_DELIVERY_ERROR_MAX_CHARS - 1] + "…"
+    return NewJob(
+        queue=AMOJO_QUEUE,
+        kind=KIND_AMO_STATUS,
+        lane=f"status:{amo_id}",
+        # The status is part of the key: a dead-lettered message reports -1, and when an operator
+        # re-drives it and it gets through, the later 1 must still be reported.
+        dedup_key=f"status:{amo_id}:{status}",
+        payload={"amo_id": amo_id, "status": status, "error_code": error_code, "error": error},
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def window_closed_reason(ago: float | None, window: int) -> str:
+    """What a manager reads when the time window has closed."""
+    if ago is None:
+        since = "The customer has not written to the bot yet"
+    else:
+        since = f"The customer last wrote {_duration(ago)} ago"
+    return (
+        f"{since}; messages are delivered only within {_duration(window)} of the customer's "
+        "last message (time window). Wait until the customer writes again."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Where a manager message goes."""
+
+    chat_id: int
+    customer: Customer | None
+    bind: bool = False
+
+
+class Undeliverable(Exception):
+    """A message that must not or cannot reach Telegram; reported as -1 with this code."""
+
+    def __init__(self, error_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.error_code = error_code
+        self.reason = reason
+
+
+class ManagerMessageDelivery:
+    """Delivers `amo.message` jobs to Telegram and enqueues their delivery status atomically."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        repo: Repository,
+        throttle: TelegramThrottle,
+        *,
+        time_window: int = 0,
+        media_transport: httpx.AsyncBaseTransport | None = None,
+        typing: TypingIndicator | None = None,
+    ) -> None:
+        self.bot = bot
+        self.typing = typing
+        self.repo = repo
+        self.throttle = throttle
+        self.time_window = time_window
+        self._http = httpx.AsyncClient(
+            transport=media_transport,
+            timeout=AMOJO_MEDIA_TIMEOUT_SECONDS,
+            follow_redirects=True,
+            headers={"User-Agent": "tg-amocrm-bridge"},
+        )
+
+    async def aclose(self) -> None:
+        """Close the media download pool."""
+        await self._http.aclose()
+
+    def kinds(self) -> dict[str, JobKind]:
+        """Job kinds this sender runs (queue "telegram")."""
+        return {
+            KIND_AMO_MESSAGE: JobKind(
+                run=self.deliver,
+                on_dead=self.on_dead,
+                give_up_after=DELIVERY_GIVE_UP_SECONDS,
+            )
+        }
+
+    async def on_dead(self, job: Job, reason: str) -> list[NewJob]:
+        """Still undeliverable (an hour of retries, or an unexpected error): report 905."""
+        message = ManagerMessage.from_hook(job.payload["hook"])
+        return [status_job(message.amo_id, FAILED, ERROR_OTHER, f"Not delivered: {reason}")]
+
+    async def deliver(self, job: Job) -> Done:
+        """Send one manager message (all its parts) to the customer's Telegram chat."""
+        message = ManagerMessage.from_hook(job.payload["hook"])
+        received_at = float(job.payload.get("received_at") or job.created_at)
+        try:
+            recipient = await self._recipient(message)
+            self._check_allowed(recipient, received_at)
+            return await self._send(message, recipient)
+        except Undeliverable as exc:
+            logger.info("message %s not delivered (%d): %s", message.amo_id, exc.error_code, exc)
+            return Done(followups=[status_job(message.amo_id, FAILED, exc.error_code, exc.reason)])
+
+    async def _recipient(self, message: ManagerMessage) -> Recipient:
+        client_id = message.conversation_client_id
+        if client_id is not None:
+            chat_id = ids.chat_id_from_conversation(client_id)
+            if chat_id is None:
+                raise Undeliverable(
+                    ERROR_NO_CONVERSATION,
+                    f"Conversation {client_id} is not a Telegram chat of this bridge.",
+                )
+            return Recipient(chat_id, await self.repo.get_customer(chat_id))
+        # Write-first (spec §3.3): no client_id; amo gives the phone the manager picked.
+        bound = await self.repo.customer_by_amo_conversation(message.conversation_amo_id)
+        if bound is not None:
+            return Recipient(bound.chat_id, bound)
+        key = match_key(message.receiver_phone)
+        matches = await self.repo.customers_with_phone(key) if key else []
+        if not matches:
+            logger.info(
+                "write-first to %s: no customer shared this phone",
+                mask_phone(message.receiver_phone),
+            )
+            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_PHONE_UNKNOWN)
+        return Recipient(matches[0].chat_id, matches[0], bind=True)
+
+    def _check_allowed(self, recipient: Recipient, received_at: float) -> None:
+        customer = recipient.customer
+        if customer is not None and customer.blocked:
+            raise Undeliverable(ERROR_BLOCKED, TEXT_BLOCKED)
+        if self.time_window > 0:
+            last = customer.last_message_at if customer is not None else None
+            ago = received_at - last if last is not None else None
+            if ago is None or ago > self.time_window:
+                raise Undeliverable(ERROR_OTHER, window_closed_reason(ago, self.time_window))
+
+    async def _reply_target(self, message: ManagerMessage, chat_id: int) -> int | None:
+        quoted = message.reply_to or {}
+        for key in ("id", "msgid"):
+            value = quoted.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            for link in await self.repo.links_for_amo_message(value):
+                if link.chat_id == chat_id:
+                    return link.tg_message_id
+        return None
+
+    async def _send(self, message: ManagerMessage, recipient: Recipient) -> Done:
+        chat_id = recipient.chat_id
+        if self.typing is not None:
+            self.typing.stop(chat_id)
+        buttons = keyboard_for(message.markup)
+        parts = plan_parts(message, buttons.extra_lines)
+        if not parts:
+            raise Undeliverable(ERROR_OTHER, "The message is empty: nothing to send to Telegram.")
+        done = [
+            link
+            for link in await self.repo.links_for_amo_message(message.amo_id)
+            if link.direction == "out" and link.chat_id == chat_id
+        ]
+        reply_to = await self._reply_target(message, chat_id)
+        for index in range(len(done), len(parts)):
+            markup = buttons.keyboard if index == len(parts) - 1 else None
+            reply = reply_to if index == 0 else None
+            try:
+                sent = await self._send_part(chat_id, message, parts[index], markup, reply)
+            except TelegramForbiddenError as exc:
+                return self._failed_blocked(message, chat_id, exc.message)
+            except TelegramBadRequest as exc:
+                if "chat not found" in exc.message.lower():
+                    raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_CHAT_NOT_FOUND) from None
+                raise Undeliverable(
+                    ERROR_OTHER, f"Telegram refused the message: {exc.message}"
+                ) from None
+            async with self.repo.transaction() as tx:
+                await tx.save_links(
+                    [
+                        MessageLink(
+                            chat_id=chat_id,
+                            tg_message_id=sent.message_id,
+                            direction="out",
+                            amo_message_id=message.amo_id,
+                        )
+                    ]
+                )
+        logger.info(
+            "message %s delivered to chat %d in %d part(s)", message.amo_id, chat_id, len(parts)
+        )
+        bind = recipient.bind
+
+        async def record(tx: Transaction) -> None:
+            if bind:
+                await tx.bind_amo_conversation(
+                    chat_id, message.conversation_amo_id, message.receiver_amo_id
+                )
+
+        return Done(followups=[status_job(message.amo_id, DELIVERED)], record=record)
+
+    def _failed_blocked(self, message: ManagerMessage, chat_id: int, description: str) -> Done:
+        blocked = "blocked" in description.lower()
+
+        async def record(tx: Transaction) -> None:
+            if blocked:
+                await tx.set_customer_blocked(chat_id, True)
+
+        reason = TEXT_BLOCKED if blocked else f"Telegram refused the message: {description}"
+        logger.info("message %s not delivered to chat %d: %s", message.amo_id, chat_id, reason)
+        return Done(
+            followups=[status_job(message.amo_id, FAILED, ERROR_BLOCKED, reason)], record=record
+        )
+
+    async def _send_part(
+        self,
+        chat_id: int,
+        message: ManagerMessage,
+        part: Part,
+        markup: Keyboard | None,
+        reply_to: int | None,
+    ) -> Message:
+        common: dict[str, Any] = {"reply_markup": markup}
+        if reply_to is not None:
+            common["reply_parameters"] = ReplyParameters(
+                message_id=reply_to, allow_sending_without_reply=True
+            )
+        if part.media_kind is None:
+            await self.throttle.wait(chat_id)
+            return await self.bot.send_message(chat_id, part.text, **common)
+        upload = await self._download(message, part.media_kind)
+        if upload is not None:
+            try:
+                await self.throttle.wait(chat_id)
+                return await self._send_media(chat_id, part, upload, common)
+            except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
+                if "chat not found" in exc.message.lower():
+                    raise
+                logger.info(
+                    "Telegram refused %s of message %s (%s); sending the link instead",
+                    part.media_kind,
+                    message.amo_id,
+                    exc.message,
+                )
+        await self.throttle.wait(chat_id)
+        return await self.bot.send_message(chat_id, message.link_text(part.text), **common)
+
+    async def _send_media(
+        self, chat_id: int, part: Part, upload: BufferedInputFile, common: dict[str, Any]
+    ) -> Message:
+        caption = part.text or None
+        match part.media_kind:
+            case "photo":
+                return await self.bot.send_photo(chat_id, upload, caption=caption, **common)
+            case "video":
+                return await self.bot.send_video(chat_id, upload, caption=caption, **common)
+            case "voice":
+                return await self.bot.send_voice(chat_id, upload, caption=caption, **common)
+            case "audio":
+                return await self.bot.send_audio(chat_id, upload, caption=caption, **common)
+            case "sticker":
+                return await self.bot.send_sticker(chat_id, upload, **common)
+        return await self.bot.send_document(chat_id, upload, caption=caption, **common)
+
+    async def _download(self, message: ManagerMessage, kind: str) -> BufferedInputFile | None:
+        """The hook's media as an upload, or None when it cannot be uploaded (too big, gone)."""
+        limit = TELEGRAM_PHOTO_UPLOAD_LIMIT if kind == "photo" else TELEGRAM_UPLOAD_LIMIT
+        if message.file_size > limit:
+            return None
+        async with self._http.stream("GET", message.media) as response:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise RetryLater(f"media download: HTTP {response.status_code}")
+            if response.status_code >= 400:
+                logger.warning(
+                    "media of %s: HTTP %d, sending the link", message.amo_id, response.status_code
+                )
+                return None
+            content = bytearray()
+            async for chunk in response.aiter_bytes():
+                content.extend(chunk)
+                if len(content) > limit:
+                    return None
+        if not content:
+            return None
+        name = message.file_name or _default_name(message)
+        return BufferedInputFile(bytes(content), filename=name)
+
+
+def _default_name(message: ManagerMessage) -> str:
+    tail = message.media.rsplit("/", 1)[-1].split("?", 1)[0]
+    if "." in tail:
+        return tail
+    extension = {
+        "picture": "jpg",
+        "video": "mp4",
+        "voice": "ogg",
+        "audio": "mp3",
+        "sticker": "webp",
+    }.get(message.type, "bin")
+    return f"{message.type}.{extension}"
+
+
+class DeliveryStatusReporter:
+    """Runs `amo.status` jobs (queue "amojo"): the delivery_status call, retried like any job."""
+
+    def __init__(self, amojo: AmojoClient, channel: Channel) -> None:
+        self.amojo = amojo
+        self.channel = channel
+
+    def kinds(self) -> dict[str, JobKind]:
+        """Job kinds this reporter runs."""
+        return {KIND_AMO_STATUS: JobKind(run=self.report)}
+
+    async def report(self, job: Job) -> Done:
+        """POST /{scope_id}/{msgid}/delivery_status."""
+        payload = job.payload
+        started = time.perf_counter()
+        await self.amojo.delivery_status(
+            self.channel.scope_id,
+            str(payload["amo_id"]),
+            int(payload["status"]),
+            payload.get("error_code"),
+            payload.get("error") or None,
+        )
+        logger.info(
+            "delivery status %s of %s reported in %.0f ms",
+            payload["status"],
+            payload["amo_id"],
+            (time.perf_counter() - started) * 1000,
+        )
+        return Done()
