@@ -13,6 +13,7 @@ import httpx
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiohttp import web
 
 from bot.amojo import AmojoClient, AmojoError
@@ -69,6 +70,7 @@ class Bridge:
     runner: web.AppRunner | None = None
     listen_port: int | None = None
     shutdown_grace: float = 5.0
+    workers_running: bool = False
 
     async def start_listener(self) -> None:
         """Serve hooks, files, health and metrics."""
@@ -96,9 +98,12 @@ class Bridge:
             worker.start()
 
     async def on_startup(self) -> None:
-        """Dispatcher startup hook: listener first, then workers."""
-        await self.start_listener()
-        self.start_workers()
+        """Dispatcher startup hook: listener first, then workers (each only once)."""
+        if self.runner is None:
+            await self.start_listener()
+        if not self.workers_running:
+            self.start_workers()
+            self.workers_running = True
 
     async def on_shutdown(self) -> None:
         """Dispatcher shutdown hook: stop intake, let in-flight sends finish, keep the rest."""
@@ -107,10 +112,34 @@ class Bridge:
             self.runner = None
         await self.typing_indicator.close()
         await asyncio.gather(*(worker.stop(self.shutdown_grace) for worker in self.workers))
+        self.workers_running = False
+
+    async def wait_for_telegram(self, max_delay: float = 5.0) -> None:
+        """Return once the Bot API answers (deleteWebhook, getMe), retrying while it is down."""
+        delay = 0.5
+        while True:
+            try:
+                await self.bot.delete_webhook(drop_pending_updates=False)
+                await self.bot.me()
+                return
+            except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as exc:
+                logger.warning(
+                    "Telegram unreachable (%s); hooks are still accepted; retrying in %.1fs",
+                    exc.message,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
 
     async def run_polling(self, *, handle_signals: bool = True) -> None:
         """Long-poll Telegram; the next offset is confirmed only after each update is stored."""
-        await self.bot.delete_webhook(drop_pending_updates=False)
+        # amojo sends each hook once: listen (and resume stored jobs) even while Telegram is down.
+        await self.on_startup()
+        try:
+            await self.wait_for_telegram()
+        except BaseException:
+            await self.on_shutdown()
+            raise
         await self.dp.start_polling(
             self.bot,
             handle_as_tasks=False,
