@@ -51,9 +51,7 @@ def test_call_defaults_and_full_form() -> None:
     assert parse_call("+7(916)123-45-67 2:30 in talked Asked about delivery") == CallCommand(
         "+79161234567", 150, "inbound", 4, "Asked about delivery"
     )
-    assert parse_call("79161234567 1m out 7") == CallCommand(
-        "+79161234567", 60, "outbound", 7, ""
-    )
+    assert parse_call("79161234567 1m out 7") == CallCommand("+79161234567", 60, "outbound", 7, "")
     assert parse_call("79161234567 0 inbound no-answer") == CallCommand(
         "+79161234567", 0, "inbound", 6, ""
     )
