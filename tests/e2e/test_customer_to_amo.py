@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
+from bot.amojo import content_md5, request_signature
 from tests.fakes.factories import make_photo, private_message_update
 from tests.harness import CHANNEL_SECRET, Fakes, RunningBridge
-from bot.amojo import content_md5, request_signature
 
 
 async def test_text_arrives_signed_and_exact(fakes: Fakes, bridge: RunningBridge) -> None:
@@ -40,9 +40,7 @@ async def test_photo_link_serves_the_telegram_bytes(fakes: Fakes, bridge: Runnin
     content = bytes(range(256)) * 400
     file_id, unique_id = fakes.telegram.add_file(content)
     photo = make_photo(file_id, unique_id, len(content))
-    fakes.telegram.push_update(
-        private_message_update(502, 11, caption="Вот фото", photo=photo)
-    )
+    fakes.telegram.push_update(private_message_update(502, 11, caption="Вот фото", photo=photo))
 
     await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="photo message")
     message = fakes.amojo.messages[0]["message"]
