@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -111,14 +111,43 @@ def hook_job(hook: Any, received_at: float) -> NewJob:
     raise HookRejected(400, "not a message, typing or reaction hook")
 
 
-@dataclass(slots=True)
 class HookReceiver:
     """The `POST /amojo/{scope_id}` route: no network calls, one SQLite insert."""
 
-    repo: Repository
-    channel: Channel
-    secret: str
-    metrics: Metrics
+    def __init__(self, repo: Repository, channel: Channel, secret: str, metrics: Metrics) -> None:
+        self.repo = repo
+        self.channel = channel
+        self.secret = secret
+        self.metrics = metrics
+        self._pending: list[tuple[NewJob, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def store(self, job: NewJob) -> bool:
+        """Insert the job durably; False when it was already stored (same dedup key).
+
+        Hooks that arrive together share one transaction (group commit), so a burst does not
+        queue up one commit per hook behind the workers' writes.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="hook-store")
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self.repo.transaction() as tx:
+                    inserted = [await tx.enqueue([job]) for job, _ in batch]
+            except StorageError as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), count in zip(batch, inserted, strict=True):
+                if not future.done():
+                    future.set_result(bool(count))
 
     async def receive(self, request: web.Request) -> web.Response:
         """Verify, store and acknowledge one hook (amojo sends it once and never retries)."""
@@ -129,8 +158,7 @@ class HookReceiver:
             logger.warning("hook rejected (%d): %s", exc.status, exc.reason)
             return web.json_response({"error": exc.reason}, status=exc.status)
         try:
-            async with self.repo.transaction() as tx:
-                inserted = await tx.enqueue([job])
+            inserted = await self.store(job)
         except StorageError:
             # Answering non-200 loses the hook (no retries), but 200 without storing it would too;
             # at least amoCRM then shows the message as not delivered.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiolimiter import AsyncLimiter
 
-from bot.limits import TELEGRAM_GLOBAL_RATE, TELEGRAM_PER_CHAT_BURST, TELEGRAM_PER_CHAT_INTERVAL
+from bot.limits import TELEGRAM_PER_CHAT_BURST, TELEGRAM_PER_CHAT_INTERVAL, TELEGRAM_SEND_RATE
 
 _PRUNE_ABOVE = 10_000
 
@@ -17,7 +17,7 @@ class TelegramThrottle:
 
     def __init__(
         self,
-        global_rate: float = TELEGRAM_GLOBAL_RATE,
+        global_rate: float = TELEGRAM_SEND_RATE,
         per_chat_interval: float = TELEGRAM_PER_CHAT_INTERVAL,
         per_chat_burst: int = TELEGRAM_PER_CHAT_BURST,
     ) -> None:
