@@ -19,10 +19,11 @@ from aiohttp import web
 from bot.amojo import AmojoClient, AmojoError
 from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel, StartupError, connect_channel
 from bot.crm import CrmClient, build_crm_client
+from bot.deadletters import DeadLetterDesk
 from bot.files import FileLinks
-from bot.hooks import HookReceiver
-from bot.intake import AMOJO_QUEUE, Intake
-from bot.metrics import Metrics
+from bot.hooks import KIND_AMO_MESSAGE, HookReceiver
+from bot.intake import AMOJO_QUEUE, KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
+from bot.metrics import Metrics, TelegramCallMetrics
 from bot.middlewares import DurableIntakeMiddleware
 from bot.notices import TELEGRAM_QUEUE, NoticeSender
 from bot.reactions import CustomerReactions, ReactionSender
@@ -213,10 +214,12 @@ async def create_bridge(
         settings.AMOJO_CHANNEL_ID,
         settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
         transport=transports.amojo,
+        metrics=metrics,
     )
     crm = build_crm_client(settings, repo, transport=transports.crm, metrics=metrics)
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
+    session.middleware(TelegramCallMetrics(metrics))
     try:
         channel = await connect_with_retry(settings, amojo, crm, repo)
         files = FileLinks(await _files_key(repo), settings.public_base_url)
@@ -239,6 +242,7 @@ async def create_bridge(
         "metrics": metrics,
         "reactions": CustomerReactions(repo),
         "staff": StaffDesk(settings, repo, crm),
+        "dead_letters": DeadLetterDesk(repo, metrics),
     }
     dp = Dispatcher(**deps)
     dp.update.outer_middleware(DurableIntakeMiddleware(metrics))
@@ -277,8 +281,25 @@ async def create_bridge(
         delivery=delivery,
     )
     bridge.workers = [
-        Worker(repo, AMOJO_QUEUE, amojo_kinds, metrics=metrics, backoff=backoff, concurrency=64),
-        Worker(repo, TELEGRAM_QUEUE, telegram_kinds, metrics=metrics, backoff=backoff),
+        Worker(
+            repo,
+            AMOJO_QUEUE,
+            amojo_kinds,
+            metrics=metrics,
+            backoff=backoff,
+            concurrency=64,
+            direction="to_amocrm",
+            message_kinds=frozenset({KIND_NEW_MESSAGE, KIND_EDIT_MESSAGE}),
+        ),
+        Worker(
+            repo,
+            TELEGRAM_QUEUE,
+            telegram_kinds,
+            metrics=metrics,
+            backoff=backoff,
+            direction="to_telegram",
+            message_kinds=frozenset({KIND_AMO_MESSAGE}),
+        ),
     ]
     dp.startup.register(bridge.on_startup)
     dp.startup.register(publish_operator_menu)

@@ -2,14 +2,20 @@
 
 from aiogram import Router
 
-from handlers import customer, membership, operator, reactions
+from handlers import customer, deadletters, membership, operator, reactions
 
 
 def build_routers() -> list[Router]:
     """All routers of the bot, detached so a new Dispatcher can include them."""
-    routers = [operator.router, membership.router, reactions.router, customer.router]
+    routers = [
+        operator.router,
+        deadletters.router,
+        membership.router,
+        reactions.router,
+        customer.router,
+    ]
     for router in routers:
         # A Router attaches to one parent for good; releasing it lets the same process build
         # a second Dispatcher (a restart inside the test suite, a re-created bridge).
-        router._parent_router = None  # noqa: SLF001
+        router._parent_router = None
     return routers

@@ -1,0 +1,30 @@
+"""Operator commands on dead letters: `/failed` lists them, `/retry <id>|all` re-drives them."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+
+from bot.deadletters import Caller, DeadLetterDesk
+from handlers.operator import IsOperator
+
+router = Router(name=__name__)
+router.message.filter(F.chat.type == "private", IsOperator())
+
+
+def _caller(message: Message) -> Caller:
+    user_id = message.from_user.id if message.from_user else 0
+    return Caller(user_id=user_id, chat_id=message.chat.id, message_id=message.message_id)
+
+
+@router.message(Command("failed"))
+async def cmd_failed(message: Message, dead_letters: DeadLetterDesk) -> None:
+    """List the newest dead-lettered jobs."""
+    await message.answer(await dead_letters.list_failed(_caller(message)))
+
+
+@router.message(Command("retry"))
+async def cmd_retry(message: Message, command: CommandObject, dead_letters: DeadLetterDesk) -> None:
+    """Put one dead-lettered job, or all of them, back in their queue."""
+    await message.answer(await dead_letters.retry(_caller(message), command.args))

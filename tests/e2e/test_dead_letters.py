@@ -1,0 +1,132 @@
+"""Dead letters end to end: operators list them and re-drive them without duplicates."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import bot.to_telegram
+from bot.hooks import KIND_AMO_MESSAGE
+from bot.intake import KIND_NEW_MESSAGE
+from storage import JobState
+from storage.crm import audit_entries
+from tests.fakes.factories import private_message_update
+from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
+
+OPERATOR = 9001
+
+
+class Operator:
+    """An operator chatting with the bot through the fake Telegram."""
+
+    def __init__(self, fakes: Fakes) -> None:
+        self.fakes = fakes
+        self.message_id = 0
+
+    async def says(self, text: str) -> str:
+        """Send a command and return the bot's answer."""
+        before = len(self.fakes.telegram.sent_messages(OPERATOR))
+        self.message_id += 1
+        self.fakes.telegram.push_update(
+            private_message_update(OPERATOR, self.message_id, text=text)
+        )
+        await self.fakes.telegram.wait_for(
+            lambda: len(self.fakes.telegram.sent_messages(OPERATOR)) > before, what=text
+        )
+        return str(self.fakes.telegram.sent_messages(OPERATOR)[-1].params["text"])
+
+
+async def start(bridges: BridgeFactory) -> RunningBridge:
+    return await bridges.start(OPERATOR_IDS=str(OPERATOR))
+
+
+async def test_dead_manager_message_is_listed_and_redriven_once(
+    fakes: Fakes, bridges: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.to_telegram, "DELIVERY_GIVE_UP_SECONDS", 0.3)
+    bridge = await start(bridges)
+    operator = Operator(fakes)
+    fakes.telegram.push_update(private_message_update(801, 1, text="Здравствуйте"))
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="customer message")
+
+    fakes.telegram.set_down(True)
+    hook = fakes.amojo.message_hook("tg-801", text="Ваш заказ готов")
+    amo_id = hook["message"]["message"]["id"]
+    status, _ = await fakes.amojo.post_hook(bridge.url, bridge.scope_id, hook)
+    assert status == 200
+    await fakes.amojo.wait_for(lambda: bool(fakes.amojo.statuses_for(amo_id)), timeout=10)
+    assert fakes.amojo.statuses_for(amo_id)[0]["status"] == -1
+    fakes.telegram.set_down(False)
+
+    listing = await operator.says("/failed")
+    assert "Dead-lettered jobs: 1" in listing
+    assert f"amo message {amo_id}" in listing
+    match = re.search(r"#(\d+) telegram/amo\.message", listing)
+    assert match, listing
+    job_id = int(match.group(1))
+
+    answer = await operator.says(f"/retry {job_id}")
+    assert answer == f"Job #{job_id} is back in its queue."
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.statuses_for(amo_id)) == 2, timeout=10)
+    assert [s["status"] for s in fakes.amojo.statuses_for(amo_id)] == [-1, 1]
+    delivered = [
+        c for c in fakes.telegram.sent_messages(801) if c.params["text"] == "Ваш заказ готов"
+    ]
+    assert len(delivered) == 1
+    assert (await bridge.bridge.repo.get_job(job_id)).state is JobState.DONE  # type: ignore[union-attr]
+    assert await operator.says("/failed") == "No dead-lettered jobs."
+    audit = [(e.command, e.args, e.result) for e in await audit_entries(bridge.bridge.repo)]
+    assert ("retry", str(job_id), "1 re-driven") in audit
+
+
+async def test_redriving_what_was_delivered_sends_nothing_again(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    repo = bridge.bridge.repo
+    operator = Operator(fakes)
+    fakes.telegram.push_update(private_message_update(802, 1, text="Привет"))
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="customer message")
+    long_text = "слово " * 1500
+    hook = fakes.amojo.message_hook("tg-802", text=long_text)
+    amo_id = hook["message"]["message"]["id"]
+    await fakes.amojo.post_hook(bridge.url, bridge.scope_id, hook)
+    await fakes.amojo.wait_for(lambda: bool(fakes.amojo.statuses_for(amo_id)), timeout=10)
+    parts = len(fakes.telegram.sent_messages(802))
+    assert parts >= 2
+
+    # Both jobs landed, but suppose their answers were lost and they were dead-lettered anyway.
+    jobs = [
+        *await repo.jobs(kind=KIND_NEW_MESSAGE),
+        *await repo.jobs(kind=KIND_AMO_MESSAGE),
+    ]
+    async with repo.transaction() as tx:
+        for job in jobs:
+            await tx.kill_job(job.id, "lost answer (simulated)")
+
+    assert await operator.says("/retry all") == "2 dead-lettered job(s) back in their queues."
+
+    async def all_done() -> bool:
+        states = [await repo.get_job(job.id) for job in jobs]
+        return all(job is not None and job.state is JobState.DONE for job in states)
+
+    await wait_until(all_done, timeout=10, what="re-driven jobs done")
+    assert len(fakes.telegram.sent_messages(802)) == parts
+    assert len(fakes.amojo.messages) == 1
+    assert fakes.amojo.attempts["tg-802-1"] == 2
+
+
+async def test_retry_needs_an_id_and_is_for_operators_only(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await start(bridges)
+    operator = Operator(fakes)
+    assert (await operator.says("/retry")).startswith("Usage: /retry")
+    assert await operator.says("/retry 99999") == "There is no job #99999."
+
+    fakes.telegram.push_update(private_message_update(803, 1, text="/failed"))
+    await fakes.amojo.wait_for(lambda: fakes.amojo.message_by_msgid("tg-803-1") is not None)
+    assert all(
+        "Dead-lettered" not in c.params.get("text", "") for c in fakes.telegram.sent_messages(803)
+    )
