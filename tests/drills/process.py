@@ -1,0 +1,156 @@
+"""The bridge as a real process (`python -m bot`) against the in-test fakes, for drills."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.harness import Fakes, bridge_env, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class BridgeProcess:
+    """One `python -m bot` process; restartable on the same database and port."""
+
+    def __init__(self, fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **bridge_env(fakes, db_path, self.port, **extra)}
+        self.env["PYTHONPATH"] = str(ROOT)
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """The listener's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, *, timeout: float = 90.0) -> None:  # noqa: ASYNC109
+        """Spawn the process and wait until /healthz answers."""
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts}\n".encode())
+            log.flush()
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                cwd=ROOT,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        self.starts += 1
+        async with aiohttp.ClientSession() as http:
+
+            async def serving() -> bool:
+                if self.process is not None and self.process.returncode is not None:
+                    raise AssertionError(f"bridge exited early; see {self.log_path}")
+                try:
+                    async with http.get(f"{self.url}/healthz") as response:
+                        return response.status in (200, 503)
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(serving, timeout=timeout, what="bridge listening")
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no commit of anything in flight."""
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
+
+    async def terminate(self, *, timeout: float = 15.0) -> int:  # noqa: ASYNC109
+        """SIGTERM and the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Make sure the process is gone (test teardown)."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    def log(self) -> str:
+        """Everything the process wrote."""
+        return self.log_path.read_text(errors="replace")
+
+
+class ForkedBridges:
+    """Bridge processes forked from a zygote that has already imported the bridge."""
+
+    def __init__(self, fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **bridge_env(fakes, db_path, self.port, **extra)}
+        self.env["PYTHONPATH"] = str(ROOT)
+        self.log_path = log_path
+        self.zygote: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The listener's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _ask(self, line: str) -> int:
+        assert self.zygote is not None and self.zygote.stdin and self.zygote.stdout
+        self.zygote.stdin.write(f"{line}\n".encode())
+        await self.zygote.stdin.drain()
+        return int((await self.zygote.stdout.readline()).decode())
+
+    async def spawn(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Fork a bridge and wait until its listener answers."""
+        if self.zygote is None:
+            self.zygote = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.drills.zygote",
+                cwd=ROOT,
+                env=self.env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        self.pid = await self._ask(f"spawn {self.log_path}")
+        async with aiohttp.ClientSession() as http:
+
+            async def serving() -> bool:
+                try:
+                    async with http.get(f"{self.url}/healthz") as response:
+                        return response.status in (200, 503)
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(serving, timeout=timeout, what="forked bridge listening")
+
+    async def kill9(self) -> int:
+        """SIGKILL the running bridge; returns its exit status."""
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGKILL)
+        status = await self._ask(f"wait {self.pid}")
+        self.pid = None
+        return status
+
+    async def terminate(self) -> int:
+        """SIGTERM the running bridge; returns its exit status."""
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGTERM)
+        status = await asyncio.wait_for(self._ask(f"wait {self.pid}"), 30)
+        self.pid = None
+        return status
+
+    async def close(self) -> None:
+        """Kill whatever still runs and stop the zygote."""
+        if self.pid is not None:
+            await self.kill9()
+        if self.zygote is not None:
+            assert self.zygote.stdin is not None
+            self.zygote.stdin.close()
+            await self.zygote.wait()
+            self.zygote = None
