@@ -1,6 +1,20 @@
 import asyncio
+import sys
 
-from bot.app import main
+from bot.settings import SettingsError, load_settings
+
+
+def run() -> int:
+    """Check the settings before the heavy imports, then run the bridge."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 2
+    from bot.app import main  # noqa: PLC0415 - aiogram's import takes seconds; settings first
+
+    return asyncio.run(main(settings))
+
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    raise SystemExit(run())

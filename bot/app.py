@@ -27,7 +27,7 @@ from bot.metrics import Metrics, TelegramCallMetrics
 from bot.middlewares import DurableIntakeMiddleware
 from bot.notices import TELEGRAM_QUEUE, NoticeSender
 from bot.reactions import CustomerReactions, ReactionSender
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings
 from bot.staff import StaffDesk, publish_operator_menu
 from bot.throttle import TelegramThrottle
 from bot.to_amojo import CustomerMessageSender
@@ -240,8 +240,8 @@ async def create_bridge(
         "crm": crm,
         "channel": channel,
         "metrics": metrics,
-        "reactions": CustomerReactions(repo),
         "staff": StaffDesk(settings, repo, crm),
+        "reactions": CustomerReactions(repo),
         "dead_letters": DeadLetterDesk(repo, metrics),
     }
     dp = Dispatcher(**deps)
@@ -307,13 +307,8 @@ async def create_bridge(
     return bridge
 
 
-async def main() -> int:
-    """Entry point of `python -m bot`; returns the exit code."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        return 2
+async def main(settings: Settings) -> int:
+    """Run a bridge until SIGTERM/SIGINT; returns the exit code (`python -m bot`)."""
     configure_logging(settings.LOG_LEVEL)
     try:
         bridge = await create_bridge(settings)

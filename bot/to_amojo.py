@@ -16,6 +16,16 @@ from storage.repository import Transaction
 logger = logging.getLogger(__name__)
 
 
+def looks_like_duplicate(body: str) -> bool:
+    """Whether a 400 from amojo is about the msgid already existing, not about bad data.
+
+    The error body is undocumented (spec §4.3); any 400 that does not mention the msgid or a
+    duplicate is treated as a real rejection and dead-lettered, so nothing is dropped silently.
+    """
+    text = body.lower()
+    return "msgid" in text or "duplicate" in text or "already exist" in text
+
+
 class CustomerMessageSender:
     """Sends customer messages with their deterministic msgid, so retries cannot duplicate."""
 
@@ -58,9 +68,9 @@ class CustomerMessageSender:
         try:
             answer = await self.amojo.send_event(self.channel.scope_id, "new_message", payload)
         except AmojoError as exc:
-            if exc.status == 400 and job.attempts > 0:
+            if exc.status == 400 and job.attempts > 0 and looks_like_duplicate(exc.body):
                 # amojo refuses a repeated msgid (spec §10). An earlier attempt of this very job
-                # may have landed with its answer lost, so a 400 now means "already there".
+                # may have landed with its answer lost, so this refusal means "already there".
                 logger.warning("msgid %s refused after a retry, taken as delivered: %s", msgid, exc)
                 return Done()
             if not exc.retryable:
