@@ -138,3 +138,26 @@ async def test_permanent_rejection_is_dead_lettered_and_the_chat_goes_on(
     assert "injected failure" in dead[0].last_error
     tries = [r for r in fakes.amojo.requests if b'"msgid":"tg-901-30"' in r.body]
     assert len(tries) == 1, "a permanent rejection must not be retried"
+
+
+async def test_a_retry_rejected_for_bad_data_is_dead_lettered_not_taken_as_delivered(
+    fakes: Fakes, bridge: RunningBridge
+) -> None:
+    fakes.amojo.fail("new_message", 503, times=1)
+    fakes.amojo.fail(
+        "new_message", 400, times=1, body={"error_description": "payload.message.text: invalid"}
+    )
+    fakes.telegram.push_update(private_message_update(902, 40, text="сообщение"))
+
+    async def dead_jobs() -> list[Any]:
+        return list(await bridge.bridge.repo.jobs(state=JobState.DEAD))
+
+    await wait_until(lambda: _has_any(dead_jobs()), what="dead letter")
+    dead = await dead_jobs()
+    assert [job.payload["payload"]["msgid"] for job in dead] == ["tg-902-40"]
+    assert "invalid" in (dead[0].last_error or "")
+    assert fakes.amojo.messages == []
+
+
+async def _has_any(jobs: Any) -> bool:
+    return bool(await jobs)
