@@ -55,8 +55,10 @@ def verify_hook_signature(secret: str, body: bytes, signature: str | None) -> bo
     """Constant-time, case-insensitive check of a hook's X-Signature."""
     if not signature:
         return False
-    expected = hook_signature(secret, body)
-    return hmac.compare_digest(expected, signature.strip().lower())
+    expected = hook_signature(secret, body).encode()
+    # Bytes: compare_digest raises TypeError on a str with non-ASCII characters (fuzzing found it).
+    given = signature.strip().lower().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected, given)
 
 
 def signed_headers(secret: str, method: str, path: str, body: bytes, date: str) -> dict[str, str]:
