@@ -20,9 +20,9 @@ def message_id(chat_id: int, telegram_message_id: int) -> str:
     return f"{PREFIX}{chat_id}-{telegram_message_id}"
 
 
-def chat_id_from_conversation(value: str | None) -> int | None:
-    """The Telegram chat id behind one of our conversation ids, or None."""
-    if not value or not value.startswith(PREFIX):
+def chat_id_from_conversation(value: object) -> int | None:
+    """The Telegram chat id behind one of our conversation ids, or None (also for non-strings)."""
+    if not isinstance(value, str) or not value.startswith(PREFIX):
         return None
     try:
         return int(value[len(PREFIX) :])

@@ -69,7 +69,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]
 @st.composite
 def mutated_hooks(draw: st.DrawFn) -> dict[str, Any]:
     """A valid message or typing hook with a few fields deleted or replaced by random JSON."""
-    hook = json.loads(json.dumps(draw(st.sampled_from([VALID_HOOK, TYPING_HOOK]))))
+    hook: dict[str, Any] = json.loads(json.dumps(draw(st.sampled_from([VALID_HOOK, TYPING_HOOK]))))
     for _ in range(draw(st.integers(0, 3))):
         paths = list(_paths(hook))
         if not paths:
@@ -178,6 +178,14 @@ def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
     body=b"{}",
     signature="random",
     random_signature="\u00a1",
+    scope=SCOPE,
+    extra={},
+    content_type="application/json",
+)
+@example(
+    body=b'{"action":{"typing":{"conversation":{"id":"a","client_id":true}}}}',
+    signature="valid",
+    random_signature="",
     scope=SCOPE,
     extra={},
     content_type="application/json",
