@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
+import aiohttp
 import httpx
 
 from bot.limits import AMOJO_REQUEST_TIMEOUT_SECONDS
@@ -20,6 +21,7 @@ from bot.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
+USER_AGENT = "tg-amocrm-bridge"
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
 
@@ -109,7 +111,12 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class AmojoClient:
-    """Signed calls to `{AMOJO_BASE_URL}/v2/origin/custom/...`."""
+    """Signed calls to `{AMOJO_BASE_URL}/v2/origin/custom/...`.
+
+    Requests go through aiohttp: httpx's connection pool costs several times more CPU per
+    request (`python -m tests.bench.http_client`), and the amojo worker sends one request per
+    customer message. An injected httpx transport (tests) is used through httpx instead.
+    """
 
     def __init__(
         self,
@@ -124,16 +131,77 @@ class AmojoClient:
         self.channel_id = channel_id
         self._secret = secret
         self._metrics = metrics
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            transport=transport,
-            timeout=timeout,
-            headers={"User-Agent": "tg-amocrm-bridge"},
-        )
+        self._base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._http: httpx.AsyncClient | None = None
+        if transport is not None:
+            self._http = httpx.AsyncClient(
+                base_url=self._base_url,
+                transport=transport,
+                timeout=timeout,
+                headers={"User-Agent": USER_AGENT},
+            )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def set_timeout(self, seconds: float) -> None:
+        """Change the connect and read timeout of later requests."""
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+        if self._http is not None:
+            self._http.timeout = httpx.Timeout(seconds)
+
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT},
+                # httpx.Response decodes the body from its Content-Encoding.
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def _send(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        if self._http is not None:
+            return await self._http.request(method, path, content=body, headers=headers)
+        url = self._base_url + path
+        try:
+            async with self._aiohttp_session().request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as answer:
+                content = await answer.read()
+                return httpx.Response(
+                    answer.status,
+                    headers=list(answer.raw_headers),
+                    content=content,
+                )
+        # The rest of the bridge handles httpx's exception types (retry, connect fallback).
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise httpx.ConnectTimeout(
+                str(exc) or "connect timed out", request=httpx.Request(method, url)
+            ) from exc
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise httpx.ReadTimeout(
+                str(exc) or "read timed out", request=httpx.Request(method, url)
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc), request=httpx.Request(method, url)) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(
+                f"{type(exc).__name__}: {exc}", request=httpx.Request(method, url)
+            ) from exc
 
     async def request(self, method: str, path: str, payload: Any | None = None) -> httpx.Response:
         """Send one signed request; raises AmojoError on a non-2xx answer."""
@@ -142,7 +210,7 @@ class AmojoClient:
         started = time.perf_counter()
         outcome = "error"
         try:
-            response = await self._http.request(method, path, content=body, headers=headers)
+            response = await self._send(method, path, body, headers)
             outcome = "ok" if response.status_code < 300 else str(response.status_code)
         finally:
             if self._metrics is not None:

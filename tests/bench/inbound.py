@@ -13,12 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -243,6 +244,34 @@ async def run_steady(
     return result
 
 
+@contextlib.asynccontextmanager
+async def sampled(pid: int, output: Path | None) -> AsyncIterator[None]:
+    """Sample the bridge with py-spy (raw collapsed stacks) while the block runs."""
+    if output is None:
+        yield
+        return
+    executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = await asyncio.create_subprocess_exec(
+        executable,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--threads",
+        "--output",
+        str(output),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        await asyncio.wait_for(spy.wait(), 30)
+
+
 def bridge_command(profile: Path | None) -> list[str]:
     """`python -m bot`, optionally under cProfile (the profile is written on SIGTERM)."""
     if profile is None:
@@ -356,9 +385,10 @@ async def bench(args: argparse.Namespace) -> int:
                     if not await load.wait_delivered(args.warmup, within=30):
                         raise RuntimeError("warm-up messages were not delivered within 30 s")
                     print(f"A: {args.messages} messages over {args.chats} chats, pushed at once…")
-                    burst = await run_burst(
-                        load, process.pid, args.messages, args.chats, args.timeout
-                    )
+                    async with sampled(process.pid, args.py_spy):
+                        burst = await run_burst(
+                            load, process.pid, args.messages, args.chats, args.timeout
+                        )
                     await asyncio.sleep(0.5)
                     print(f"B: {args.rate:.0f} msg/s for {args.duration:.0f} s…")
                     steady = await run_steady(
@@ -387,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the bridge")
     parser.add_argument("--log", type=Path, default=None, help="keep the bridge log here")
     parser.add_argument("--profile", type=Path, default=None, help="run the bridge in cProfile")
+    parser.add_argument(
+        "--py-spy", type=Path, default=None, help="sample scenario A with py-spy (if installed)"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(bench(args))

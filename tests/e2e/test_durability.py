@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bot.intake import KIND_NEW_MESSAGE
@@ -62,7 +61,7 @@ async def test_lost_answer_is_retried_with_the_same_msgid_and_stored_once(
 ) -> None:
     running = await bridges.start()
     # A client timeout far shorter than the fake's delay: the first answer is lost.
-    running.bridge.amojo._http.timeout = httpx.Timeout(0.3)
+    running.bridge.amojo.set_timeout(0.3)
     fakes.amojo.delay(2.0)
     fakes.telegram.push_update(private_message_update(1201, 5, text="Где мой заказ?"))
     await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="stored by amojo")
