@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import CommandStart
 from aiogram.types import KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot.intake import Intake, is_own_contact
 from bot.texts import text
+from handlers.filters import HasContact, PrivateChat
 
 router = Router(name=__name__)
-router.message.filter(F.chat.type == "private")
-router.edited_message.filter(F.chat.type == "private")
+router.message.filter(PrivateChat())
+router.edited_message.filter(PrivateChat())
 
 
 @router.message(CommandStart())
@@ -30,7 +31,7 @@ async def on_start(message: Message, intake: Intake) -> None:
     )
 
 
-@router.message(F.contact)
+@router.message(HasContact())
 async def on_contact(message: Message, intake: Intake) -> None:
     """Bridge a shared contact; remember the phone when it is the customer's own."""
     await intake.record_message(message)

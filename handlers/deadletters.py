@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bot.deadletters import Caller, DeadLetterDesk
+from handlers.filters import PrivateChat
 from handlers.operator import IsOperator
 
 router = Router(name=__name__)
-router.message.filter(F.chat.type == "private", IsOperator())
+router.message.filter(PrivateChat(), IsOperator())
 
 
 def _caller(message: Message) -> Caller:

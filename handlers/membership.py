@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.types import ChatMemberUpdated
 
+from handlers.filters import PrivateChat
 from storage import Repository
 
 router = Router(name=__name__)
-router.my_chat_member.filter(F.chat.type == "private")
+router.my_chat_member.filter(PrivateChat())
 
 BLOCKED_STATUSES = frozenset({"kicked", "left"})
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
 from bot.settings import Settings
 from bot.staff import Invocation, StaffDesk
+from handlers.filters import PrivateChat
 
 router = Router(name=__name__)
 
@@ -21,7 +22,7 @@ class IsOperator(Filter):
         return user is not None and user.id in settings.OPERATOR_IDS
 
 
-router.message.filter(F.chat.type == "private", IsOperator())
+router.message.filter(PrivateChat(), IsOperator())
 
 
 @router.message(Command("talk", "close", "call", "status", "help"))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.types import MessageReactionUpdated, Update
 
 from bot.reactions import CustomerReactions
+from handlers.filters import PrivateChat
 
 router = Router(name=__name__)
-router.message_reaction.filter(F.chat.type == "private")
+router.message_reaction.filter(PrivateChat())
 
 
 @router.message_reaction()
