@@ -39,6 +39,7 @@ class Done:
 
 
 JobRunner = Callable[[Job], Awaitable[Done]]
+_Finished = tuple[Job, Done, "asyncio.Future[None]"]
 DeadHandler = Callable[[Job, str], Awaitable[Sequence[NewJob]]]
 
 
@@ -146,6 +147,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._finishing: list[_Finished] = []
+        self._finisher: asyncio.Task[None] | None = None
         self._stopping = False
         repo.on_enqueue(self._on_enqueue)
 
@@ -178,6 +181,8 @@ class Worker:
         for task in still_running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._finisher is not None:
+            await self._finisher
         if still_running:
             logger.warning(
                 "%s: %d job(s) interrupted by shutdown stay pending", self.queue, len(still_running)
@@ -227,10 +232,7 @@ class Worker:
             except Exception as exc:
                 outcome = await self._fail(job, kind, exc)
             else:
-                async with self.repo.transaction() as tx:
-                    if done.record is not None:
-                        await done.record(tx)
-                    await tx.finish_job(job.id, done.followups)
+                await self._record_done(job, done)
         except GiveUp as exc:
             outcome = "dead"
             await self._kill(job, None, exc.reason)
@@ -246,6 +248,42 @@ class Worker:
                     self.direction, job.kind, _MESSAGE_OUTCOMES[outcome]
                 ).inc()
             self.metrics.job_seconds.labels(self.queue).observe(time.perf_counter() - started)
+
+    async def _record_done(self, job: Job, done: Done) -> None:
+        """Mark the job done durably; jobs finishing together share one transaction."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finishing.append((job, done, future))
+        if self._finisher is None or self._finisher.done():
+            self._finisher = asyncio.create_task(
+                self._finish_batches(), name=f"finish-{self.queue}"
+            )
+        await future
+
+    async def _finish_batches(self) -> None:
+        # Group commit: while one transaction runs, the next finishes queue up behind it.
+        # Each job's own _execute awaits its entry, so it is still done only once committed.
+        while self._finishing:
+            batch, self._finishing = self._finishing, []
+            try:
+                await self._finish(batch)
+            except Exception:
+                # One outcome that cannot be recorded must not hold back the others.
+                for entry in batch:
+                    try:
+                        await self._finish([entry])
+                    except Exception as exc:
+                        if not entry[2].done():
+                            entry[2].set_exception(exc)
+
+    async def _finish(self, batch: Sequence[_Finished]) -> None:
+        async with self.repo.transaction() as tx:
+            for job, done, _ in batch:
+                if done.record is not None:
+                    await done.record(tx)
+                await tx.finish_job(job.id, done.followups)
+        for _, _, future in batch:
+            if not future.done():
+                future.set_result(None)
 
     async def _fail(self, job: Job, kind: JobKind, exc: Exception) -> str:
         decision = classify_failure(exc)
