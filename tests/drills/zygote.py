@@ -1,7 +1,7 @@
 """Forks bridge processes that already imported aiogram (a cold start costs seconds of CPU).
 
 Commands on stdin, one per line: `spawn <log path>` → prints the child's pid;
-`wait <pid>` → prints its exit status (negative: killed by that signal). The child runs the
+`wait <pid>` → prints its exit status (negative: killed by that signal). The child runs the real
 `python -m bot` entry point (`bot.__main__.run`) with this process's environment.
 """
 
