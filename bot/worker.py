@@ -287,7 +287,7 @@ class Worker:
 
     async def _fail(self, job: Job, kind: JobKind, exc: Exception) -> str:
         decision = classify_failure(exc)
-        age = time.time() - job.created_at
+        age = time.time() - job.retrying_since
         if decision.retry and (kind.give_up_after is None or age < kind.give_up_after):
             delay = (
                 decision.delay

@@ -85,4 +85,10 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX operator_audit_at ON operator_audit (at);
         """,
     ),
+    (
+        5,
+        """
+        ALTER TABLE jobs ADD COLUMN redriven_at REAL;
+        """,
+    ),
 ]

@@ -56,6 +56,12 @@ class Job:
     next_attempt_at: float
     updated_at: float
     last_error: str | None
+    redriven_at: float | None = None
+
+    @property
+    def retrying_since(self) -> float:
+        """Start of the give-up clock: when the job was stored or last re-driven by an operator."""
+        return max(self.created_at, self.redriven_at or 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +108,7 @@ class _Listeners:
 
 _JOB_COLUMNS = (
     "id, queue, kind, lane, dedup_key, payload, state, attempts, created_at, "
-    "next_attempt_at, updated_at, last_error"
+    "next_attempt_at, updated_at, last_error, redriven_at"
 )
 _CUSTOMER_COLUMNS = (
     "chat_id, user_id, name, username, language_code, phone, last_message_at, blocked, "
@@ -128,6 +134,7 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         next_attempt_at=row[9],
         updated_at=row[10],
         last_error=row[11],
+        redriven_at=row[12],
     )
 
 
@@ -300,13 +307,16 @@ class Transaction:
         )
 
     async def redrive_jobs(self, job_id: int | None = None) -> int:
-        """Put dead jobs (one, or all when `job_id` is None) back in the queue."""
+        """Put dead jobs (one, or all when `job_id` is None) back in the queue.
+
+        `redriven_at` restarts the give-up clock: an old job must not die on its first failure.
+        """
         now = time.time()
         sql = (
-            "UPDATE jobs SET state = 'pending', next_attempt_at = ?, updated_at = ? "
-            "WHERE state = 'dead'"
+            "UPDATE jobs SET state = 'pending', next_attempt_at = ?, updated_at = ?, "
+            "redriven_at = ? WHERE state = 'dead'"
         )
-        params: tuple[Any, ...] = (now, now)
+        params: tuple[Any, ...] = (now, now, now)
         if job_id is not None:
             sql += " AND id = ?"
             params += (job_id,)
