@@ -253,11 +253,13 @@ async def create_bridge(
     reaction_sender = ReactionSender(repo, bot, amojo, channel)
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
-    telegram_kinds.update(NoticeSender(bot).kinds())
+    # One throttle for every send: Telegram's limits count all of the bot's messages.
+    throttle = TelegramThrottle()
+    telegram_kinds.update(NoticeSender(bot, throttle).kinds())
     delivery = ManagerMessageDelivery(
         bot,
         repo,
-        TelegramThrottle(),
+        throttle,
         time_window=settings.TIME_WINDOW_SECONDS,
         media_transport=transports.media,
         typing=typing_indicator,

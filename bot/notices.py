@@ -7,11 +7,12 @@ from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
-from aiogram.types import ReplyKeyboardMarkup, ReplyKeyboardRemove
+from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot import ids
+from bot.throttle import TelegramThrottle
 from bot.worker import Done, JobKind
-from storage import Job, NewJob
+from storage import Job, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,14 @@ def notice_job(chat_id: int, key: str, text: str, markup: Markup | None = None) 
     )
 
 
+async def answer_later(repo: Repository, message: Message, text: str) -> None:
+    """Queue the bot's answer to a message for the Telegram worker (paced, retried, once).
+
+    A direct `message.answer` is neither paced nor retried: flood control (429) loses it.
+    """
+    await repo.enqueue(notice_job(message.chat.id, f"answer:{message.message_id}", text))
+
+
 def _markup(payload: dict[str, Any]) -> Markup | None:
     data = payload.get("markup")
     if not data:
@@ -49,8 +58,9 @@ def _markup(payload: dict[str, Any]) -> Markup | None:
 class NoticeSender:
     """Sends notices; a customer who blocked the bot simply does not get them."""
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, throttle: TelegramThrottle | None = None) -> None:
         self.bot = bot
+        self.throttle = throttle
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds this sender runs."""
@@ -59,6 +69,8 @@ class NoticeSender:
     async def send_notice(self, job: Job) -> Done:
         """Send one notice."""
         chat_id = int(job.payload["chat_id"])
+        if self.throttle is not None:
+            await self.throttle.wait(chat_id)
         try:
             await self.bot.send_message(
                 chat_id, job.payload["text"], reply_markup=_markup(job.payload)

@@ -7,8 +7,10 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bot.deadletters import Caller, DeadLetterDesk
+from bot.notices import answer_later
 from handlers.filters import PrivateChat
 from handlers.operator import IsOperator
+from storage import Repository
 
 router = Router(name=__name__)
 router.message.filter(PrivateChat(), IsOperator())
@@ -20,12 +22,14 @@ def _caller(message: Message) -> Caller:
 
 
 @router.message(Command("failed"))
-async def cmd_failed(message: Message, dead_letters: DeadLetterDesk) -> None:
+async def cmd_failed(message: Message, dead_letters: DeadLetterDesk, repo: Repository) -> None:
     """List the newest dead-lettered jobs."""
-    await message.answer(await dead_letters.list_failed(_caller(message)))
+    await answer_later(repo, message, await dead_letters.list_failed(_caller(message)))
 
 
 @router.message(Command("retry"))
-async def cmd_retry(message: Message, command: CommandObject, dead_letters: DeadLetterDesk) -> None:
+async def cmd_retry(
+    message: Message, command: CommandObject, dead_letters: DeadLetterDesk, repo: Repository
+) -> None:
     """Put one dead-lettered job, or all of them, back in their queue."""
-    await message.answer(await dead_letters.retry(_caller(message), command.args))
+    await answer_later(repo, message, await dead_letters.retry(_caller(message), command.args))

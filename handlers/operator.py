@@ -6,9 +6,11 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
+from bot.notices import answer_later
 from bot.settings import Settings
 from bot.staff import Invocation, StaffDesk
 from handlers.filters import PrivateChat
+from storage import Repository
 
 router = Router(name=__name__)
 
@@ -26,7 +28,9 @@ router.message.filter(PrivateChat(), IsOperator())
 
 
 @router.message(Command("talk", "close", "call", "status", "help"))
-async def cmd_staff(message: Message, command: CommandObject, staff: StaffDesk) -> None:
+async def cmd_staff(
+    message: Message, command: CommandObject, staff: StaffDesk, repo: Repository
+) -> None:
     """Run a staff command and answer in the operator's chat."""
     user_id = message.from_user.id if message.from_user else 0
     invocation = Invocation(
@@ -36,4 +40,4 @@ async def cmd_staff(message: Message, command: CommandObject, staff: StaffDesk) 
         command=command.command.lower(),
         args=command.args,
     )
-    await message.answer(await staff.run(invocation))
+    await answer_later(repo, message, await staff.run(invocation))

@@ -76,6 +76,21 @@ async def test_talk_shows_state_links_times_and_nps(
     )
 
 
+async def test_an_answer_hit_by_flood_control_is_sent_after_retry_after(
+    fakes: Fakes, staff_bridge: RunningBridge
+) -> None:
+    fakes.crm.add_talk(117)
+    fakes.telegram.fail("sendMessage", status=429, retry_after=1, chat_id=OPERATOR)
+
+    reply = await Operator(fakes).ask("/talk 117")
+
+    assert reply.startswith("Talk 117: open")
+    refused, sent = fakes.telegram.calls_of("sendMessage")
+    assert refused.status == 429
+    assert sent.at - refused.at >= 1.0 - 0.02
+    assert len(fakes.telegram.sent_messages(OPERATOR)) == 1
+
+
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
@@ -126,15 +141,20 @@ async def test_call_is_logged_once_and_reports_where_it_went(
     fakes.crm.add_phone("+7 916 123-45-67", "lead", 15926745)
     operator = Operator(fakes)
 
-    reply = await operator.ask("/call 8(916)123-45-67 2:30 in talked Asked about delivery")
-    again = await operator.ask(
-        "/call 8(916)123-45-67 2:30 in talked Asked about delivery",
-        message_id=operator.message_id,
+    text = "/call 8(916)123-45-67 2:30 in talked Asked about delivery"
+    reply = await operator.ask(text)
+    # The same update again (re-delivered after a crash): amoCRM keeps one call (`uniq`) and
+    # the answer, keyed by the command's message, is not sent a second time.
+    again = fakes.telegram.push_update(
+        private_message_update(OPERATOR, operator.message_id, text=text)
+    )
+    await fakes.telegram.wait_for(
+        lambda: fakes.telegram.confirmed_offset > again, what="the repeated update handled"
     )
 
     link = f"{fakes.crm.url}/leads/detail/15926745"
     assert reply.startswith(f"Call logged to lead 15926745: {link}")
-    assert again == reply
+    assert len(fakes.telegram.sent_messages(OPERATOR)) == 1
     [call] = fakes.crm.calls
     assert {k: call[k] for k in ("phone", "duration", "direction", "source", "uniq")} == {
         "phone": "+79161234567",
