@@ -80,17 +80,20 @@ class TwoWayTraffic:
             self.customer_rounds += 1
             await self._pause(self.customer_every)
 
+    async def manager_writes(self, chat: int) -> None:
+        """One manager message to a chat, posted as amojo does: once, never re-sent."""
+        self._serial += 1
+        text = f"m{chat}-{self._serial}"
+        amo_id = f"amo-{self._serial}"
+        hook = self.fakes.amojo.message_hook(f"tg-{chat}", text=text, msg_id=amo_id)
+        telegram_down = self.fakes.telegram.down
+        status, _ = await self.fakes.amojo.post_hook(self.bridge_url, self.scope_id, hook)
+        self.hooks.append(Hook(chat, text, amo_id, status, telegram_down))
+
     async def _managers(self) -> None:
-        amojo = self.fakes.amojo
         while not self._stop.is_set():
             for chat in self.chats:
-                self._serial += 1
-                text = f"m{chat}-{self._serial}"
-                hook = amojo.message_hook(f"tg-{chat}", text=text, msg_id=f"amo-{self._serial}")
-                telegram_down = self.fakes.telegram.down
-                # amojo sends a hook once and never again: a refusal is a lost message.
-                status, _ = await amojo.post_hook(self.bridge_url, self.scope_id, hook)
-                self.hooks.append(Hook(chat, text, f"amo-{self._serial}", status, telegram_down))
+                await self.manager_writes(chat)
             self.manager_rounds += 1
             await self._pause(self.manager_every)
 
@@ -137,13 +140,14 @@ class TwoWayTraffic:
         amojo_counts = Counter(m["msgid"] for m in self.fakes.amojo.messages)
         repeated = {msgid: n for msgid, n in amojo_counts.items() if n > 1}
         assert not repeated, f"customer messages stored twice in amojo: {repeated}"
-        for chat in self.chats:
+        for chat in sorted({*self.chats, *(hook.chat for hook in self.hooks)}):
+            written = self.customer_sent.get(chat, [])
             arrived = [
                 m["msgid"]
                 for m in self.fakes.amojo.messages_for(f"tg-{chat}")
-                if m["msgid"] in self.customer_sent[chat]
+                if m["msgid"] in written
             ]
-            assert arrived == self.customer_sent[chat], f"customer order in chat {chat}"
+            assert arrived == written, f"customer order in chat {chat}"
             sent = [
                 str(c.params["text"])
                 for c in self.fakes.telegram.sent_messages(chat)

@@ -97,6 +97,7 @@ class _Failure:
     status: int
     times: int
     body: Any
+    retry_after: int | None = None
 
 
 @dataclass
@@ -108,6 +109,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     status: int = 0
+    at: float = 0.0
 
 
 def _require_str(obj: dict[str, Any], key: str, where: str, *, non_empty: bool = True) -> str:
@@ -197,9 +199,20 @@ class FakeAmojo(FakeServer):
             self._http = None
         await super().close()
 
-    def fail(self, target: str, status: int, times: int = 1, body: Any = None) -> None:
-        """Fail the next `times` signed requests whose path ends with target or event_type."""
-        self._failures.append(_Failure(target, status, times, body))
+    def fail(
+        self,
+        target: str,
+        status: int,
+        times: int = 1,
+        body: Any = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        """Fail the next `times` signed requests whose path ends with target or event_type.
+
+        `retry_after` adds a `Retry-After: <seconds>` header (a rate limit, status 429).
+        """
+        self._failures.append(_Failure(target, status, times, body, retry_after))
 
     def set_down(self, status: int | None) -> None:
         """Answer every request with status (e.g. 503) until set_down(None)."""
@@ -475,7 +488,9 @@ class FakeAmojo(FakeServer):
 
     async def _guard(self, request: web.Request) -> tuple[bytes, Any]:
         body = await request.read()
-        record = RecordedRequest(request.method, request.path, dict(request.headers), body)
+        record = RecordedRequest(
+            request.method, request.path, dict(request.headers), body, at=time.monotonic()
+        )
         self.requests.append(record)
         if self.down_status is not None:
             raise AmojoError(self.down_status, "service unavailable", "Down")
@@ -499,8 +514,15 @@ class FakeAmojo(FakeServer):
                 continue
             if path.endswith(failure.target) or (event is not None and event == failure.target):
                 failure.times -= 1
-                if failure.body is not None:
-                    raise _InjectedError(failure.status, failure.body)
+                if failure.body is not None or failure.retry_after is not None:
+                    body = failure.body
+                    if body is None:
+                        body = {
+                            "error_code": failure.status,
+                            "error_type": "Injected",
+                            "error_description": "injected failure",
+                        }
+                    raise _InjectedError(failure.status, body, failure.retry_after)
                 raise AmojoError(failure.status, "injected failure", "Injected")
 
     async def _answer(
@@ -521,6 +543,8 @@ class FakeAmojo(FakeServer):
                 response: web.StreamResponse = web.json_response(
                     injected.body, status=injected.status
                 )
+                if injected.retry_after is not None:
+                    response.headers["Retry-After"] = str(injected.retry_after)
             except AmojoError as error:
                 response = error.response()
             else:
@@ -853,7 +877,8 @@ class FakeAmojo(FakeServer):
 
 
 class _InjectedError(Exception):
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, retry_after: int | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
+        self.retry_after = retry_after
