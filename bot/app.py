@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import sys
@@ -14,6 +15,8 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.methods.base import Response
+from aiogram.types import File, Message, Update, User
 from aiohttp import web
 
 from bot.amojo import AmojoClient, AmojoError
@@ -41,6 +44,8 @@ from storage import Repository, open_repository
 logger = logging.getLogger(__name__)
 
 KV_FILES_KEY = "files.key"
+
+_ANSWER_MODELS: list[Any] = []
 
 
 @dataclass(slots=True)
@@ -100,6 +105,11 @@ class Bridge:
 
     async def on_startup(self) -> None:
         """Dispatcher startup hook: listener first, then workers (each only once)."""
+        prepare_telegram_answers()
+        # aiogram and pydantic leave ~200k long-lived objects; a full collection walking them
+        # pauses the loop for ~130 ms. Freezing them keeps hook answers and sends prompt.
+        gc.collect()
+        gc.freeze()
         if self.runner is None:
             await self.start_listener()
         if not self.workers_running:
@@ -157,6 +167,19 @@ class Bridge:
         await self.amojo.aclose()
         await self.crm.aclose()
         await self.repo.close()
+
+
+def prepare_telegram_answers() -> None:
+    """Build aiogram's answer models now rather than inside the first deliveries.
+
+    pydantic creates `Response[Message]` and friends on first use (milliseconds each, longer
+    under load); doing it before the listener opens keeps that pause out of hook answers.
+    """
+    # pydantic caches parametrised models weakly: keep them referenced or they are rebuilt.
+    _ANSWER_MODELS.extend(
+        Response[returning]  # type: ignore[valid-type]
+        for returning in (Message, bool, list[Message], File, User, list[Update])
+    )
 
 
 def configure_logging(level: str) -> None:

@@ -111,6 +111,9 @@ def hook_job(hook: Any, received_at: float) -> NewJob:
     raise HookRejected(400, "not a message, typing or reaction hook")
 
 
+_ANSWERS = {outcome: f'{{"status":"{outcome}"}}'.encode() for outcome in ("accepted", "duplicate")}
+
+
 class HookReceiver:
     """The `POST /amojo/{scope_id}` route: no network calls, one SQLite insert."""
 
@@ -138,8 +141,7 @@ class HookReceiver:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                async with self.repo.transaction() as tx:
-                    inserted = [await tx.enqueue([job]) for job, _ in batch]
+                inserted = await self.repo.insert_jobs([job for job, _ in batch])
             except StorageError as exc:
                 for _, future in batch:
                     if not future.done():
@@ -151,6 +153,10 @@ class HookReceiver:
 
     async def receive(self, request: web.Request) -> web.Response:
         """Verify, store and acknowledge one hook (amojo sends it once and never retries)."""
+        with self.metrics.hook_answer_seconds.time():
+            return await self._receive(request)
+
+    async def _receive(self, request: web.Request) -> web.Response:
         try:
             job = await self._accept(request)
         except HookRejected as exc:
@@ -168,7 +174,7 @@ class HookReceiver:
         outcome = "accepted" if inserted else "duplicate"
         self.metrics.hooks_received.labels(outcome).inc()
         logger.debug("hook %s %s", job.dedup_key, outcome)
-        return web.json_response({"status": outcome})
+        return web.Response(body=_ANSWERS[outcome], content_type="application/json")
 
     async def _accept(self, request: web.Request) -> NewJob:
         if request.match_info["scope_id"] != self.channel.scope_id:

@@ -73,7 +73,7 @@ class Intake:
         own_phone = None
         if is_own_contact(message) and message.contact is not None:
             own_phone = self._own_phone(message.contact)
-        async with self.repo.transaction() as tx:
+        async with self.repo.transaction(urgent=True) as tx:
             await self._touch_customer(tx, message)
             if own_phone is not None:
                 await tx.set_customer_phone(chat_id, *own_phone)
@@ -105,7 +105,7 @@ class Intake:
         self, message: Message, key: str, text: str, markup: Markup | None = None
     ) -> None:
         """Store a reply of the bot itself (the Telegram worker sends it)."""
-        async with self.repo.transaction() as tx:
+        async with self.repo.transaction(urgent=True) as tx:
             await self._touch_customer(tx, message)
             await tx.enqueue([notice_job(message.chat.id, key, text, markup)])
 
@@ -136,7 +136,7 @@ class Intake:
                 "media": media.as_dict() if media else None,
             },
         )
-        async with self.repo.transaction() as tx:
+        async with self.repo.transaction(urgent=True) as tx:
             await self._touch_customer(tx, message)
             inserted = await tx.enqueue([job])
             await tx.save_links(

@@ -41,6 +41,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.hook_answer_seconds = Histogram(
+            "bridge_amojo_hook_answer_seconds",
+            "Time from a hook's arrival to its answer (amojo waits at most 5 s)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=self.registry,
+        )
         self.jobs = Counter(
             "bridge_jobs_total",
             "Finished job attempts by queue, kind and outcome (done, retry, dead)",

@@ -214,8 +214,7 @@ class Worker:
         jobs = await self.repo.due_jobs(self.queue, time.time(), free, set(self._inflight))
         if not jobs:
             return 0
-        async with self.repo.transaction() as tx:
-            await tx.count_attempts([job.id for job in jobs])
+        await self.repo.count_attempts([job.id for job in jobs])
         for job in jobs:
             self._inflight[job.lane] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         return len(jobs)

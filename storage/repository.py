@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ class _Listeners:
     callbacks: list[Any] = field(default_factory=list)
 
 
+_INSERT_BATCH = 500  # rows per INSERT: 8 parameters each, far below SQLite's variable limit
 _JOB_COLUMNS = (
     "id, queue, kind, lane, dedup_key, payload, state, attempts, created_at, "
     "next_attempt_at, updated_at, last_error, redriven_at"
@@ -151,6 +153,49 @@ def _customer(row: sqlite3.Row | tuple[Any, ...]) -> Customer:
         amo_conversation_id=row[8],
         amo_user_id=row[9],
     )
+
+
+class WriteLock:
+    """FIFO lock over the writer connection in which urgent holders go first."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold the lock for the block."""
+        await self._acquire(urgent)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, urgent: bool) -> None:
+        if not self._locked:
+            self._locked = True
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._urgent if urgent else self._normal
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # ownership was handed over just before the cancellation
+            else:
+                queue.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # ownership passes straight to the next holder
+                    return
+        self._locked = False
 
 
 class Transaction:
@@ -300,12 +345,6 @@ class Transaction:
         )
         await self.enqueue(followups)
 
-    async def count_attempts(self, job_ids: Sequence[int]) -> None:
-        """Count an attempt for each job before it touches the network."""
-        await self._conn.executemany(
-            "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in job_ids]
-        )
-
     async def redrive_jobs(self, job_id: int | None = None) -> int:
         """Put dead jobs (one, or all when `job_id` is None) back in the queue.
 
@@ -339,7 +378,7 @@ class Repository:
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._writer = writer
         self._reader = reader
-        self._lock = asyncio.Lock()
+        self._lock = WriteLock()
         self._listeners: list[Any] = []
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -355,9 +394,12 @@ class Repository:
         self._listeners.append(callback)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """Serialised write transaction: commits on success, rolls back on error."""
-        async with self._lock:
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[Transaction]:
+        """Serialised write transaction: commits on success, rolls back on error.
+
+        `urgent` (intake someone is waiting on) goes ahead of queued worker transactions.
+        """
+        async with self._lock.hold(urgent=urgent):
             tx = Transaction(self._writer)
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
@@ -369,6 +411,55 @@ class Repository:
         for queue in set(tx.enqueued):
             for callback in self._listeners:
                 callback(queue)
+
+    async def count_attempts(self, job_ids: Sequence[int]) -> None:
+        """Count an attempt for each job before it touches the network (one statement)."""
+        async with self._lock.hold():
+            await self._writer.execute(
+                "UPDATE jobs SET attempts = attempts + 1 WHERE id IN "
+                f"({', '.join('?' * len(job_ids))})",
+                list(job_ids),
+            )
+
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
+        """Store jobs at once, each True when new (False: its dedup_key was already stored).
+
+        One atomic statement per 500 jobs, taking the writer ahead of queued worker transactions:
+        intake (an amojo hook waiting for its 200) never waits behind a backlog of them.
+        """
+        now = time.time()
+        inserted: set[str] = set()
+        async with self._lock.hold(urgent=True):
+            for start in range(0, len(jobs), _INSERT_BATCH):
+                chunk = jobs[start : start + _INSERT_BATCH]
+                params: list[Any] = []
+                for job in chunk:
+                    params += [
+                        job.queue,
+                        job.kind,
+                        job.lane,
+                        job.dedup_key,
+                        _dumps(job.payload),
+                        job.not_before or now,
+                        now,
+                        now,
+                    ]
+                rows = await self._writer.execute_fetchall(
+                    "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
+                    "created_at, updated_at) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
+                    params,
+                )
+                inserted.update(str(row[0]) for row in rows)
+        result = []
+        for job in jobs:
+            result.append(job.dedup_key in inserted)
+            inserted.discard(job.dedup_key)
+        for queue in {job.queue for job, new in zip(jobs, result, strict=True) if new}:
+            for callback in self._listeners:
+                callback(queue)
+        return result
 
     async def close(self) -> None:
         """Close both connections."""

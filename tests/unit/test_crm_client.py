@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -209,11 +210,11 @@ async def test_pair_not_stored_is_never_handed_out(
     original = repo.transaction
     failures = [True]
 
-    def flaky_transaction():  # type: ignore[no-untyped-def]
+    def flaky_transaction(*, urgent: bool = False) -> Any:
         if failures:
             failures.pop()
             raise OSError("disk full")
-        return original()
+        return original(urgent=urgent)
 
     repo.transaction = flaky_transaction  # type: ignore[method-assign]
     with pytest.raises(OSError, match="disk full"):
