@@ -27,7 +27,7 @@ from bot.files import FileLinks
 from bot.hooks import KIND_AMO_MESSAGE, HookReceiver
 from bot.intake import AMOJO_QUEUE, KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.metrics import Metrics, TelegramCallMetrics
-from bot.middlewares import DurableIntakeMiddleware
+from bot.middlewares import CommitIntakeBeforeGetUpdates, DurableIntakeMiddleware
 from bot.notices import TELEGRAM_QUEUE, NoticeSender
 from bot.reactions import CustomerReactions, ReactionSender
 from bot.settings import Settings
@@ -39,7 +39,7 @@ from bot.typing_indicator import TypingIndicator, TypingRunner
 from bot.web import WebDeps, build_web_app
 from bot.worker import Backoff, JobKind, Worker
 from handlers import build_routers
-from storage import Repository, open_repository
+from storage import Repository, StorageError, open_repository
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Bridge:
     files: FileLinks
     typing_indicator: TypingIndicator
     delivery: ManagerMessageDelivery | None = None
+    intake: Intake | None = None
     workers: list[Worker] = field(default_factory=list)
     runner: web.AppRunner | None = None
     listen_port: int | None = None
@@ -121,6 +122,12 @@ class Bridge:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.intake is not None:
+            try:
+                await self.intake.flush()
+            except StorageError:
+                # Not confirmed to Telegram either: it sends these updates again after restart.
+                logger.exception("shutdown: the last customer updates were not stored")
         await self.typing_indicator.close()
         await asyncio.gather(*(worker.stop(self.shutdown_grace) for worker in self.workers))
         self.workers_running = False
@@ -268,7 +275,8 @@ async def create_bridge(
         "dead_letters": DeadLetterDesk(repo, metrics),
     }
     dp = Dispatcher(**deps)
-    dp.update.outer_middleware(DurableIntakeMiddleware(metrics))
+    dp.update.outer_middleware(DurableIntakeMiddleware(metrics, intake))
+    session.middleware(CommitIntakeBeforeGetUpdates(intake))
     dp.include_routers(*build_routers())
 
     amojo_kinds: dict[str, JobKind] = {}
@@ -304,6 +312,7 @@ async def create_bridge(
         files=files,
         typing_indicator=typing_indicator,
         delivery=delivery,
+        intake=intake,
     )
     bridge.workers = [
         Worker(

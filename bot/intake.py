@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass, field
 
 from aiogram.types import Contact, Message
 
 from bot import ids, inbound
 from bot.notices import Markup, notice_job
 from bot.phones import mask_phone, match_key, normalise_phone
-from storage import MessageLink, NewJob, Repository
-from storage.repository import Transaction
+from storage import CustomerProfile, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -26,17 +27,70 @@ def is_own_contact(message: Message) -> bool:
     return bool(contact and user and contact.user_id is not None and contact.user_id == user.id)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Customer updates handled since the last commit (one getUpdates batch)."""
+
+    customers: dict[int, CustomerProfile] = field(default_factory=dict)
+    phones: dict[int, tuple[str, str]] = field(default_factory=dict)
+    jobs: list[NewJob] = field(default_factory=list)
+    new_links: dict[str, MessageLink] = field(default_factory=dict)
+    edit_links: list[MessageLink] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.customers or self.jobs)
+
+    def then(self, later: _Batch) -> _Batch:
+        """This batch followed by a later one."""
+        return _Batch(
+            customers={**self.customers, **later.customers},
+            phones={**self.phones, **later.phones},
+            jobs=self.jobs + later.jobs,
+            new_links={**self.new_links, **later.new_links},
+            edit_links=self.edit_links + later.edit_links,
+        )
+
+
 class Intake:
-    """Turns customer messages into durable jobs for the amojo worker."""
+    """Turns customer messages into durable jobs for the amojo worker.
+
+    Handlers only add to a batch in memory; `flush` commits it in one transaction. The bridge
+    flushes before every getUpdates call, so Telegram is told "done" (the next offset) only
+    for updates already committed — one commit per batch instead of one per message.
+    """
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
+        self._batch = _Batch()
+        self._flushing = asyncio.Lock()
 
-    async def _touch_customer(self, tx: Transaction, message: Message) -> None:
+    async def flush(self) -> None:
+        """Commit everything recorded so far (kept for the next try when it fails)."""
+        async with self._flushing:
+            batch, self._batch = self._batch, _Batch()
+            if not batch:
+                return
+            try:
+                async with self.repo.transaction() as tx:
+                    await tx.upsert_customers(batch.customers.values())
+                    for chat_id, (phone, last10) in batch.phones.items():
+                        await tx.set_customer_phone(chat_id, phone, last10)
+                    new = await tx.insert_jobs(batch.jobs)
+                    links = [
+                        batch.new_links[job.dedup_key]
+                        for job, is_new in zip(batch.jobs, new, strict=True)
+                        if is_new and job.dedup_key in batch.new_links
+                    ]
+                    await tx.save_links(links + batch.edit_links)
+            except BaseException:
+                self._batch = batch.then(self._batch)
+                raise
+
+    def _touch_customer(self, message: Message) -> None:
         user = message.from_user
         if user is None:
             return
-        await tx.upsert_customer(
+        self._batch.customers[message.chat.id] = CustomerProfile(
             chat_id=message.chat.id,
             user_id=user.id,
             name=inbound.sender_name(user),
@@ -45,18 +99,18 @@ class Intake:
             message_at=message.date.timestamp(),
         )
 
-    async def record_message(self, message: Message) -> bool:
-        """Store a new customer message for delivery; False when it was already stored."""
+    async def record_message(self, message: Message) -> None:
+        """Record a new customer message for delivery (a repeat of a stored one is ignored)."""
         chat_id = message.chat.id
         reply_to = None
         if message.reply_to_message is not None:
-            link = await self.repo.get_link(chat_id, message.reply_to_message.message_id)
+            await self.flush()  # the quoted message may be in this very batch
+            quoted = message.reply_to_message.message_id
+            link = await self.repo.get_link(chat_id, quoted)
             if link is not None:
                 reply_to = inbound.reply_reference(link.our_msgid, link.amo_message_id)
             else:
-                reply_to = inbound.reply_reference(
-                    ids.message_id(chat_id, message.reply_to_message.message_id), None
-                )
+                reply_to = inbound.reply_reference(ids.message_id(chat_id, quoted), None)
         content = inbound.message_content(message)
         payload = inbound.new_message_payload(message, content, reply_to)
         job = NewJob(
@@ -70,27 +124,19 @@ class Intake:
                 "media": content.media.as_dict() if content.media else None,
             },
         )
-        own_phone = None
+        self._touch_customer(message)
         if is_own_contact(message) and message.contact is not None:
             own_phone = self._own_phone(message.contact)
-        async with self.repo.transaction(urgent=True) as tx:
-            await self._touch_customer(tx, message)
             if own_phone is not None:
-                await tx.set_customer_phone(chat_id, *own_phone)
-            inserted = await tx.enqueue([job])
-            if inserted:
-                await tx.save_links(
-                    [
-                        MessageLink(
-                            chat_id=chat_id,
-                            tg_message_id=message.message_id,
-                            direction="in",
-                            our_msgid=payload["msgid"],
-                            content_hash=inbound.content_hash(message),
-                        )
-                    ]
-                )
-        return bool(inserted)
+                self._batch.phones[chat_id] = own_phone
+        self._batch.jobs.append(job)
+        self._batch.new_links[job.dedup_key] = MessageLink(
+            chat_id=chat_id,
+            tg_message_id=message.message_id,
+            direction="in",
+            our_msgid=payload["msgid"],
+            content_hash=inbound.content_hash(message),
+        )
 
     @staticmethod
     def _own_phone(contact: Contact) -> tuple[str, str] | None:
@@ -104,49 +150,46 @@ class Intake:
     async def record_notice(
         self, message: Message, key: str, text: str, markup: Markup | None = None
     ) -> None:
-        """Store a reply of the bot itself (the Telegram worker sends it)."""
-        async with self.repo.transaction(urgent=True) as tx:
-            await self._touch_customer(tx, message)
-            await tx.enqueue([notice_job(message.chat.id, key, text, markup)])
+        """Record a reply of the bot itself (the Telegram worker sends it)."""
+        self._touch_customer(message)
+        self._batch.jobs.append(notice_job(message.chat.id, key, text, markup))
 
-    async def record_edit(self, message: Message) -> bool:
-        """Store an edit of a customer message; False when the text did not really change."""
+    async def record_edit(self, message: Message) -> None:
+        """Record an edit of a customer message when its text or caption really changed."""
+        await self.flush()  # the edited message may be in this very batch
         chat_id = message.chat.id
         link = await self.repo.get_link(chat_id, message.message_id)
         new_hash = inbound.content_hash(message)
         if link is not None and link.content_hash == new_hash:
-            return False
+            return
         if link is None:
             logger.info(
                 "edit of message %d in chat %d that the bridge never saw: sent as new",
                 message.message_id,
                 chat_id,
             )
-            return await self.record_message(message)
-        payload = inbound.edit_message_payload(message, inbound.message_content(message))
-        media = inbound.message_content(message).media
-        job = NewJob(
-            queue=AMOJO_QUEUE,
-            kind=KIND_EDIT_MESSAGE,
-            lane=ids.chat_lane(chat_id),
-            dedup_key=f"edit:{chat_id}:{message.message_id}:{new_hash}",
-            payload={
-                "chat_id": chat_id,
-                "payload": payload,
-                "media": media.as_dict() if media else None,
-            },
-        )
-        async with self.repo.transaction(urgent=True) as tx:
-            await self._touch_customer(tx, message)
-            inserted = await tx.enqueue([job])
-            await tx.save_links(
-                [
-                    MessageLink(
-                        chat_id=chat_id,
-                        tg_message_id=message.message_id,
-                        direction="in",
-                        content_hash=new_hash,
-                    )
-                ]
+            await self.record_message(message)
+            return
+        content = inbound.message_content(message)
+        self._touch_customer(message)
+        self._batch.jobs.append(
+            NewJob(
+                queue=AMOJO_QUEUE,
+                kind=KIND_EDIT_MESSAGE,
+                lane=ids.chat_lane(chat_id),
+                dedup_key=f"edit:{chat_id}:{message.message_id}:{new_hash}",
+                payload={
+                    "chat_id": chat_id,
+                    "payload": inbound.edit_message_payload(message, content),
+                    "media": content.media.as_dict() if content.media else None,
+                },
             )
-        return bool(inserted)
+        )
+        self._batch.edit_links.append(
+            MessageLink(
+                chat_id=chat_id,
+                tg_message_id=message.message_id,
+                direction="in",
+                content_hash=new_hash,
+            )
+        )

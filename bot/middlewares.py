@@ -7,9 +7,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.methods import GetUpdates, TelegramMethod
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject, Update
 
+from bot.intake import Intake
 from bot.metrics import Metrics
 from storage import StorageError
 
@@ -26,8 +33,9 @@ class DurableIntakeMiddleware(BaseMiddleware):
     Handlers are idempotent (jobs carry dedup keys), so a retry never duplicates.
     """
 
-    def __init__(self, metrics: Metrics, max_delay: float = 5.0) -> None:
+    def __init__(self, metrics: Metrics, intake: Intake, max_delay: float = 5.0) -> None:
         self.metrics = metrics
+        self.intake = intake
         self.max_delay = max_delay
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
@@ -37,9 +45,39 @@ class DurableIntakeMiddleware(BaseMiddleware):
         delay = 0.05
         while True:
             try:
+                if not isinstance(event, Update) or event.message is None:
+                    # Reactions, edits, membership changes may refer to messages of this batch.
+                    await self.intake.flush()
                 return await handler(event, data)
             except StorageError:
                 update_id = event.update_id if isinstance(event, Update) else "?"
                 logger.exception("update %s not stored yet; retrying in %.2fs", update_id, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
+
+
+class CommitIntakeBeforeGetUpdates(BaseRequestMiddleware):
+    """Commit the batch of recorded updates before asking Telegram for the next ones.
+
+    The next getUpdates carries the offset that confirms the previous batch, so it must not
+    leave before that batch is durable; when the commit fails, the call fails too and
+    aiogram's polling retries it with the same offset.
+    """
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        """Flush the intake first when the call is getUpdates."""
+        if isinstance(method, GetUpdates):
+            try:
+                await self.intake.flush()
+            except StorageError:
+                logger.exception("customer updates not stored yet; not confirming them")
+                raise
+        return await make_request(bot, method)

@@ -2,6 +2,7 @@
 
 from storage.repository import (
     Customer,
+    CustomerProfile,
     Job,
     JobState,
     MessageLink,
@@ -14,6 +15,7 @@ from storage.repository import (
 
 __all__ = [
     "Customer",
+    "CustomerProfile",
     "Job",
     "JobState",
     "MessageLink",

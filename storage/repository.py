@@ -82,6 +82,18 @@ class Customer:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """What a customer's update tells about them."""
+
+    chat_id: int
+    user_id: int
+    name: str
+    username: str | None
+    language_code: str | None
+    message_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageLink:
     """One Telegram message paired with its amoCRM counterpart."""
 
@@ -107,6 +119,15 @@ class _Listeners:
     callbacks: list[Any] = field(default_factory=list)
 
 
+_UPSERT_CUSTOMER = (
+    "INSERT INTO customers (chat_id, user_id, name, username, language_code, "
+    "last_message_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (chat_id) DO UPDATE SET user_id = excluded.user_id, "
+    "name = excluded.name, username = excluded.username, "
+    "language_code = excluded.language_code, "
+    "last_message_at = max(coalesce(customers.last_message_at, 0), "
+    "coalesce(excluded.last_message_at, 0)), updated_at = excluded.updated_at"
+)
 _INSERT_BATCH = 500  # rows per INSERT: 8 parameters each, far below SQLite's variable limit
 _JOB_COLUMNS = (
     "id, queue, kind, lane, dedup_key, payload, state, attempts, created_at, "
@@ -153,6 +174,39 @@ def _customer(row: sqlite3.Row | tuple[Any, ...]) -> Customer:
         amo_conversation_id=row[8],
         amo_user_id=row[9],
     )
+
+
+async def _insert_new_jobs(conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -> list[bool]:
+    """Insert jobs with multi-row statements; True for each job that was new."""
+    now = time.time()
+    inserted: set[str] = set()
+    for start in range(0, len(jobs), _INSERT_BATCH):
+        chunk = jobs[start : start + _INSERT_BATCH]
+        params: list[Any] = []
+        for job in chunk:
+            params += [
+                job.queue,
+                job.kind,
+                job.lane,
+                job.dedup_key,
+                _dumps(job.payload),
+                job.not_before or now,
+                now,
+                now,
+            ]
+        rows = await conn.execute_fetchall(
+            "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
+            "created_at, updated_at) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
+            params,
+        )
+        inserted.update(str(row[0]) for row in rows)
+    result = []
+    for job in jobs:
+        result.append(job.dedup_key in inserted)
+        inserted.discard(job.dedup_key)  # a second job with the same key in one call is old
+    return result
 
 
 class WriteLock:
@@ -230,6 +284,23 @@ class Transaction:
                 self.enqueued.append(job.queue)
         return inserted
 
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
+        """Insert many jobs in few statements; True for each job that was new."""
+        result = await _insert_new_jobs(self._conn, jobs)
+        self.enqueued.extend(job.queue for job, new in zip(jobs, result, strict=True) if new)
+        return result
+
+    async def upsert_customers(self, profiles: Iterable[CustomerProfile]) -> None:
+        """Create or refresh many customers' profiles and last-message times."""
+        now = time.time()
+        await self._conn.executemany(
+            _UPSERT_CUSTOMER,
+            [
+                (p.chat_id, p.user_id, p.name, p.username, p.language_code, p.message_at, now)
+                for p in profiles
+            ],
+        )
+
     async def job_exists(self, dedup_key: str) -> bool:
         """True when a job with this dedup key was ever stored."""
         async with self._conn.execute(
@@ -249,13 +320,7 @@ class Transaction:
     ) -> None:
         """Create or refresh a customer's profile and the time of their last message."""
         await self._conn.execute(
-            "INSERT INTO customers (chat_id, user_id, name, username, language_code, "
-            "last_message_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (chat_id) DO UPDATE SET user_id = excluded.user_id, "
-            "name = excluded.name, username = excluded.username, "
-            "language_code = excluded.language_code, "
-            "last_message_at = max(coalesce(customers.last_message_at, 0), "
-            "coalesce(excluded.last_message_at, 0)), updated_at = excluded.updated_at",
+            _UPSERT_CUSTOMER,
             (chat_id, user_id, name, username, language_code, message_at, time.time()),
         )
 
@@ -427,35 +492,8 @@ class Repository:
         One atomic statement per 500 jobs, taking the writer ahead of queued worker transactions:
         intake (an amojo hook waiting for its 200) never waits behind a backlog of them.
         """
-        now = time.time()
-        inserted: set[str] = set()
         async with self._lock.hold(urgent=True):
-            for start in range(0, len(jobs), _INSERT_BATCH):
-                chunk = jobs[start : start + _INSERT_BATCH]
-                params: list[Any] = []
-                for job in chunk:
-                    params += [
-                        job.queue,
-                        job.kind,
-                        job.lane,
-                        job.dedup_key,
-                        _dumps(job.payload),
-                        job.not_before or now,
-                        now,
-                        now,
-                    ]
-                rows = await self._writer.execute_fetchall(
-                    "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
-                    "created_at, updated_at) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
-                    params,
-                )
-                inserted.update(str(row[0]) for row in rows)
-        result = []
-        for job in jobs:
-            result.append(job.dedup_key in inserted)
-            inserted.discard(job.dedup_key)
+            result = await _insert_new_jobs(self._writer, jobs)
         for queue in {job.queue for job, new in zip(jobs, result, strict=True) if new}:
             for callback in self._listeners:
                 callback(queue)
