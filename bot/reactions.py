@@ -146,7 +146,7 @@ class CustomerReactions:
             )
             for index, change in enumerate(changes)
         ]
-        async with self.repo.transaction(urgent=True) as tx:
+        async with self.repo.transaction() as tx:
             return await tx.enqueue(jobs)
 
 
