@@ -10,6 +10,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot import ids
+from bot.outbound import split_text
 from bot.throttle import TelegramThrottle
 from bot.worker import Done, JobKind
 from storage import Job, NewJob, Repository
@@ -42,8 +43,15 @@ async def answer_later(repo: Repository, message: Message, text: str) -> None:
     """Queue the bot's answer to a message for the Telegram worker (paced, retried, once).
 
     A direct `message.answer` is neither paced nor retried: flood control (429) loses it.
+    A text over Telegram's limit becomes several messages, each its own job (retry-safe).
     """
-    await repo.enqueue(notice_job(message.chat.id, f"answer:{message.message_id}", text))
+    parts = split_text(text)
+    await repo.enqueue(
+        *(
+            notice_job(message.chat.id, f"answer:{message.message_id}:{number}", part)
+            for number, part in enumerate(parts)
+        )
+    )
 
 
 def _markup(payload: dict[str, Any]) -> Markup | None:

@@ -130,3 +130,27 @@ async def test_retry_needs_an_id_and_is_for_operators_only(
     assert all(
         "Dead-lettered" not in c.params.get("text", "") for c in fakes.telegram.sent_messages(803)
     )
+
+
+async def test_a_long_failed_list_arrives_in_parts_within_telegram_limits(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    running = await start(bridges)
+    fakes.amojo.fail("new_message", 400, times=25, body={"error_description": "x" * 400})
+    for message_id in range(1, 26):
+        fakes.telegram.push_update(private_message_update(5100 + message_id, 1, text="hi"))
+
+    async def dead_count() -> bool:
+        return len(await running.bridge.repo.jobs(state=JobState.DEAD)) == 25
+
+    await wait_until(dead_count, timeout=20, what="25 dead letters")
+    fakes.telegram.push_update(private_message_update(OPERATOR, 1, text="/failed"))
+
+    def parts() -> list[str]:
+        return [str(call.params["text"]) for call in fakes.telegram.sent_messages(OPERATOR)]
+
+    await fakes.telegram.wait_for(lambda: "Re-drive:" in "".join(parts()), what="whole list")
+    assert len(parts()) > 1
+    assert all(len(part) <= 4096 for part in parts())
+    assert parts()[0].startswith("Dead-lettered jobs: 25")
+    assert parts()[-1].endswith("Re-drive: /retry <id> or /retry all")
