@@ -244,6 +244,18 @@ def format_call(command: CallCommand, attachment: CallAttachment, base_url: str)
     )
 
 
+def format_age(seconds: float) -> str:
+    """How long ago, roughly: `45 s`, `12 min`, `3 h 5 min`, `4 days`."""
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
 def format_duration(seconds: int) -> str:
     """`2:30`, `1:02:30`."""
     hours, rest = divmod(seconds, 3600)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bot.commands import format_age
 from bot.metrics import Metrics
 from storage import Job, JobState, Repository
 from storage.crm import AuditEntry, record_audit
@@ -48,17 +49,6 @@ def job_reference(job: Job) -> str:
     return f"lane {job.lane}"
 
 
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
-
-
 def format_failed(jobs: list[Job], total: int, now: float) -> str:
     """The reply to `/failed`: newest dead letters first, one line each."""
     if not jobs:
@@ -72,7 +62,7 @@ def format_failed(jobs: list[Job], total: int, now: float) -> str:
             reason = reason[: REASON_CHARS - 1] + "…"
         lines.append(
             f"#{job.id} {job.queue}/{job.kind} · {job_reference(job)} · "
-            f"{job.attempts} attempt(s) · failed {_age(now - job.updated_at)} ago\n  {reason}"
+            f"{job.attempts} attempt(s) · failed {format_age(now - job.updated_at)} ago\n  {reason}"
         )
     lines.append("Re-drive: /retry <id> or /retry all")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, BotCommandScopeChat
 
 from bot import commands, ids
-from bot.commands import UsageError
+from bot.commands import UsageError, format_age
 from bot.crm import CrmClient, CrmError, NewCall
 from bot.settings import Settings
 from storage import Repository
@@ -141,11 +141,11 @@ class StaffDesk:
             age = now - entry.oldest_pending_created_at if entry.oldest_pending_created_at else 0
             lines.append(
                 f"Queue {queue}: {entry.pending} pending, {entry.dead} dead-lettered, "
-                f"oldest pending {_age(age) if entry.pending else '—'}"
+                f"oldest pending {format_age(age) if entry.pending else '—'}"
             )
         last = self.crm.last_success_at
         lines.append(
-            f"Last successful amoCRM call: {f'{_age(now - last)} ago' if last else 'none'}"
+            f"Last successful amoCRM call: {f'{format_age(now - last)} ago' if last else 'none'}"
         )
         lines.append(f"Customers who blocked the bot: {await self.repo.count_blocked_customers()}")
         return Reply("\n".join(lines), "ok")
@@ -160,15 +160,6 @@ class StaffDesk:
 
 def _failed(exc: CrmError) -> str:
     return f"{exc.status}: {exc.message}"[:200]
-
-
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 async def publish_operator_menu(bot: Bot, settings: Settings) -> None:
