@@ -32,7 +32,7 @@ from bot.notices import TELEGRAM_QUEUE, NoticeSender
 from bot.reactions import CustomerReactions, ReactionSender
 from bot.settings import Settings
 from bot.staff import StaffDesk, publish_operator_menu
-from bot.throttle import TelegramThrottle
+from bot.throttle import HookTraffic, TelegramThrottle
 from bot.to_amojo import CustomerMessageSender
 from bot.to_telegram import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.typing_indicator import TypingIndicator, TypingRunner
@@ -73,6 +73,7 @@ class Bridge:
     typing_indicator: TypingIndicator
     delivery: ManagerMessageDelivery | None = None
     intake: Intake | None = None
+    hook_traffic: HookTraffic = field(default_factory=HookTraffic)
     workers: list[Worker] = field(default_factory=list)
     runner: web.AppRunner | None = None
     listen_port: int | None = None
@@ -86,6 +87,7 @@ class Bridge:
             self.channel,
             self.settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
             self.metrics,
+            self.hook_traffic,
         )
         deps = WebDeps(
             repo=self.repo, bot=self.bot, files=self.files, metrics=self.metrics, hooks=hooks
@@ -285,7 +287,8 @@ async def create_bridge(
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
     # One throttle for every send: Telegram's limits count all of the bot's messages.
-    throttle = TelegramThrottle()
+    hook_traffic = HookTraffic()
+    throttle = TelegramThrottle(hooks=hook_traffic)
     telegram_kinds.update(NoticeSender(bot, throttle).kinds())
     delivery = ManagerMessageDelivery(
         bot,
@@ -313,6 +316,7 @@ async def create_bridge(
         typing_indicator=typing_indicator,
         delivery=delivery,
         intake=intake,
+        hook_traffic=hook_traffic,
     )
     bridge.workers = [
         Worker(

@@ -15,6 +15,7 @@ from bot.amojo import verify_hook_signature
 from bot.channel import Channel
 from bot.metrics import Metrics
 from bot.notices import TELEGRAM_QUEUE
+from bot.throttle import HookTraffic
 from storage import NewJob, Repository, StorageError
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,15 @@ _ANSWERS = {outcome: f'{{"status":"{outcome}"}}'.encode() for outcome in ("accep
 class HookReceiver:
     """The `POST /amojo/{scope_id}` route: no network calls, one SQLite insert."""
 
-    def __init__(self, repo: Repository, channel: Channel, secret: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        channel: Channel,
+        secret: str,
+        metrics: Metrics,
+        traffic: HookTraffic | None = None,
+    ) -> None:
+        self.traffic = traffic or HookTraffic()
         self.repo = repo
         self.channel = channel
         self.secret = secret
@@ -153,7 +162,7 @@ class HookReceiver:
 
     async def receive(self, request: web.Request) -> web.Response:
         """Verify, store and acknowledge one hook (amojo sends it once and never retries)."""
-        with self.metrics.hook_answer_seconds.time():
+        with self.traffic.answering(), self.metrics.hook_answer_seconds.time():
             return await self._receive(request)
 
     async def _receive(self, request: web.Request) -> web.Response:

@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
 from aiolimiter import AsyncLimiter
 
 from bot.limits import TELEGRAM_PER_CHAT_BURST, TELEGRAM_PER_CHAT_INTERVAL, TELEGRAM_SEND_RATE
 
 _PRUNE_ABOVE = 10_000
+HOOK_PRIORITY_SECONDS = 0.05
+
+
+class HookTraffic:
+    """Hooks being answered right now; paced Telegram sends step aside for them briefly.
+
+    amojo waits at most 5 s for an answer and never resends a hook, while a send that starts
+    50 ms later loses nothing, so during a burst of hooks the answers go first.
+    """
+
+    def __init__(self) -> None:
+        self._active = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Mark one hook as being answered."""
+        self._active += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._quiet.set()
+
+    async def quiet(self, at_most: float) -> None:
+        """Return when no hook is being answered, or after `at_most` seconds."""
+        if self._quiet.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), timeout=at_most)
 
 
 class TelegramThrottle:
@@ -20,7 +57,9 @@ class TelegramThrottle:
         global_rate: float = TELEGRAM_SEND_RATE,
         per_chat_interval: float = TELEGRAM_PER_CHAT_INTERVAL,
         per_chat_burst: int = TELEGRAM_PER_CHAT_BURST,
+        hooks: HookTraffic | None = None,
     ) -> None:
+        self.hooks = hooks
         # Capacity 1: sends are spaced evenly, so no one-second window holds more than the rate.
         self._global = AsyncLimiter(1, 1 / global_rate)
         self._per_chat_interval = per_chat_interval
@@ -46,3 +85,5 @@ class TelegramThrottle:
         """Return when one more message may go to this chat."""
         await self._chat(chat_id).acquire()
         await self._global.acquire()
+        if self.hooks is not None:
+            await self.hooks.quiet(HOOK_PRIORITY_SECONDS)
