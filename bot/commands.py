@@ -68,6 +68,9 @@ HELP_TEXT = (
     "  statuses: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
     "6 no_answer, 7 busy\n"
     "/status — bridge health\n"
+    "/failed — dead-lettered jobs with their reasons\n"
+    "/retry <id>|all — re-drive a dead-lettered job, or all of them\n"
+    "  /retry 42\n"
     "/help — this list"
 )
 

@@ -25,6 +25,8 @@ MENU = [
     BotCommand(command="close", description="Close a talk: /close 117 [nps]"),
     BotCommand(command="call", description="Log a call: /call +7916… 2:30 in talked"),
     BotCommand(command="status", description="Bridge health"),
+    BotCommand(command="failed", description="Dead-lettered jobs"),
+    BotCommand(command="retry", description="Re-drive a dead letter: /retry 42 | all"),
     BotCommand(command="help", description="Staff commands with examples"),
 ]
 

@@ -239,14 +239,21 @@ async def test_menu_is_set_for_each_operator_chat_only(
     ]
     assert [c.failed for c in calls] == [True, False]
     commands = [c["command"] for c in calls[1].params["commands"]]
-    assert commands == ["talk", "close", "call", "status", "help"]
+    assert commands == ["talk", "close", "call", "status", "failed", "retry", "help"]
     assert "chat not found" not in await Operator(fakes, OTHER_OPERATOR).ask("/help")
 
 
 async def test_help_and_status(fakes: Fakes, staff_bridge: RunningBridge) -> None:
     operator = Operator(fakes)
     help_text = await operator.ask("/help")
-    for example in ("/talk 117", "/close 117 nps", "/call +79161234567 2:30 in talked", "/status"):
+    for example in (
+        "/talk 117",
+        "/close 117 nps",
+        "/call +79161234567 2:30 in talked",
+        "/status",
+        "/failed",
+        "/retry 42",
+    ):
         assert example in help_text
 
     fakes.telegram.push_update(private_message_update(CUSTOMER, 1, text="hello"))
