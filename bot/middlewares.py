@@ -26,11 +26,13 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class DurableIntakeMiddleware(BaseMiddleware):
-    """Hold the update until its job is stored: a storage error is retried, never swallowed.
+    """Retry a handler that met a storage error instead of letting aiogram swallow it.
 
-    aiogram confirms an update (the next getUpdates offset) once its handler returns, even
-    when the handler raised; retrying here keeps an update we could not store unconfirmed.
-    Handlers are idempotent (jobs carry dedup keys), so a retry never duplicates.
+    aiogram moves on to the next update when a handler raises, and the next getUpdates then
+    confirms it; retrying here keeps such an update in hand. Handlers are idempotent (jobs
+    carry dedup keys), so a retry never duplicates. Updates other than new messages (edits,
+    reactions, membership) may refer to messages recorded in this batch, so the intake is
+    committed before them.
     """
 
     def __init__(self, metrics: Metrics, intake: Intake, max_delay: float = 5.0) -> None:
