@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiogram.types import Contact, Message
 
@@ -25,6 +26,23 @@ def is_own_contact(message: Message) -> bool:
     contact = message.contact
     user = message.from_user
     return bool(contact and user and contact.user_id is not None and contact.user_id == user.id)
+
+
+def amojo_job(
+    kind: str, chat_id: int, dedup_key: str, payload: dict[str, Any], content: inbound.Content
+) -> NewJob:
+    """A job that sends one amojo event for a chat (its media link is made at send time)."""
+    return NewJob(
+        queue=AMOJO_QUEUE,
+        kind=kind,
+        lane=ids.chat_lane(chat_id),
+        dedup_key=dedup_key,
+        payload={
+            "chat_id": chat_id,
+            "payload": payload,
+            "media": content.media.as_dict() if content.media else None,
+        },
+    )
 
 
 @dataclass(slots=True)
@@ -113,16 +131,8 @@ class Intake:
                 reply_to = inbound.reply_reference(ids.message_id(chat_id, quoted), None)
         content = inbound.message_content(message)
         payload = inbound.new_message_payload(message, content, reply_to)
-        job = NewJob(
-            queue=AMOJO_QUEUE,
-            kind=KIND_NEW_MESSAGE,
-            lane=ids.chat_lane(chat_id),
-            dedup_key=f"in:{chat_id}:{message.message_id}",
-            payload={
-                "chat_id": chat_id,
-                "payload": payload,
-                "media": content.media.as_dict() if content.media else None,
-            },
+        job = amojo_job(
+            KIND_NEW_MESSAGE, chat_id, f"in:{chat_id}:{message.message_id}", payload, content
         )
         self._touch_customer(message)
         if is_own_contact(message) and message.contact is not None:
@@ -173,16 +183,12 @@ class Intake:
         content = inbound.message_content(message)
         self._touch_customer(message)
         self._batch.jobs.append(
-            NewJob(
-                queue=AMOJO_QUEUE,
-                kind=KIND_EDIT_MESSAGE,
-                lane=ids.chat_lane(chat_id),
-                dedup_key=f"edit:{chat_id}:{message.message_id}:{new_hash}",
-                payload={
-                    "chat_id": chat_id,
-                    "payload": inbound.edit_message_payload(message, content),
-                    "media": content.media.as_dict() if content.media else None,
-                },
+            amojo_job(
+                KIND_EDIT_MESSAGE,
+                chat_id,
+                f"edit:{chat_id}:{message.message_id}:{new_hash}",
+                inbound.edit_message_payload(message, content),
+                content,
             )
         )
         self._batch.edit_links.append(
