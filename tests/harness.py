@@ -55,6 +55,28 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
+async def wait_listening(
+    url: str,
+    timeout: float,  # noqa: ASYNC109
+    *,
+    statuses: tuple[int, ...] = (200, 503),
+    alive: Callable[[], None] | None = None,
+) -> None:
+    """Wait until a bridge's GET /healthz answers one of `statuses`; `alive` may raise early."""
+    async with aiohttp.ClientSession() as http:
+
+        async def answering() -> bool:
+            if alive is not None:
+                alive()
+            try:
+                async with http.get(f"{url}/healthz") as response:
+                    return response.status in statuses
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(answering, timeout=timeout, what=f"GET {url}/healthz")
+
+
 @dataclass(slots=True)
 class Fakes:
     """The three loopback services."""
@@ -185,18 +207,12 @@ class BridgeProcess:
 
     async def wait_healthy(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Wait until GET /healthz answers 200 (the child is connected and polling)."""
-        async with aiohttp.ClientSession() as http:
 
-            async def healthy() -> bool:
-                if self.process.returncode is not None:
-                    raise AssertionError(f"bridge exited early:\n{self.log()}")
-                try:
-                    async with http.get(f"{self.url}/healthz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
+        def still_running() -> None:
+            if self.process.returncode is not None:
+                raise AssertionError(f"bridge exited early:\n{self.log()}")
 
-            await wait_until(healthy, timeout=timeout, what="GET /healthz")
+        await wait_listening(self.url, timeout, statuses=(200,), alive=still_running)
 
     async def wait_exit(self, timeout: float = 60.0) -> int:  # noqa: ASYNC109
         """The child's exit code, once it exits by itself."""

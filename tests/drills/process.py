@@ -8,9 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
-
-from tests.harness import Fakes, bridge_env, free_port, wait_until
+from tests.harness import Fakes, bridge_env, free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,18 +45,12 @@ class BridgeProcess:
                 stderr=log,
             )
         self.starts += 1
-        async with aiohttp.ClientSession() as http:
 
-            async def serving() -> bool:
-                if self.process is not None and self.process.returncode is not None:
-                    raise AssertionError(f"bridge exited early; see {self.log_path}")
-                try:
-                    async with http.get(f"{self.url}/healthz") as response:
-                        return response.status in (200, 503)
-                except aiohttp.ClientError:
-                    return False
+        def still_running() -> None:
+            if self.process is not None and self.process.returncode is not None:
+                raise AssertionError(f"bridge exited early; see {self.log_path}")
 
-            await wait_until(serving, timeout=timeout, what="bridge listening")
+        await wait_listening(self.url, timeout, alive=still_running)
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no commit of anything in flight."""
@@ -118,16 +110,7 @@ class ForkedBridges:
                 stdout=asyncio.subprocess.PIPE,
             )
         self.pid = await self._ask(f"spawn {self.log_path}")
-        async with aiohttp.ClientSession() as http:
-
-            async def serving() -> bool:
-                try:
-                    async with http.get(f"{self.url}/healthz") as response:
-                        return response.status in (200, 503)
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_until(serving, timeout=timeout, what="forked bridge listening")
+        await wait_listening(self.url, timeout)
 
     async def kill9(self) -> int:
         """SIGKILL the running bridge; returns its exit status."""
