@@ -261,28 +261,7 @@ class Transaction:
 
     async def enqueue(self, jobs: Iterable[NewJob]) -> int:
         """Insert jobs, ignoring ones whose dedup_key already exists; returns how many were new."""
-        now = time.time()
-        inserted = 0
-        for job in jobs:
-            cursor = await self._conn.execute(
-                "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (dedup_key) DO NOTHING",
-                (
-                    job.queue,
-                    job.kind,
-                    job.lane,
-                    job.dedup_key,
-                    _dumps(job.payload),
-                    job.not_before or now,
-                    now,
-                    now,
-                ),
-            )
-            if cursor.rowcount:
-                inserted += 1
-                self.enqueued.append(job.queue)
-        return inserted
+        return sum(await self.insert_jobs(list(jobs)))
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         """Insert many jobs in few statements; True for each job that was new."""
@@ -299,29 +278,6 @@ class Transaction:
                 (p.chat_id, p.user_id, p.name, p.username, p.language_code, p.message_at, now)
                 for p in profiles
             ],
-        )
-
-    async def job_exists(self, dedup_key: str) -> bool:
-        """True when a job with this dedup key was ever stored."""
-        async with self._conn.execute(
-            "SELECT 1 FROM jobs WHERE dedup_key = ?", (dedup_key,)
-        ) as cursor:
-            return await cursor.fetchone() is not None
-
-    async def upsert_customer(
-        self,
-        *,
-        chat_id: int,
-        user_id: int,
-        name: str,
-        username: str | None,
-        language_code: str | None,
-        message_at: float | None,
-    ) -> None:
-        """Create or refresh a customer's profile and the time of their last message."""
-        await self._conn.execute(
-            _UPSERT_CUSTOMER,
-            (chat_id, user_id, name, username, language_code, message_at, time.time()),
         )
 
     async def set_customer_phone(self, chat_id: int, phone: str, last10: str) -> None:
@@ -424,12 +380,9 @@ class Transaction:
         if job_id is not None:
             sql += " AND id = ?"
             params += (job_id,)
-        cursor = await self._conn.execute(sql, params)
-        queues = await self._conn.execute_fetchall(
-            "SELECT DISTINCT queue FROM jobs WHERE state = 'pending' AND updated_at = ?", (now,)
-        )
-        self.enqueued.extend(str(row[0]) for row in queues)
-        return cursor.rowcount
+        rows = list(await self._conn.execute_fetchall(sql + " RETURNING queue", params))
+        self.enqueued.extend(str(row[0]) for row in rows)
+        return len(rows)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement of a storage-module extension; returns the changed row count."""
