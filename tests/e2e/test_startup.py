@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from tests.fakes.factories import private_message_update
 from tests.harness import (
     ACCOUNT_ID,
     CHANNEL_SECRET,
@@ -15,6 +17,7 @@ from tests.harness import (
     Fakes,
     RunningBridge,
     spawn_bridge,
+    wait_until,
 )
 
 
@@ -78,3 +81,49 @@ async def test_refused_connect_stops_with_exit_code_2(
         assert secret not in log
     assert fakes.amojo.connects == []
     assert fakes.telegram.calls_of("getUpdates") == []
+
+
+async def test_restart_while_amojo_is_down_uses_the_stored_scope(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    first = await bridges.start()
+    scope_id = first.scope_id
+    await first.stop()
+    fakes.amojo.set_down(503)
+
+    second = await bridges.start()  # does not wait for amojo: hooks must be accepted meanwhile
+    assert second.scope_id == scope_id
+    fakes.telegram.push_update(private_message_update(1401, 1, text="пока amoCRM лежит"))
+    hook = fakes.amojo.message_hook("tg-1401", text="manager while amojo is down")
+    status, _ = await fakes.amojo.post_hook(second.url, scope_id, hook)
+    assert status == 200
+    await fakes.telegram.wait_for(
+        lambda: any(
+            c.params.get("text") == "manager while amojo is down"
+            for c in fakes.telegram.sent_messages(1401)
+        ),
+        what="manager message delivered while amojo is down",
+    )
+    assert fakes.amojo.messages == []
+
+    fakes.amojo.set_down(None)
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, timeout=10, what="sent")
+    assert fakes.amojo.messages[0]["msgid"] == "tg-1401-1"
+
+
+async def test_first_start_waits_for_amojo_then_connects(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    fakes.amojo.set_down(503)
+    starting = asyncio.create_task(bridges.start())
+    await wait_until(
+        lambda: any(r.path.endswith("/connect") for r in fakes.amojo.requests),
+        what="a connect attempt",
+    )
+    assert not starting.done()
+    assert fakes.amojo.connects == []
+
+    fakes.amojo.set_down(None)
+    running = await asyncio.wait_for(starting, timeout=15)
+    assert running.scope_id == fakes.amojo.scope_id
+    assert len(fakes.amojo.connects) == 1
