@@ -13,7 +13,6 @@ from email.utils import format_datetime
 from typing import Any
 
 import aiohttp
-import httpx
 
 from bot.limits import AMOJO_REQUEST_TIMEOUT_SECONDS
 from bot.metrics import Metrics
@@ -110,12 +109,30 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class AmojoAnswer:
+    """amojo's answer to one request."""
+
+    status: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        """The body as text."""
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        """The body decoded from JSON."""
+        return json.loads(self.content)
+
+
 class AmojoClient:
     """Signed calls to `{AMOJO_BASE_URL}/v2/origin/custom/...`.
 
     Requests go through aiohttp: httpx's connection pool costs several times more CPU per
     request (`python -m tests.bench.http_client`), and the amojo worker sends one request per
-    customer message. An injected httpx transport (tests) is used through httpx instead.
+    customer message. Network failures surface as aiohttp errors or TimeoutError, which the
+    worker retries.
     """
 
     def __init__(
@@ -124,7 +141,7 @@ class AmojoClient:
         channel_id: str,
         secret: str,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        session: aiohttp.ClientSession | None = None,
         timeout: float = AMOJO_REQUEST_TIMEOUT_SECONDS,
         metrics: Metrics | None = None,
     ) -> None:
@@ -132,96 +149,49 @@ class AmojoClient:
         self._secret = secret
         self._metrics = metrics
         self._base_url = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._http: httpx.AsyncClient | None = None
-        if transport is not None:
-            self._http = httpx.AsyncClient(
-                base_url=self._base_url,
-                transport=transport,
-                timeout=timeout,
-                headers={"User-Agent": USER_AGENT},
-            )
+        self._session = session
+        self._owns_session = session is None
+        self.set_timeout(timeout)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._http is not None:
-            await self._http.aclose()
-        if self._session is not None:
+        """Close the connection pool (unless it was injected)."""
+        if self._session is not None and self._owns_session:
             session, self._session = self._session, None
             await session.close()
 
     def set_timeout(self, seconds: float) -> None:
         """Change the connect and read timeout of later requests."""
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
-        if self._http is not None:
-            self._http.timeout = httpx.Timeout(seconds)
 
-    def _aiohttp_session(self) -> aiohttp.ClientSession:
+    def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT},
-                # httpx.Response decodes the body from its Content-Encoding.
-                auto_decompress=False,
-            )
+            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         return self._session
 
-    async def _send(
-        self, method: str, path: str, body: bytes, headers: dict[str, str]
-    ) -> httpx.Response:
-        if self._http is not None:
-            return await self._http.request(method, path, content=body, headers=headers)
-        url = self._base_url + path
-        try:
-            async with self._aiohttp_session().request(
-                method,
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as answer:
-                content = await answer.read()
-                return httpx.Response(
-                    answer.status,
-                    headers=list(answer.raw_headers),
-                    content=content,
-                )
-        # The rest of the bridge handles httpx's exception types (retry, connect fallback).
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(
-                str(exc) or "connect timed out", request=httpx.Request(method, url)
-            ) from exc
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise httpx.ReadTimeout(
-                str(exc) or "read timed out", request=httpx.Request(method, url)
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc), request=httpx.Request(method, url)) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(
-                f"{type(exc).__name__}: {exc}", request=httpx.Request(method, url)
-            ) from exc
-
-    async def request(self, method: str, path: str, payload: Any | None = None) -> httpx.Response:
+    async def request(self, method: str, path: str, payload: Any | None = None) -> AmojoAnswer:
         """Send one signed request; raises AmojoError on a non-2xx answer."""
         body = encode_body(payload) if payload is not None else b""
         headers = signed_headers(self._secret, method, path, body, http_date())
         started = time.perf_counter()
         outcome = "error"
         try:
-            response = await self._send(method, path, body, headers)
-            outcome = "ok" if response.status_code < 300 else str(response.status_code)
+            async with self._http().request(
+                method,
+                self._base_url + path,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                answer = AmojoAnswer(response.status, await response.read())
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            outcome = "ok" if answer.status < 300 else str(answer.status)
         finally:
             if self._metrics is not None:
                 self._metrics.observe_call("amojo", outcome, time.perf_counter() - started)
-        if response.status_code >= 300:
-            raise AmojoError(
-                response.status_code,
-                response.text,
-                parse_retry_after(response.headers.get("Retry-After")),
-            )
-        return response
+        if answer.status >= 300:
+            raise AmojoError(answer.status, answer.text, retry_after)
+        return answer
 
     async def connect(
         self, account_id: str, *, title: str | None, time_window_disabled: bool
@@ -234,10 +204,8 @@ class AmojoClient:
         }
         if title:
             payload["title"] = title
-        response = await self.request(
-            "POST", f"/v2/origin/custom/{self.channel_id}/connect", payload
-        )
-        data = response.json()
+        answer = await self.request("POST", f"/v2/origin/custom/{self.channel_id}/connect", payload)
+        data = answer.json()
         return ConnectResult(
             scope_id=str(data["scope_id"]),
             hook_api_version=str(data.get("hook_api_version", "v2")),
@@ -246,10 +214,10 @@ class AmojoClient:
 
     async def send_event(self, scope_id: str, event_type: str, payload: dict[str, Any]) -> Any:
         """`new_message` or `edit_message` (spec §4); returns the decoded answer."""
-        response = await self.request(
+        answer = await self.request(
             "POST", f"/v2/origin/custom/{scope_id}", {"event_type": event_type, "payload": payload}
         )
-        return response.json() if response.content else {}
+        return answer.json() if answer.content else {}
 
     async def delivery_status(
         self,

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -50,9 +51,9 @@ _ANSWER_MODELS: list[Any] = []
 
 @dataclass(slots=True)
 class Transports:
-    """Injected transports (tests); None means the real network."""
+    """Injected sessions and transports; None means the real network."""
 
-    amojo: httpx.AsyncBaseTransport | None = None
+    amojo: aiohttp.ClientSession | None = None
     crm: httpx.AsyncBaseTransport | None = None
     media: httpx.AsyncBaseTransport | None = None
 
@@ -218,7 +219,7 @@ async def connect_with_retry(
     while True:
         try:
             return await connect_channel(settings, amojo, crm, repo)
-        except (httpx.TransportError, AmojoError) as exc:
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, AmojoError) as exc:
             if isinstance(exc, AmojoError) and not exc.retryable:
                 raise
             scope_id = await repo.get_kv(KV_SCOPE_ID)
@@ -245,7 +246,7 @@ async def create_bridge(
         settings.amojo_base_url,
         settings.AMOJO_CHANNEL_ID,
         settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
-        transport=transports.amojo,
+        session=transports.amojo,
         metrics=metrics,
     )
     crm = build_crm_client(settings, repo, transport=transports.crm, metrics=metrics)
