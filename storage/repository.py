@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -139,8 +140,15 @@ _CUSTOMER_COLUMNS = (
 )
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _dumps(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    # A lone UTF-16 surrogate (text cut inside an emoji) has no UTF-8 form, so SQLite cannot
+    # bind it; as a JSON escape it is stored and read back unchanged. Outside string literals
+    # json.dumps writes ASCII only, so every such character sits inside a string.
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
@@ -207,6 +215,27 @@ async def _insert_new_jobs(conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -
         result.append(job.dedup_key in inserted)
         inserted.discard(job.dedup_key)  # a second job with the same key in one call is old
     return result
+
+
+async def _to_completion(step: Awaitable[Any]) -> Any:
+    """Await a database step to its end even if the caller is cancelled meanwhile.
+
+    The step runs in aiosqlite's thread whatever happens to its awaiter; leaving before it ends
+    would hand the writer on while a BEGIN or COMMIT is still under way. A cancellation that
+    arrives meanwhile is re-raised once the step has finished.
+    """
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller must see
+        raise asyncio.CancelledError
+    return task.result()
 
 
 class WriteLock:
@@ -280,11 +309,11 @@ class Transaction:
             ],
         )
 
-    async def set_customer_phone(self, chat_id: int, phone: str, last10: str) -> None:
-        """Remember the phone a customer shared as their own."""
+    async def set_customer_phone(self, chat_id: int, phone: str) -> None:
+        """Remember the phone (normalised, `+digits`) a customer shared as their own."""
         await self._conn.execute(
-            "UPDATE customers SET phone = ?, phone_last10 = ?, updated_at = ? WHERE chat_id = ?",
-            (phone, last10, time.time(), chat_id),
+            "UPDATE customers SET phone = ?, updated_at = ? WHERE chat_id = ?",
+            (phone, time.time(), chat_id),
         )
 
     async def set_customer_blocked(self, chat_id: int, blocked: bool) -> None:
@@ -416,24 +445,42 @@ class Repository:
         """Serialised write transaction: commits on success, rolls back on error.
 
         `urgent` (intake someone is waiting on) goes ahead of queued worker transactions.
+        Cancellation-safe: aiosqlite runs a statement to its end in its thread even when the
+        awaiting task is cancelled, so BEGIN, COMMIT and ROLLBACK are awaited to completion
+        and the writer is handed on only once it is out of its transaction.
         """
+        tx = Transaction(self._writer)
         async with self._lock.hold(urgent=urgent):
-            tx = Transaction(self._writer)
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
+                await _to_completion(self._writer.execute("BEGIN IMMEDIATE"))
                 yield tx
             except BaseException:
-                await self._writer.rollback()
+                await _to_completion(self._leave_transaction())
                 raise
-            await self._writer.commit()
-        for queue in set(tx.enqueued):
+            try:
+                await _to_completion(self._writer.commit())
+            except BaseException:
+                if self._writer.in_transaction:  # the commit itself failed
+                    await _to_completion(self._leave_transaction())
+                else:  # committed; only the caller was cancelled meanwhile
+                    self._notify(tx.enqueued)
+                raise
+        self._notify(tx.enqueued)
+
+    async def _leave_transaction(self) -> None:
+        """Roll back whatever is open on the writer (nothing, when BEGIN never ran)."""
+        if self._writer.in_transaction:
+            await self._writer.rollback()
+
+    def _notify(self, queues: Iterable[str]) -> None:
+        for queue in set(queues):
             for callback in self._listeners:
                 callback(queue)
 
     async def count_attempts(self, job_ids: Sequence[int]) -> None:
         """Count an attempt for each job before it touches the network (one statement)."""
-        async with self._lock.hold():
-            await self._writer.execute(
+        async with self.transaction() as tx:
+            await tx.execute(
                 "UPDATE jobs SET attempts = attempts + 1 WHERE id IN "
                 f"({', '.join('?' * len(job_ids))})",
                 list(job_ids),
@@ -442,15 +489,11 @@ class Repository:
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         """Store jobs at once, each True when new (False: its dedup_key was already stored).
 
-        One atomic statement per 500 jobs, taking the writer ahead of queued worker transactions:
-        intake (an amojo hook waiting for its 200) never waits behind a backlog of them.
+        One transaction, taking the writer ahead of queued worker transactions: intake (an
+        amojo hook waiting for its 200) never waits behind a backlog of them.
         """
-        async with self._lock.hold(urgent=True):
-            result = await _insert_new_jobs(self._writer, jobs)
-        for queue in {job.queue for job, new in zip(jobs, result, strict=True) if new}:
-            for callback in self._listeners:
-                callback(queue)
-        return result
+        async with self.transaction(urgent=True) as tx:
+            return await tx.insert_jobs(jobs)
 
     async def close(self) -> None:
         """Close both connections."""
@@ -543,6 +586,13 @@ class Repository:
                 entry.dead = count
         return stats
 
+    async def count_dead_since(self, since: float) -> int:
+        """How many jobs were dead-lettered since `since` (unix time)."""
+        rows = await self._all(
+            "SELECT count(*) FROM jobs WHERE state = 'dead' AND updated_at >= ?", (since,)
+        )
+        return int(rows[0][0])
+
     async def get_customer(self, chat_id: int) -> Customer | None:
         """A customer by Telegram chat id."""
         rows = await self._all(
@@ -550,12 +600,12 @@ class Repository:
         )
         return _customer(rows[0]) if rows else None
 
-    async def customers_with_phone(self, last10: str) -> list[Customer]:
-        """Customers who shared their own phone ending in these ten digits."""
+    async def customers_with_phone(self, phone: str, limit: int = 10) -> list[Customer]:
+        """Customers who shared this very phone (normalised, `+digits`) as their own."""
         rows = await self._all(
-            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE phone_last10 = ? "
-            "ORDER BY updated_at DESC",
-            (last10,),
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE phone = ? "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (phone, limit),
         )
         return [_customer(row) for row in rows]
 
