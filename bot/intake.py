@@ -11,7 +11,7 @@ from aiogram.types import Contact, Message
 
 from bot import ids, inbound
 from bot.notices import Markup, notice_job
-from bot.phones import mask_phone, match_key, normalise_phone
+from bot.phones import mask_phone, normalise_phone
 from storage import CustomerProfile, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)
@@ -50,10 +50,11 @@ class _Batch:
     """Customer updates handled since the last commit (one getUpdates batch)."""
 
     customers: dict[int, CustomerProfile] = field(default_factory=dict)
-    phones: dict[int, tuple[str, str]] = field(default_factory=dict)
+    phones: dict[int, str] = field(default_factory=dict)
     jobs: list[NewJob] = field(default_factory=list)
-    new_links: dict[str, MessageLink] = field(default_factory=dict)
-    edit_links: list[MessageLink] = field(default_factory=list)
+    # The message pair each job records, by the job's dedup key: stored only when the job is
+    # new, so a repeated update never rewrites what amoCRM was last told.
+    links: dict[str, MessageLink] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.customers or self.jobs)
@@ -64,8 +65,7 @@ class _Batch:
             customers={**self.customers, **later.customers},
             phones={**self.phones, **later.phones},
             jobs=self.jobs + later.jobs,
-            new_links={**self.new_links, **later.new_links},
-            edit_links=self.edit_links + later.edit_links,
+            links={**self.links, **later.links},
         )
 
 
@@ -91,15 +91,16 @@ class Intake:
             try:
                 async with self.repo.transaction() as tx:
                     await tx.upsert_customers(batch.customers.values())
-                    for chat_id, (phone, last10) in batch.phones.items():
-                        await tx.set_customer_phone(chat_id, phone, last10)
+                    for chat_id, phone in batch.phones.items():
+                        await tx.set_customer_phone(chat_id, phone)
                     new = await tx.insert_jobs(batch.jobs)
-                    links = [
-                        batch.new_links[job.dedup_key]
-                        for job, is_new in zip(batch.jobs, new, strict=True)
-                        if is_new and job.dedup_key in batch.new_links
-                    ]
-                    await tx.save_links(links + batch.edit_links)
+                    await tx.save_links(
+                        [
+                            batch.links[job.dedup_key]
+                            for job, is_new in zip(batch.jobs, new, strict=True)
+                            if is_new and job.dedup_key in batch.links
+                        ]
+                    )
             except BaseException:
                 self._batch = batch.then(self._batch)
                 raise
@@ -140,7 +141,7 @@ class Intake:
             if own_phone is not None:
                 self._batch.phones[chat_id] = own_phone
         self._batch.jobs.append(job)
-        self._batch.new_links[job.dedup_key] = MessageLink(
+        self._batch.links[job.dedup_key] = MessageLink(
             chat_id=chat_id,
             tg_message_id=message.message_id,
             direction="in",
@@ -149,13 +150,13 @@ class Intake:
         )
 
     @staticmethod
-    def _own_phone(contact: Contact) -> tuple[str, str] | None:
+    def _own_phone(contact: Contact) -> str | None:
         phone = normalise_phone(contact.phone_number)
-        key = match_key(contact.phone_number)
-        if phone is None or key is None:
-            logger.warning("ignoring a shared phone that is too short: %s", mask_phone(phone or ""))
-            return None
-        return phone, key
+        if phone is None:
+            logger.warning(
+                "ignoring a shared phone that is too short: %s", mask_phone(contact.phone_number)
+            )
+        return phone
 
     async def record_notice(
         self, message: Message, key: str, text: str, markup: Markup | None = None
@@ -164,8 +165,12 @@ class Intake:
         self._touch_customer(message)
         self._batch.jobs.append(notice_job(message.chat.id, key, text, markup))
 
-    async def record_edit(self, message: Message) -> None:
-        """Record an edit of a customer message when its text or caption really changed."""
+    async def record_edit(self, message: Message, update_id: int) -> None:
+        """Record an edit of a customer message when its text or caption really changed.
+
+        The job is keyed on the update: a repeat of this update is a duplicate, but an edit back
+        to an earlier text (A→B→A→B) is new work each time.
+        """
         await self.flush()  # the edited message may be in this very batch
         chat_id = message.chat.id
         link = await self.repo.get_link(chat_id, message.message_id)
@@ -182,20 +187,17 @@ class Intake:
             return
         content = inbound.message_content(message)
         self._touch_customer(message)
-        self._batch.jobs.append(
-            amojo_job(
-                KIND_EDIT_MESSAGE,
-                chat_id,
-                f"edit:{chat_id}:{message.message_id}:{new_hash}",
-                inbound.edit_message_payload(message, content),
-                content,
-            )
+        job = amojo_job(
+            KIND_EDIT_MESSAGE,
+            chat_id,
+            f"edit:{chat_id}:{message.message_id}:u{update_id}",
+            inbound.edit_message_payload(message, content),
+            content,
         )
-        self._batch.edit_links.append(
-            MessageLink(
-                chat_id=chat_id,
-                tg_message_id=message.message_id,
-                direction="in",
-                content_hash=new_hash,
-            )
+        self._batch.jobs.append(job)
+        self._batch.links[job.dedup_key] = MessageLink(
+            chat_id=chat_id,
+            tg_message_id=message.message_id,
+            direction="in",
+            content_hash=new_hash,
         )

@@ -14,19 +14,15 @@ def phone_digits(raw: str) -> str:
 
 
 def normalise_phone(raw: str) -> str | None:
-    """E.164-like `+digits`, or None when there are too few digits to be a phone."""
+    """E.164-like `+digits`, or None when there are too few digits to be a phone.
+
+    Phones are matched on this whole form: `+1 916 123-4567` and `+7 916 123-45-67` share
+    their last ten digits but are different people.
+    """
     digits = phone_digits(raw)
     if len(digits) < MIN_PHONE_DIGITS:
         return None
     return f"+{digits}"
-
-
-def match_key(raw: str) -> str | None:
-    """The last ten digits, as amoCRM itself matches phones."""
-    digits = phone_digits(raw)
-    if len(digits) < MIN_PHONE_DIGITS:
-        return None
-    return digits[-10:]
 
 
 def mask_phone(raw: str) -> str:

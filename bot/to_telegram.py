@@ -29,7 +29,7 @@ from bot.limits import (
     TELEGRAM_UPLOAD_LIMIT,
 )
 from bot.outbound import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
-from bot.phones import mask_phone, match_key
+from bot.phones import mask_phone, normalise_phone
 from bot.throttle import TelegramThrottle
 from bot.typing_indicator import TypingIndicator
 from bot.worker import Done, JobKind, RetryLater
@@ -53,6 +53,11 @@ TEXT_CHAT_NOT_FOUND = (
 TEXT_PHONE_UNKNOWN = (
     "The customer has not shared this phone with the bot, so Telegram cannot reach them. "
     "A Telegram bot can only write to people who opened it; ask the customer to write first."
+)
+
+TEXT_PHONE_SHARED = (
+    "Several Telegram customers shared this phone with the bot, so the bridge cannot tell "
+    "which one is meant. Answer in the chat the customer wrote from."
 )
 
 
@@ -182,14 +187,21 @@ class ManagerMessageDelivery:
         bound = await self.repo.customer_by_amo_conversation(message.conversation_amo_id)
         if bound is not None:
             return Recipient(bound.chat_id, bound)
-        key = match_key(message.receiver_phone)
-        matches = await self.repo.customers_with_phone(key) if key else []
+        phone = normalise_phone(message.receiver_phone)
+        matches = await self.repo.customers_with_phone(phone) if phone else []
         if not matches:
             logger.info(
                 "write-first to %s: no customer shared this phone",
                 mask_phone(message.receiver_phone),
             )
             raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_PHONE_UNKNOWN)
+        if len(matches) > 1:
+            logger.warning(
+                "write-first to %s: %d customers shared this phone; not guessing",
+                mask_phone(message.receiver_phone),
+                len(matches),
+            )
+            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_PHONE_SHARED)
         return Recipient(matches[0].chat_id, matches[0], bind=True)
 
     def _check_allowed(self, recipient: Recipient, received_at: float) -> None:

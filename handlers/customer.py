@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import CommandStart
-from aiogram.types import KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
+from aiogram.types import (
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
 
 from bot.intake import Intake, is_own_contact
 from bot.texts import text
@@ -52,6 +58,6 @@ async def on_customer_message(message: Message, intake: Intake) -> None:
 
 
 @router.edited_message()
-async def on_customer_edit(message: Message, intake: Intake) -> None:
+async def on_customer_edit(message: Message, event_update: Update, intake: Intake) -> None:
     """Bridge an edit when the text or caption really changed."""
-    await intake.record_edit(message)
+    await intake.record_edit(message, event_update.update_id)

@@ -91,4 +91,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE jobs ADD COLUMN redriven_at REAL;
         """,
     ),
+    (
+        7,
+        """
+        DROP INDEX customers_phone_last10;
+        ALTER TABLE customers DROP COLUMN phone_last10;
+        CREATE INDEX customers_phone ON customers (phone);
+        """,
+    ),
 ]
