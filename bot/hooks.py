@@ -16,7 +16,7 @@ from bot.channel import Channel
 from bot.metrics import Metrics
 from bot.notices import TELEGRAM_QUEUE
 from bot.throttle import HookTraffic
-from storage import NewJob, Repository, StorageError
+from storage import NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +150,21 @@ class HookReceiver:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                inserted = await self.repo.insert_jobs([job for job, _ in batch])
-            except StorageError as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), count in zip(batch, inserted, strict=True):
-                if not future.done():
-                    future.set_result(bool(count))
+                await self._store_batch(batch)
+            except Exception:
+                # One hook that cannot be stored must not take the rest of its batch with it.
+                for entry in batch:
+                    try:
+                        await self._store_batch([entry])
+                    except Exception as exc:
+                        if not entry[1].done():
+                            entry[1].set_exception(exc)
+
+    async def _store_batch(self, batch: list[tuple[NewJob, asyncio.Future[bool]]]) -> None:
+        inserted = await self.repo.insert_jobs([job for job, _ in batch])
+        for (_, future), new in zip(batch, inserted, strict=True):
+            if not future.done():
+                future.set_result(new)
 
     async def receive(self, request: web.Request) -> web.Response:
         """Verify, store and acknowledge one hook (amojo sends it once and never retries)."""
@@ -174,7 +180,7 @@ class HookReceiver:
             return web.json_response({"error": exc.reason}, status=exc.status)
         try:
             inserted = await self.store(job)
-        except StorageError:
+        except Exception:
             # Answering non-200 loses the hook (no retries), but 200 without storing it would too;
             # at least amoCRM then shows the message as not delivered.
             logger.exception("hook %s could not be stored", job.dedup_key)

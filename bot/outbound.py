@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,14 @@ TYPE_LABELS = {
     "audio": "Audio",
     "sticker": "Sticker",
 }
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """Text Telegram accepts: a lone UTF-16 surrogate (text cut inside an emoji) becomes U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def utf16_length(text: str) -> int:
@@ -107,9 +116,9 @@ class ManagerMessage:
         return cls(
             amo_id=str(message["id"]),
             type=str(message.get("type") or "text"),
-            text=str(message.get("text") or ""),
+            text=well_formed(str(message.get("text") or "")),
             media=str(message.get("media") or ""),
-            file_name=str(message.get("file_name") or ""),
+            file_name=well_formed(str(message.get("file_name") or "")),
             file_size=int(message.get("file_size") or 0),
             conversation_amo_id=str(conversation["id"]),
             conversation_client_id=conversation.get("client_id") or None,
