@@ -8,13 +8,17 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
-from bot.limits import AMOJO_REQUEST_TIMEOUT_SECONDS
+from bot.limits import (
+    AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS,
+    AMOJO_REFUSAL_GIVE_UP_SECONDS,
+    AMOJO_REQUEST_TIMEOUT_SECONDS,
+)
 from bot.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -62,6 +66,16 @@ def verify_hook_signature(secret: str, body: bytes, signature: str | None) -> bo
     return hmac.compare_digest(expected, given)
 
 
+def server_clock_offset(date_header: str | None, local_now: float) -> float | None:
+    """Seconds the server's `Date` header is ahead of our clock (None when it has none)."""
+    if not date_header:
+        return None
+    try:
+        return parsedate_to_datetime(date_header).timestamp() - local_now
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def signed_headers(secret: str, method: str, path: str, body: bytes, date: str) -> dict[str, str]:
     """The four headers every amojo request carries."""
     md5_hex = content_md5(body) if body else EMPTY_MD5
@@ -86,8 +100,22 @@ class AmojoError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """5xx and 429 may succeed later; other 4xx never will."""
-        return self.status == 429 or self.status >= 500
+        """5xx, 429 and signature refusals may succeed later; other 4xx never will.
+
+        amojo answers 401/403 to a request whose Date is more than 15 minutes off (spec §2.1):
+        a clock that is put right, or a secret that is fixed, lets the same request through.
+        """
+        return self.status == 429 or self.status >= 500 or self.refused_signature
+
+    @property
+    def refused_signature(self) -> bool:
+        """amojo did not accept the request's signature (secret or clock)."""
+        return self.status in (401, 403)
+
+    @property
+    def give_up_after(self) -> float | None:
+        """How long a job may keep retrying this failure (None: as long as its kind allows)."""
+        return AMOJO_REFUSAL_GIVE_UP_SECONDS if self.refused_signature else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +143,7 @@ class AmojoAnswer:
 
     status: int
     content: bytes
+    clock_offset: float | None = None
 
     @property
     def text(self) -> str:
@@ -152,6 +181,12 @@ class AmojoClient:
         self._session = session
         self._owns_session = session is None
         self.set_timeout(timeout)
+        # Seconds added to our clock when dating a request: amojo's clock as its answers show
+        # it, once ours is more than the tolerance off (a signature lives 15 minutes).
+        self.clock_correction = 0.0
+        self.clock_offset: float | None = None
+        self.signature_refused_at: float | None = None
+        self.signature_refusal = ""
 
     async def aclose(self) -> None:
         """Close the connection pool (unless it was injected)."""
@@ -171,7 +206,54 @@ class AmojoClient:
     async def request(self, method: str, path: str, payload: Any | None = None) -> AmojoAnswer:
         """Send one signed request; raises AmojoError on a non-2xx answer."""
         body = encode_body(payload) if payload is not None else b""
-        headers = signed_headers(self._secret, method, path, body, http_date())
+        answer, retry_after = await self._send(method, path, body)
+        if answer.status in (401, 403) and self._learn_clock(answer):
+            # Our Date was off and is corrected now: the same request, dated right, once more.
+            answer, retry_after = await self._send(method, path, body)
+        if answer.status >= 300:
+            error = AmojoError(answer.status, answer.text, retry_after)
+            if error.refused_signature:
+                self.signature_refused_at = time.time()
+                self.signature_refusal = self.describe_refusal(error)
+                raise AmojoError(answer.status, self.signature_refusal, retry_after)
+            raise error
+        if self.signature_refused_at is not None:
+            self.signature_refused_at = None
+            logger.info("amojo accepts our signatures again")
+        return answer
+
+    def describe_refusal(self, error: AmojoError) -> str:
+        """A signature refusal in words, with the likely cause."""
+        offset = self.clock_offset
+        if offset is not None and abs(offset) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS:
+            cause = f"clock skew? amojo's clock is {offset:+.0f} s from ours"
+        else:
+            cause = "check AMOJO_CHANNEL_SECRET"
+        return f"amojo refused the signature (HTTP {error.status}; {cause}): {error.body[:200]}"
+
+    def _learn_clock(self, answer: AmojoAnswer) -> bool:
+        """Follow amojo's clock when ours is too far off; True when the correction changed."""
+        offset = answer.clock_offset
+        if offset is None:
+            return False
+        self.clock_offset = offset
+        correction = offset if abs(offset) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
+        changed = abs(correction - self.clock_correction) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS
+        if changed:
+            if correction:
+                logger.warning(
+                    "clock skew? amojo's Date is %+.0f s from our clock; dating requests by "
+                    "amojo's clock (fix the server's time sync)",
+                    correction,
+                )
+            else:
+                logger.info("our clock agrees with amojo's again")
+        self.clock_correction = correction
+        return changed
+
+    async def _send(self, method: str, path: str, body: bytes) -> tuple[AmojoAnswer, float | None]:
+        moment = datetime.now(UTC) + timedelta(seconds=self.clock_correction)
+        headers = signed_headers(self._secret, method, path, body, http_date(moment))
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -183,15 +265,19 @@ class AmojoClient:
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
-                answer = AmojoAnswer(response.status, await response.read())
+                answer = AmojoAnswer(
+                    response.status,
+                    await response.read(),
+                    server_clock_offset(response.headers.get("Date"), time.time()),
+                )
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             outcome = "ok" if answer.status < 300 else str(answer.status)
         finally:
             if self._metrics is not None:
                 self._metrics.observe_call("amojo", outcome, time.perf_counter() - started)
-        if answer.status >= 300:
-            raise AmojoError(answer.status, answer.text, retry_after)
-        return answer
+        if answer.status < 300:
+            self._learn_clock(answer)
+        return answer, retry_after
 
     async def connect(
         self, account_id: str, *, title: str | None, time_window_disabled: bool

@@ -91,7 +91,12 @@ class Bridge:
             self.hook_traffic,
         )
         deps = WebDeps(
-            repo=self.repo, bot=self.bot, files=self.files, metrics=self.metrics, hooks=hooks
+            repo=self.repo,
+            bot=self.bot,
+            files=self.files,
+            metrics=self.metrics,
+            hooks=hooks,
+            amojo=self.amojo,
         )
         self.runner = web.AppRunner(build_web_app(deps), access_log=None)
         await self.runner.setup()

@@ -21,6 +21,10 @@ AMOCRM_RATE_LIMIT_MAX_WAIT_SECONDS = 30.0
 AMOCRM_RATE_LIMIT_RETRIES = 3
 AMOJO_HOOK_DEADLINE_SECONDS = 5.0
 AMOJO_SIGNATURE_TTL_SECONDS = 15 * 60
+# Our clock is followed to amojo's once they differ by more than this (Date has 1 s steps).
+AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS = 30.0
+# A job refused for its signature (clock or secret) keeps retrying this long, then dead-letters.
+AMOJO_REFUSAL_GIVE_UP_SECONDS = 6 * 60 * 60
 AMOJO_REQUEST_TIMEOUT_SECONDS = 5.0
 AMOJO_MEDIA_TIMEOUT_SECONDS = 60.0
 AMOJO_DELIVERY_ERROR_MAX_CHARS = 500

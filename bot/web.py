@@ -12,8 +12,10 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiohttp import ClientError, web
 
+from bot.amojo import AmojoClient
 from bot.files import FileLinks
 from bot.hooks import HookReceiver
+from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS
 from bot.metrics import CONTENT_TYPE, Metrics
 from storage import Repository, StorageError
 from storage.repository import QueueStats
@@ -21,6 +23,7 @@ from storage.repository import QueueStats
 logger = logging.getLogger(__name__)
 
 HEALTH_MAX_PENDING_AGE_SECONDS = 15 * 60
+HEALTH_RECENT_DEAD_SECONDS = 60 * 60
 
 
 @dataclass(slots=True)
@@ -33,6 +36,7 @@ class WebDeps:
     metrics: Metrics
     max_pending_age: float = HEALTH_MAX_PENDING_AGE_SECONDS
     hooks: HookReceiver | None = None
+    amojo: AmojoClient | None = None
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -57,32 +61,64 @@ async def queue_report(repo: Repository, metrics: Metrics) -> dict[str, Any]:
     return report
 
 
+def amojo_problems(amojo: AmojoClient) -> tuple[list[str], list[str]]:
+    """(failing, degraded) findings about the amojo connection."""
+    failing, degraded = [], []
+    if amojo.signature_refused_at is not None:
+        since = int(time.time() - amojo.signature_refused_at)
+        failing.append(f"{amojo.signature_refusal} (last refusal {since} s ago)")
+    offset = amojo.clock_offset
+    if offset is not None and abs(offset) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS:
+        degraded.append(
+            f"clock skew? amojo's clock is {offset:+.0f} s from ours; requests are dated by "
+            "amojo's clock until the server's time sync is fixed"
+        )
+    return failing, degraded
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the database answers and no job waits too long; 503 with the reason otherwise."""
+    """503 when the bridge cannot do its job, 200 otherwise; `problems` lists every finding.
+
+    `status` is "ok", "degraded" (working, with something an operator should look at) or
+    "unhealthy" (messages are not getting through).
+    """
     deps = request.app[DEPS]
-    problems: list[str] = []
+    failing: list[str] = []
+    degraded: list[str] = []
     queues: dict[str, Any] = {}
     database = await deps.repo.ping()
     if not database:
-        problems.append("database unreachable")
+        failing.append("database unreachable")
     else:
         try:
             queues = await queue_report(deps.repo, deps.metrics)
+            recent_dead = await deps.repo.count_dead_since(time.time() - HEALTH_RECENT_DEAD_SECONDS)
         except StorageError as exc:
-            problems.append(f"database error: {exc}")
+            failing.append(f"database error: {exc}")
+        else:
+            if recent_dead:
+                degraded.append(
+                    f"{recent_dead} job(s) dead-lettered in the last "
+                    f"{HEALTH_RECENT_DEAD_SECONDS // 60} min (see /failed)"
+                )
     for name, queue in queues.items():
         if queue["oldest_pending_age_seconds"] > deps.max_pending_age:
-            problems.append(
+            failing.append(
                 f"queue {name}: oldest pending job is {int(queue['oldest_pending_age_seconds'])} s "
                 f"old (limit {int(deps.max_pending_age)} s)"
             )
+    if deps.amojo is not None:
+        amojo_failing, amojo_degraded = amojo_problems(deps.amojo)
+        failing += amojo_failing
+        degraded += amojo_degraded
+    status = "unhealthy" if failing else "degraded" if degraded else "ok"
     body = {
-        "status": "ok" if not problems else "unhealthy",
-        "problems": problems,
+        "status": status,
+        "problems": failing + degraded,
         "database": database,
         "queues": queues,
     }
-    return web.json_response(body, status=200 if not problems else 503)
+    return web.json_response(body, status=503 if failing else 200)
 
 
 async def metrics_view(request: web.Request) -> web.Response:

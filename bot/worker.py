@@ -89,6 +89,7 @@ class Decision:
     retry: bool
     reason: str
     delay: float | None = None
+    give_up_after: float | None = None
 
 
 def classify_failure(exc: Exception) -> Decision:
@@ -99,7 +100,7 @@ def classify_failure(exc: Exception) -> Decision:
         case GiveUp():
             return Decision(False, exc.reason)
         case AmojoError():
-            return Decision(exc.retryable, str(exc), exc.retry_after)
+            return Decision(exc.retryable, str(exc), exc.retry_after, exc.give_up_after)
         case CrmError():
             return Decision(exc.status == 429 or exc.status >= 500, str(exc))
         case TelegramRetryAfter():
@@ -287,7 +288,8 @@ class Worker:
     async def _fail(self, job: Job, kind: JobKind, exc: Exception) -> str:
         decision = classify_failure(exc)
         age = time.time() - job.retrying_since
-        if decision.retry and (kind.give_up_after is None or age < kind.give_up_after):
+        limits = [x for x in (kind.give_up_after, decision.give_up_after) if x is not None]
+        if decision.retry and (not limits or age < min(limits)):
             delay = (
                 decision.delay
                 if decision.delay is not None

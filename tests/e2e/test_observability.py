@@ -113,7 +113,7 @@ async def test_retries_dead_letters_and_stale_queue_show(
     assert value(samples, "bridge_api_call_duration_seconds_count", api="amojo", outcome="503") >= 1
 
     fakes.amojo.set_down(None)
-    fakes.amojo.fail("new_message", 403, times=1)
+    fakes.amojo.fail("new_message", 400, times=1)  # bad data: permanent
     fakes.telegram.push_update(private_message_update(703, 1, text="Привет"))
 
     async def dead_counted() -> bool:

@@ -555,6 +555,10 @@ class FakeAmojo(FakeServer):
                 else:
                     response = web.json_response(result)
             status = response.status
+            # amojo's own clock, which a bridge whose clock is off may follow (spec §2.1).
+            response.headers["Date"] = format_datetime(
+                datetime.fromtimestamp(self.now(), UTC), usegmt=True
+            )
             if self.response_delay and not self.delay_before:
                 await asyncio.sleep(self.response_delay)
             return response

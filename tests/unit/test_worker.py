@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from bot.amojo import AmojoError
+from bot.limits import AMOJO_REFUSAL_GIVE_UP_SECONDS
 from bot.metrics import Metrics
 from bot.worker import Backoff, Done, GiveUp, JobKind, RetryLater, Worker, classify_failure
 from storage import Job, JobState, NewJob, Repository, open_repository
@@ -43,7 +44,9 @@ def test_backoff_averages_grow_until_the_cap() -> None:
         pytest.param(AmojoError(500, "boom"), True, id="amojo-500"),
         pytest.param(AmojoError(429, "slow down", retry_after=7.0), True, id="amojo-429"),
         pytest.param(AmojoError(400, "bad payload"), False, id="amojo-400"),
-        pytest.param(AmojoError(403, "bad signature"), False, id="amojo-403"),
+        # A clock that is off makes amojo refuse the signature: retried, within a give-up time.
+        pytest.param(AmojoError(403, "bad signature"), True, id="amojo-403"),
+        pytest.param(AmojoError(401, "bad signature"), True, id="amojo-401"),
         pytest.param(AmojoError(404, "no scope"), False, id="amojo-404"),
         pytest.param(httpx.ReadTimeout("slow"), True, id="timeout"),
         pytest.param(httpx.ConnectError("refused"), True, id="refused"),
@@ -54,6 +57,13 @@ def test_backoff_averages_grow_until_the_cap() -> None:
 )
 def test_transient_failures_retry_and_permanent_ones_do_not(exc: Exception, retry: bool) -> None:
     assert classify_failure(exc).retry is retry
+
+
+def test_signature_refusals_retry_only_within_their_give_up_time() -> None:
+    assert classify_failure(AmojoError(403, "bad signature")).give_up_after == (
+        AMOJO_REFUSAL_GIVE_UP_SECONDS
+    )
+    assert classify_failure(AmojoError(503, "down")).give_up_after is None
 
 
 def test_rate_limit_honours_retry_after() -> None:
