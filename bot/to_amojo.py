@@ -17,13 +17,14 @@ logger = logging.getLogger(__name__)
 
 
 def looks_like_duplicate(body: str) -> bool:
-    """Whether a 400 from amojo is about the msgid already existing, not about bad data.
+    """Whether a 400 from amojo says the msgid already exists, not that the data is bad.
 
-    The error body is undocumented (spec §4.3); any 400 that does not mention the msgid or a
-    duplicate is treated as a real rejection and dead-lettered, so nothing is dropped silently.
+    The error body is undocumented (spec §4.3). Only words that really say "duplicate" count:
+    a 400 about the msgid's format, or anything else, is a rejection and is dead-lettered with
+    its reason, so nothing is dropped silently as "already delivered".
     """
     text = body.lower()
-    return "msgid" in text or "duplicate" in text or "already exist" in text
+    return "duplicate" in text or "already exist" in text
 
 
 class CustomerMessageSender:

@@ -8,12 +8,12 @@ from aiogram.types import Message
 
 from bot.deadletters import Caller, DeadLetterDesk
 from bot.notices import answer_later
-from handlers.filters import PrivateChat
+from handlers.filters import OwnNewMessage, PrivateChat
 from handlers.operator import IsOperator
 from storage import Repository
 
 router = Router(name=__name__)
-router.message.filter(PrivateChat(), IsOperator())
+router.message.filter(PrivateChat(), IsOperator(), OwnNewMessage())
 
 
 def _caller(message: Message) -> Caller:

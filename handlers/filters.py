@@ -26,3 +26,11 @@ class HasContact(Filter):
     async def __call__(self, message: Message) -> bool:
         """True when the message carries a contact."""
         return message.contact is not None
+
+
+class OwnNewMessage(Filter):
+    """The sender wrote the message themselves (not a forward of someone else's)."""
+
+    async def __call__(self, message: Message) -> bool:
+        """True unless the message is forwarded."""
+        return message.forward_origin is None and not message.is_automatic_forward

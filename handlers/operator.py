@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
@@ -9,10 +11,11 @@ from aiogram.types import Message
 from bot.notices import answer_later
 from bot.settings import Settings
 from bot.staff import Invocation, StaffDesk
-from handlers.filters import PrivateChat
+from handlers.filters import OwnNewMessage, PrivateChat
 from storage import Repository
 
 router = Router(name=__name__)
+logger = logging.getLogger(__name__)
 
 
 class IsOperator(Filter):
@@ -24,7 +27,10 @@ class IsOperator(Filter):
         return user is not None and user.id in settings.OPERATOR_IDS
 
 
-router.message.filter(PrivateChat(), IsOperator())
+# Commands come only from an operator's own new messages: a forwarded "/close …" is someone
+# else's words, and an edited "/call …" must neither run again nor reach amoCRM.
+router.message.filter(PrivateChat(), IsOperator(), OwnNewMessage())
+router.edited_message.filter(PrivateChat(), IsOperator())
 
 
 @router.message(Command("talk", "close", "call", "status", "help"))
@@ -41,3 +47,13 @@ async def cmd_staff(
         args=command.args,
     )
     await answer_later(repo, message, await staff.run(invocation))
+
+
+@router.edited_message()
+async def on_operator_edit(message: Message) -> None:
+    """An operator's edits are never bridged nor run as commands."""
+    logger.info(
+        "ignored an edit by operator %s of message %d",
+        message.from_user.id if message.from_user else "?",
+        message.message_id,
+    )
