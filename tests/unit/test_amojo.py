@@ -117,3 +117,26 @@ def test_hook_signature_is_case_insensitive() -> None:
 )
 def test_hook_with_a_bad_signature_is_refused(signature: str | None) -> None:
     assert not verify_hook_signature(SECRET, HOOK_BODY, signature)
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_a_trailing_newline_the_signature_does_not_cover_is_accepted(ending: bytes) -> None:
+    """Live Kommo hooks end with a newline their X-Signature leaves out (spec §3.1)."""
+    signature = hook_signature(SECRET, HOOK_BODY)
+    assert verify_hook_signature(SECRET, HOOK_BODY + ending, signature)
+    assert verify_hook_signature(
+        SECRET, HOOK_BODY + ending, hook_signature(SECRET, HOOK_BODY + ending)
+    )
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param("0" * 40, id="forged"),
+        pytest.param(hook_signature("another-secret", HOOK_BODY), id="other-secret"),
+        pytest.param(hook_signature(SECRET, HOOK_BODY + b"\n\n"), id="two-newlines"),
+    ],
+)
+def test_a_forged_signature_with_a_trailing_newline_is_refused(signature: str) -> None:
+    assert not verify_hook_signature(SECRET, HOOK_BODY + b"\n", signature)
+    assert not verify_hook_signature(SECRET, HOOK_BODY + b"\n\n", hook_signature(SECRET, HOOK_BODY))
