@@ -12,11 +12,11 @@ from aiogram.types import Contact, Message
 from bot import ids, inbound
 from bot.notices import Markup, notice_job
 from bot.phones import mask_phone, normalise_phone
+from bot.queues import AMOJO_QUEUE
 from storage import CustomerProfile, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
-AMOJO_QUEUE = "amojo"
 KIND_NEW_MESSAGE = "customer.message"
 KIND_EDIT_MESSAGE = "customer.edit"
 

@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
-from aiogram.client.session.middlewares.base import (
-    BaseRequestMiddleware,
-    NextRequestMiddlewareType,
-)
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter
-from aiogram.methods import GetUpdates
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-if TYPE_CHECKING:
-    from aiogram import Bot
-    from aiogram.methods import Response, TelegramMethod
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -110,6 +99,29 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.recovery_gaps = Counter(
+            "bridge_recovery_gaps_total",
+            "Intervals in which amojo hooks may have been missed, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.recovery_conversations = Counter(
+            "bridge_recovery_conversations_scanned_total",
+            "Conversations whose amojo history was read after a gap",
+            registry=self.registry,
+        )
+        self.recovery_messages = Counter(
+            "bridge_recovery_messages_total",
+            "Manager messages found only in amojo's history (their hook was missed)",
+            registry=self.registry,
+        )
+        self.recovery_seconds = Histogram(
+            "bridge_recovery_duration_seconds",
+            "Time from a gap's detection until every conversation of it was read",
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+            registry=self.registry,
+        )
+
     def observe_call(self, api: str, outcome: str, seconds: float) -> None:
         """Record one call to an external API; `outcome` "ok" also moves its last-success time."""
         self.api_seconds.labels(api, outcome).observe(seconds)
@@ -119,36 +131,3 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
-
-
-class TelegramCallMetrics(BaseRequestMiddleware):
-    """Bot API session middleware: latency and last success of every call (api="telegram")."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    async def __call__(
-        self,
-        make_request: NextRequestMiddlewareType[Any],
-        bot: Bot,
-        method: TelegramMethod[Any],
-    ) -> Response[Any]:
-        """Time the call; long polls only count towards the last success."""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            response = await make_request(bot, method)
-            outcome = "ok"
-            return response
-        except TelegramRetryAfter:
-            outcome = "429"
-            raise
-        except TelegramNetworkError:
-            outcome = "network"
-            raise
-        finally:
-            if isinstance(method, GetUpdates):
-                if outcome == "ok":
-                    self.metrics.api_last_success.labels("telegram").set(time.time())
-            else:
-                self.metrics.observe_call("telegram", outcome, time.perf_counter() - started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject, Update
@@ -83,3 +85,36 @@ class CommitIntakeBeforeGetUpdates(BaseRequestMiddleware):
                 logger.exception("customer updates not stored yet; not confirming them")
                 raise
         return await make_request(bot, method)
+
+
+class TelegramCallMetrics(BaseRequestMiddleware):
+    """Bot API session middleware: latency and last success of every call (api="telegram")."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[Any],
+        bot: Bot,
+        method: TelegramMethod[Any],
+    ) -> Response[Any]:
+        """Time the call; long polls only count towards the last success."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            response = await make_request(bot, method)
+            outcome = "ok"
+            return response
+        except TelegramRetryAfter:
+            outcome = "429"
+            raise
+        except TelegramNetworkError:
+            outcome = "network"
+            raise
+        finally:
+            if isinstance(method, GetUpdates):
+                if outcome == "ok":
+                    self.metrics.api_last_success.labels("telegram").set(time.time())
+            else:
+                self.metrics.observe_call("telegram", outcome, time.perf_counter() - started)

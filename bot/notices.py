@@ -11,13 +11,13 @@ from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot import ids
 from bot.outbound import split_text
+from bot.queues import TELEGRAM_QUEUE
 from bot.throttle import TelegramThrottle
 from bot.worker import Done, JobKind
 from storage import Job, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
-TELEGRAM_QUEUE = "telegram"
 KIND_NOTICE = "bot.notice"
 
 Markup = ReplyKeyboardMarkup | ReplyKeyboardRemove

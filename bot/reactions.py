@@ -15,7 +15,7 @@ from bot import ids
 from bot.amojo import AmojoClient, AmojoError
 from bot.channel import Channel
 from bot.hooks import KIND_AMO_REACTION
-from bot.intake import AMOJO_QUEUE
+from bot.queues import AMOJO_QUEUE
 from bot.worker import Done, GiveUp, JobKind
 from storage import Job, MessageLink, NewJob, Repository
 

@@ -20,7 +20,6 @@ from bot import ids
 from bot.amojo import AmojoClient
 from bot.channel import Channel
 from bot.hooks import KIND_AMO_MESSAGE
-from bot.intake import AMOJO_QUEUE
 from bot.limits import (
     AMOJO_DELIVERY_ERROR_MAX_CHARS,
     AMOJO_MEDIA_TIMEOUT_SECONDS,
@@ -30,6 +29,7 @@ from bot.limits import (
 )
 from bot.outbound import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
 from bot.phones import mask_phone, normalise_phone
+from bot.queues import AMOJO_QUEUE
 from bot.throttle import TelegramThrottle
 from bot.typing_indicator import TypingIndicator
 from bot.worker import Done, JobKind, RetryLater
@@ -269,6 +269,8 @@ class ManagerMessageDelivery:
         bind = recipient.bind
 
         async def record(tx: Transaction) -> None:
+            # amo's chat id lets a later gap be recovered from this chat's history.
+            await tx.set_amo_chat_id(chat_id, message.conversation_amo_id)
             if bind:
                 await tx.bind_amo_conversation(
                     chat_id, message.conversation_amo_id, message.receiver_amo_id

@@ -1,0 +1,5 @@
+"""Names of the durable job queues, shared by everything that enqueues or runs jobs."""
+
+AMOJO_QUEUE = "amojo"
+TELEGRAM_QUEUE = "telegram"
+RECOVERY_QUEUE = "recovery"
