@@ -11,7 +11,7 @@ def run() -> int:
     except SettingsError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 2
-    from bot.app import main  # noqa: PLC0415 - aiogram's import takes seconds; settings first
+    from bot.launch import main  # noqa: PLC0415 - settings first: a bad one exits at once
 
     return asyncio.run(main(settings))
 

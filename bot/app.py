@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import secrets
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,26 +17,31 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods.base import Response
 from aiogram.types import File, Message, Update, User
-from aiohttp import web
 
 from bot.amojo import AmojoClient, AmojoError
 from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel, StartupError, connect_channel
 from bot.crm import CrmClient, build_crm_client
 from bot.deadletters import DeadLetterDesk
 from bot.files import FileLinks
-from bot.hooks import KIND_AMO_MESSAGE, HookReceiver
-from bot.intake import AMOJO_QUEUE, KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
-from bot.metrics import Metrics, TelegramCallMetrics
-from bot.middlewares import CommitIntakeBeforeGetUpdates, DurableIntakeMiddleware
-from bot.notices import TELEGRAM_QUEUE, NoticeSender
+from bot.hooks import KIND_AMO_MESSAGE
+from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
+from bot.metrics import Metrics
+from bot.middlewares import (
+    CommitIntakeBeforeGetUpdates,
+    DurableIntakeMiddleware,
+    TelegramCallMetrics,
+)
+from bot.notices import NoticeSender
+from bot.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.reactions import CustomerReactions, ReactionSender
+from bot.recovery import HistoryRecovery
 from bot.settings import Settings
 from bot.staff import StaffDesk, publish_operator_menu
 from bot.throttle import HookTraffic, TelegramThrottle
 from bot.to_amojo import CustomerMessageSender
 from bot.to_telegram import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.typing_indicator import TypingIndicator, TypingRunner
-from bot.web import WebDeps, build_web_app
+from bot.web import Listener
 from bot.worker import Backoff, JobKind, Worker
 from handlers import build_routers
 from storage import Repository, StorageError, open_repository
@@ -72,40 +76,18 @@ class Bridge:
     metrics: Metrics
     files: FileLinks
     typing_indicator: TypingIndicator
+    listener: Listener
     delivery: ManagerMessageDelivery | None = None
     intake: Intake | None = None
-    hook_traffic: HookTraffic = field(default_factory=HookTraffic)
     workers: list[Worker] = field(default_factory=list)
-    runner: web.AppRunner | None = None
-    listen_port: int | None = None
     shutdown_grace: float = 5.0
     workers_running: bool = False
 
     async def start_listener(self) -> None:
-        """Serve hooks, files, health and metrics."""
-        hooks = HookReceiver(
-            self.repo,
-            self.channel,
-            self.settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
-            self.metrics,
-            self.hook_traffic,
-        )
-        deps = WebDeps(
-            repo=self.repo,
-            bot=self.bot,
-            files=self.files,
-            metrics=self.metrics,
-            hooks=hooks,
-            amojo=self.amojo,
-        )
-        self.runner = web.AppRunner(build_web_app(deps), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.HTTP_HOST, self.settings.HTTP_PORT)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.listen_port = sockets[0].getsockname()[1] if sockets else self.settings.HTTP_PORT
-        logger.info("listening on http://%s:%s", self.settings.HTTP_HOST, self.listen_port)
+        """Serve hooks, files, health and metrics (a restart started taking hooks earlier)."""
+        if not self.listener.running:
+            await self.listener.start(self.channel)
+        self.listener.complete(bot=self.bot, files=self.files, amojo=self.amojo)
 
     def start_workers(self) -> None:
         """Resume every pending job and run new ones."""
@@ -119,17 +101,14 @@ class Bridge:
         # pauses the loop for ~130 ms. Freezing them keeps hook answers and sends prompt.
         gc.collect()
         gc.freeze()
-        if self.runner is None:
-            await self.start_listener()
+        await self.start_listener()
         if not self.workers_running:
             self.start_workers()
             self.workers_running = True
 
     async def on_shutdown(self) -> None:
         """Dispatcher shutdown hook: stop intake, let in-flight sends finish, keep the rest."""
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+        await self.listener.stop()
         if self.intake is not None:
             try:
                 await self.intake.flush()
@@ -181,6 +160,7 @@ class Bridge:
             await self.delivery.aclose()
         await self.amojo.aclose()
         await self.crm.aclose()
+        await self.listener.stop()
         await self.repo.close()
 
 
@@ -195,17 +175,6 @@ def prepare_telegram_answers() -> None:
         Response[returning]  # type: ignore[valid-type]
         for returning in (Message, bool, list[Message], File, User, list[Update])
     )
-
-
-def configure_logging(level: str) -> None:
-    """Plain line logs on stderr."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
 
 
 async def _files_key(repo: Repository) -> bytes:
@@ -242,11 +211,19 @@ async def create_bridge(
     *,
     transports: Transports | None = None,
     backoff: Backoff | None = None,
+    repo: Repository | None = None,
+    listener: Listener | None = None,
 ) -> Bridge:
-    """Build and connect everything; nothing runs until polling starts."""
+    """Build and connect everything; nothing runs until polling starts.
+
+    `repo` and `listener` are passed by `python -m bot` when a restart already takes hooks.
+    """
     transports = transports or Transports()
-    repo = await open_repository(settings.DATABASE_PATH)
-    metrics = Metrics()
+    if repo is None:
+        repo = await open_repository(settings.DATABASE_PATH)
+    if listener is None:
+        listener = Listener(settings, repo, Metrics(), HookTraffic())
+    metrics = listener.deps.metrics
     amojo = AmojoClient(
         settings.amojo_base_url,
         settings.AMOJO_CHANNEL_ID,
@@ -260,8 +237,13 @@ async def create_bridge(
     session.middleware(TelegramCallMetrics(metrics))
     try:
         channel = await connect_with_retry(settings, amojo, crm, repo)
+        if listener.deps.hooks is not None:  # already taking hooks for the stored scope
+            early = listener.deps.hooks.channel
+            early.scope_id, early.account_id = channel.scope_id, channel.account_id
+            channel = early
         files = FileLinks(await _files_key(repo), settings.public_base_url)
     except BaseException:
+        await listener.stop()
         await bot.session.close()
         await amojo.aclose()
         await crm.aclose()
@@ -293,8 +275,7 @@ async def create_bridge(
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
     # One throttle for every send: Telegram's limits count all of the bot's messages.
-    hook_traffic = HookTraffic()
-    throttle = TelegramThrottle(hooks=hook_traffic)
+    throttle = TelegramThrottle(hooks=listener.traffic)
     telegram_kinds.update(NoticeSender(bot, throttle).kinds())
     delivery = ManagerMessageDelivery(
         bot,
@@ -322,7 +303,10 @@ async def create_bridge(
         typing_indicator=typing_indicator,
         delivery=delivery,
         intake=intake,
-        hook_traffic=hook_traffic,
+        listener=listener,
+    )
+    recovery = HistoryRecovery(
+        repo, amojo, channel, metrics, lookback_days=settings.RECOVERY_LOOKBACK_DAYS
     )
     bridge.workers = [
         Worker(
@@ -344,6 +328,10 @@ async def create_bridge(
             direction="to_telegram",
             message_kinds=frozenset({KIND_AMO_MESSAGE}),
         ),
+        # A few history reads at a time, paced: recovery must not crowd out live traffic.
+        Worker(
+            repo, RECOVERY_QUEUE, recovery.kinds(), metrics=metrics, backoff=backoff, concurrency=4
+        ),
     ]
     dp.startup.register(bridge.on_startup)
     dp.startup.register(publish_operator_menu)
@@ -351,11 +339,10 @@ async def create_bridge(
     return bridge
 
 
-async def main(settings: Settings) -> int:
+async def run(settings: Settings, repo: Repository, listener: Listener) -> int:
     """Run a bridge until SIGTERM/SIGINT; returns the exit code (`python -m bot`)."""
-    configure_logging(settings.LOG_LEVEL)
     try:
-        bridge = await create_bridge(settings)
+        bridge = await create_bridge(settings, repo=repo, listener=listener)
     except StartupError as exc:
         logger.critical("cannot start: %s", exc)
         return 2

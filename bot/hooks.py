@@ -6,17 +6,20 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bot import ids
 from bot.amojo import verify_hook_signature
-from bot.channel import Channel
 from bot.metrics import Metrics
-from bot.notices import TELEGRAM_QUEUE
+from bot.queues import TELEGRAM_QUEUE
 from bot.throttle import HookTraffic
 from storage import NewJob, Repository
+
+if TYPE_CHECKING:
+    from bot.channel import Channel
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +128,9 @@ class HookReceiver:
         secret: str,
         metrics: Metrics,
         traffic: HookTraffic | None = None,
+        on_not_stored: Callable[[float], None] | None = None,
     ) -> None:
+        self.on_not_stored = on_not_stored
         self.traffic = traffic or HookTraffic()
         self.repo = repo
         self.channel = channel
@@ -184,6 +189,8 @@ class HookReceiver:
             # Answering non-200 loses the hook (no retries), but 200 without storing it would too;
             # at least amoCRM then shows the message as not delivered.
             logger.exception("hook %s could not be stored", job.dedup_key)
+            if self.on_not_stored is not None:
+                self.on_not_stored(time.time())  # a gap: recovered from history later
             self.metrics.hooks_received.labels("storage_error").inc()
             return web.json_response({"error": "storage unavailable"}, status=503)
         outcome = "accepted" if inserted else "duplicate"

@@ -5,20 +5,26 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
 from aiohttp import ClientError, web
 
 from bot.amojo import AmojoClient
 from bot.files import FileLinks
+from bot.gaps import Heartbeat
 from bot.hooks import HookReceiver
 from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.settings import Settings
+from bot.throttle import HookTraffic
 from storage import Repository, StorageError
 from storage.repository import QueueStats
+
+if TYPE_CHECKING:
+    from aiogram import Bot
+
+    from bot.channel import Channel
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +37,13 @@ class WebDeps:
     """What the listener's routes use."""
 
     repo: Repository
-    bot: Bot
-    files: FileLinks
     metrics: Metrics
+    bot: Bot | None = None
+    files: FileLinks | None = None
     max_pending_age: float = HEALTH_MAX_PENDING_AGE_SECONDS
     hooks: HookReceiver | None = None
     amojo: AmojoClient | None = None
+    starting: str | None = None
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -86,6 +93,8 @@ async def healthz(request: web.Request) -> web.Response:
     failing: list[str] = []
     degraded: list[str] = []
     queues: dict[str, Any] = {}
+    if deps.starting is not None:
+        failing.append(f"starting: {deps.starting}")
     database = await deps.repo.ping()
     if not database:
         failing.append("database unreachable")
@@ -136,7 +145,12 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
     """Stream a customer's Telegram file to amoCRM through a signed, expiring link."""
+    # Imported here: the listener starts before aiogram is loaded (a restart takes hooks first).
+    from aiogram.exceptions import TelegramAPIError  # noqa: PLC0415
+
     deps = request.app[DEPS]
+    if deps.files is None or deps.bot is None:
+        raise web.HTTPServiceUnavailable(text="starting up", headers={"Retry-After": "5"})
     ref = deps.files.parse(request.match_info["token"])
     if ref is None:
         raise web.HTTPNotFound(text="unknown or expired file link")
@@ -187,3 +201,63 @@ def build_web_app(deps: WebDeps) -> web.Application:
     if deps.hooks is not None:
         app.router.add_post("/amojo/{scope_id}", deps.hooks.receive)
     return app
+
+
+class Listener:
+    """The HTTP listener with its heartbeat: started early on a restart, completed later."""
+
+    def __init__(
+        self, settings: Settings, repo: Repository, metrics: Metrics, traffic: HookTraffic
+    ) -> None:
+        self.settings = settings
+        self.deps = WebDeps(repo=repo, metrics=metrics, starting="connecting")
+        self.traffic = traffic
+        self.heartbeat = Heartbeat(repo, metrics)
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the listener serves."""
+        return self.runner is not None
+
+    async def start(self, channel: Channel) -> None:
+        """Take hooks for `channel` from now on; record the gap since the last heartbeat."""
+        settings = self.settings
+        self.deps.hooks = HookReceiver(
+            self.deps.repo,
+            channel,
+            settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
+            self.deps.metrics,
+            self.traffic,
+            on_not_stored=self.heartbeat.hook_not_stored,
+        )
+        runner = web.AppRunner(build_web_app(self.deps), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.HTTP_HOST, settings.HTTP_PORT)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.runner = runner
+        listening_since = time.time()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else settings.HTTP_PORT
+        logger.info("listening on http://%s:%s", settings.HTTP_HOST, self.port)
+        await self.heartbeat.open(listening_since)
+
+    def complete(self, *, bot: Bot, files: FileLinks, amojo: AmojoClient) -> None:
+        """Serve file links and full health now that the bridge is built."""
+        self.deps.bot = bot
+        self.deps.files = files
+        self.deps.amojo = amojo
+        self.deps.starting = None
+
+    async def stop(self) -> None:
+        """Stop taking hooks (the last heartbeat marks the moment) and close the port."""
+        if self.runner is None:
+            return
+        runner, self.runner = self.runner, None
+        await runner.cleanup()
+        await self.heartbeat.close()

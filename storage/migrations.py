@@ -99,4 +99,22 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX customers_phone ON customers (phone);
         """,
     ),
+    (
+        8,
+        """
+        CREATE TABLE gaps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at REAL NOT NULL,
+            ended_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            conversations INTEGER,
+            scanned INTEGER NOT NULL DEFAULT 0,
+            recovered INTEGER NOT NULL DEFAULT 0,
+            finished_at REAL
+        );
+        ALTER TABLE customers ADD COLUMN amo_chat_id TEXT;
+        CREATE INDEX customers_last_message ON customers (last_message_at);
+        """,
+    ),
 ]

@@ -80,6 +80,7 @@ class Customer:
     blocked: bool
     amo_conversation_id: str | None
     amo_user_id: str | None
+    amo_chat_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,36 @@ class MessageLink:
     our_msgid: str | None = None
     amo_message_id: str | None = None
     content_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """An interval in which amojo hooks may have been missed, and its recovery so far."""
+
+    id: int
+    started_at: float
+    ended_at: float
+    reason: str
+    created_at: float
+    conversations: int | None
+    scanned: int
+    recovered: int
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryTarget:
+    """A customer's chat to read from amojo's history after a gap."""
+
+    chat_id: int
+    user_id: int
+    name: str
+    amo_chat_id: str | None
+
+
+_GAP_COLUMNS = (
+    "id, started_at, ended_at, reason, created_at, conversations, scanned, recovered, finished_at"
+)
 
 
 @dataclass(slots=True)
@@ -136,7 +167,7 @@ _JOB_COLUMNS = (
 )
 _CUSTOMER_COLUMNS = (
     "chat_id, user_id, name, username, language_code, phone, last_message_at, blocked, "
-    "amo_conversation_id, amo_user_id"
+    "amo_conversation_id, amo_user_id, amo_chat_id"
 )
 
 
@@ -181,6 +212,7 @@ def _customer(row: sqlite3.Row | tuple[Any, ...]) -> Customer:
         blocked=bool(row[7]),
         amo_conversation_id=row[8],
         amo_user_id=row[9],
+        amo_chat_id=row[10],
     )
 
 
@@ -413,6 +445,76 @@ class Transaction:
         self.enqueued.extend(str(row[0]) for row in rows)
         return len(rows)
 
+    async def add_gap(
+        self, started_at: float, ended_at: float, reason: str, job: NewJob | None = None
+    ) -> int:
+        """Record an interval in which hooks may have been missed; returns its id.
+
+        `job`, when given, is built by the caller from the id (its payload's "gap_id" is set).
+        """
+        rows = list(
+            await self._conn.execute_fetchall(
+                "INSERT INTO gaps (started_at, ended_at, reason, created_at) "
+                "VALUES (?, ?, ?, ?) RETURNING id",
+                (started_at, ended_at, reason, time.time()),
+            )
+        )
+        gap_id = int(rows[0][0])
+        if job is not None:
+            payload = {**job.payload, "gap_id": gap_id}
+            await self.enqueue(
+                [
+                    NewJob(
+                        job.queue,
+                        job.kind,
+                        job.lane,
+                        f"{job.dedup_key}:{gap_id}",
+                        payload,
+                        job.not_before,
+                    )
+                ]
+            )
+        return gap_id
+
+    async def set_gap_conversations(self, gap_id: int, conversations: int) -> None:
+        """How many conversations the recovery of a gap reads."""
+        await self._conn.execute(
+            "UPDATE gaps SET conversations = ? WHERE id = ?", (conversations, gap_id)
+        )
+
+    async def gap_conversation_scanned(self, gap_id: int, recovered: int) -> Gap | None:
+        """Count one conversation read (and its recovered messages); the gap afterwards.
+
+        `finished_at` is set by the call that scans the last conversation.
+        """
+        rows = list(
+            await self._conn.execute_fetchall(
+                "UPDATE gaps SET scanned = scanned + 1, recovered = recovered + ?, "
+                "finished_at = CASE WHEN scanned + 1 >= coalesce(conversations, -1) "
+                "THEN ? ELSE finished_at END WHERE id = ? RETURNING " + _GAP_COLUMNS,
+                (recovered, time.time(), gap_id),
+            )
+        )
+        return Gap(*rows[0]) if rows else None
+
+    async def finish_gap(self, gap_id: int) -> Gap | None:
+        """Mark a gap's recovery finished (nothing, or nothing more, to read)."""
+        rows = list(
+            await self._conn.execute_fetchall(
+                "UPDATE gaps SET finished_at = coalesce(finished_at, ?) WHERE id = ? RETURNING "
+                + _GAP_COLUMNS,
+                (time.time(), gap_id),
+            )
+        )
+        return Gap(*rows[0]) if rows else None
+
+    async def set_amo_chat_id(self, chat_id: int, amo_chat_id: str) -> None:
+        """Remember amo's chat id for a customer's chat (needed to read its history)."""
+        await self._conn.execute(
+            "UPDATE customers SET amo_chat_id = ? WHERE chat_id = ? AND amo_chat_id IS NOT ?",
+            (amo_chat_id, chat_id, amo_chat_id),
+        )
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement of a storage-module extension; returns the changed row count."""
         cursor = await self._conn.execute(sql, params)
@@ -586,6 +688,26 @@ class Repository:
                 entry.dead = count
         return stats
 
+    async def last_gap(self) -> Gap | None:
+        """The most recent gap in hook intake, if any."""
+        rows = await self._all(f"SELECT {_GAP_COLUMNS} FROM gaps ORDER BY id DESC LIMIT 1")
+        return Gap(*rows[0]) if rows else None
+
+    async def recovery_targets(self, active_since: float) -> list[RecoveryTarget]:
+        """Customers who wrote since `active_since`, most recently active first."""
+        rows = await self._all(
+            "SELECT chat_id, user_id, name, amo_chat_id FROM customers "
+            "WHERE last_message_at >= ? ORDER BY last_message_at DESC",
+            (active_since,),
+        )
+        return [RecoveryTarget(*row) for row in rows]
+
+    async def newest_job_created_at(self) -> float | None:
+        """When the newest job was stored (a lower bound of the last moment the bridge ran)."""
+        rows = await self._all("SELECT max(created_at) FROM jobs")
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
     async def count_dead_since(self, since: float) -> int:
         """How many jobs were dead-lettered since `since` (unix time)."""
         rows = await self._all(
@@ -644,15 +766,16 @@ class Repository:
 async def _connect(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     await conn.execute("PRAGMA busy_timeout = 5000")
+    # FULL: a commit confirmed to the outside world (the getUpdates offset, a hook's 200) must
+    # survive a power cut, not only kill -9; NORMAL in WAL mode may lose the last commits on an
+    # OS crash. https://sqlite.org/pragma.html#pragma_synchronous
+    await conn.execute("PRAGMA synchronous = FULL")
     await conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
     await conn.execute("PRAGMA journal_mode = WAL")
-    # NORMAL in WAL mode keeps every commit across a process crash (kill -9); only an OS
-    # crash or power loss can lose the last commits. https://sqlite.org/pragma.html#pragma_synchronous
-    await conn.execute("PRAGMA synchronous = NORMAL")
     rows = await conn.execute_fetchall("PRAGMA user_version")
     current = int(next(iter(rows))[0])
     for version, script in MIGRATIONS:
