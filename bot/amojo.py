@@ -340,3 +340,29 @@ class AmojoClient:
     async def typing(self, scope_id: str, payload: dict[str, Any]) -> None:
         """Customer typing (spec §5.5)."""
         await self.request("POST", f"/v2/origin/custom/{scope_id}/typing", payload)
+
+    async def history(
+        self, scope_id: str, amo_chat_id: str, *, offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """One page of a chat's messages, newest first (spec §5.3; 204 means none)."""
+        answer = await self.request(
+            "GET",
+            f"/v2/origin/custom/{scope_id}/chats/{amo_chat_id}/history"
+            f"?offset={offset}&limit={limit}",
+        )
+        if answer.status == 204 or not answer.content:
+            return []
+        messages = answer.json().get("messages") if isinstance(answer.json(), dict) else None
+        return [m for m in messages or [] if isinstance(m, dict)]
+
+    async def create_chat(
+        self, scope_id: str, conversation_id: str, user: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create (or find: an existing conversation's chat is returned) amo's chat (spec §5.1)."""
+        answer = await self.request(
+            "POST",
+            f"/v2/origin/custom/{scope_id}/chats",
+            {"conversation_id": conversation_id, "user": user},
+        )
+        data = answer.json()
+        return data if isinstance(data, dict) else {}

@@ -28,6 +28,10 @@ AMOJO_REFUSAL_GIVE_UP_SECONDS = 6 * 60 * 60
 AMOJO_REQUEST_TIMEOUT_SECONDS = 5.0
 AMOJO_MEDIA_TIMEOUT_SECONDS = 60.0
 AMOJO_DELIVERY_ERROR_MAX_CHARS = 500
+AMOJO_HISTORY_PAGE_LIMIT = 50  # spec §5.3: at most 50 a page
+# Recovery reads history at most this fast, beside the live traffic (amojo's limit is undocumented).
+AMOJO_HISTORY_RATE_PER_SECOND = 10
+RECOVERY_MAX_PAGES = 200  # 10,000 messages of one chat inside one gap at most
 
 DELIVERY_GIVE_UP_SECONDS = 60 * 60
 RETRY_BASE_SECONDS = 1.0

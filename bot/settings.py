@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     TIME_WINDOW_SECONDS: int = Field(default=0, ge=0)
     CALL_SOURCE: str = Field(default="telegram-bridge", min_length=1)
     TIMEZONE: str = "UTC"
+    RECOVERY_LOOKBACK_DAYS: int = Field(default=7, ge=1, le=365)
     LOG_LEVEL: str = "INFO"
 
     @field_validator("OPERATOR_IDS", mode="before")

@@ -15,7 +15,7 @@ from bot import commands, ids
 from bot.commands import UsageError, format_age
 from bot.crm import CrmClient, CrmError, NewCall
 from bot.settings import Settings
-from storage import Repository
+from storage import Gap, Repository
 from storage.crm import AuditEntry, record_audit
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,7 @@ class StaffDesk:
             f"Last successful amoCRM call: {f'{format_age(now - last)} ago' if last else 'none'}"
         )
         lines.append(f"Customers who blocked the bot: {await self.repo.count_blocked_customers()}")
+        lines.append(describe_recovery(await self.repo.last_gap(), now))
         return Reply("\n".join(lines), "ok")
 
     async def _help(self, invocation: Invocation) -> Reply:
@@ -172,3 +173,16 @@ async def publish_operator_menu(bot: Bot, settings: Settings) -> None:
         except TelegramAPIError as exc:
             # Telegram answers "chat not found" until the operator has opened the bot once.
             logger.warning("command menu for operator %d not set: %s", operator_id, exc.message)
+
+
+def describe_recovery(gap: Gap | None, now: float) -> str:
+    """The last gap in hook intake and how its recovery from amojo's history went."""
+    if gap is None:
+        return "Missed-hook recovery: no gap so far"
+    length = format_age(gap.ended_at - gap.started_at)
+    head = f"Last gap in hook intake: {length}, {format_age(now - gap.ended_at)} ago ({gap.reason})"
+    if gap.finished_at is None:
+        total = "?" if gap.conversations is None else str(gap.conversations)
+        progress = f"{gap.scanned}/{total} conversations read, {gap.recovered} recovered"
+        return f"{head}; recovering: {progress}"
+    return f"{head}; recovered {gap.recovered} message(s) from {gap.scanned} conversation(s)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.web import DEPS
 from tests.fakes.factories import private_message_update
 from tests.harness import Fakes, RunningBridge, wait_until
 
@@ -61,6 +60,8 @@ async def test_metrics_count_both_directions(fakes: Fakes, bridge: RunningBridge
         )
 
     await wait_until(delivered_to_telegram, what="to_telegram counted")
+    # Its delivery status follows through the amojo queue; once reported, that queue is empty.
+    await fakes.amojo.wait_for(lambda: bool(fakes.amojo.statuses), what="delivery status")
     samples = await scrape(bridge)
     assert value(samples, "bridge_telegram_updates_total", type="message") == 1
     assert value(samples, "bridge_amojo_hooks_total", outcome="accepted") == 1
@@ -95,7 +96,7 @@ async def test_retries_dead_letters_and_stale_queue_show(
     await fakes.amojo.wait_for(
         lambda: sum(r.status == 503 for r in fakes.amojo.requests) >= 2, what="retries"
     )
-    bridge.bridge.runner.app[DEPS].max_pending_age = 0.0  # type: ignore[union-attr]
+    bridge.bridge.listener.deps.max_pending_age = 0.0
     status, body = await health(bridge)
     assert status == 503
     assert any("queue amojo: oldest pending job" in p for p in body["problems"]), body  # type: ignore[attr-defined]

@@ -165,6 +165,9 @@ class FakeAmojo(FakeServer):
         self.hooks_sent: list[dict[str, Any]] = []
         self.hook_results: list[tuple[int, str]] = []
         self.hook_message_ids: set[str] = set()
+        # amo chat id → its messages, both directions, oldest first (served newest first).
+        self.history: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.history_reads: list[tuple[str, int, int]] = []
         self.media_fetches: list[dict[str, Any]] = []
         self.media_downloads: list[str] = []
         self.down_status: int | None = None
@@ -182,6 +185,7 @@ class FakeAmojo(FakeServer):
         router.add_post(f"{base}/{{scope_id}}/typing", self._typing)
         router.add_post(f"{base}/{{scope_id}}/react", self._react)
         router.add_post(f"{base}/{{scope_id}}/chats", self._create_chat)
+        router.add_get(f"{base}/{{scope_id}}/chats/{{chat_id}}/history", self._history)
         router.add_post(f"{base}/{{scope_id}}/{{msgid}}/delivery_status", self._delivery_status)
         router.add_get("/attachments/{name}", self._attachment)
 
@@ -267,8 +271,10 @@ class FakeAmojo(FakeServer):
         if isinstance(body, dict):
             self.hooks_sent.append(body)
             message_id = body.get("message", {}).get("message", {}).get("id")
-            if isinstance(message_id, str):
+            if isinstance(message_id, str) and message_id not in self.hook_message_ids:
                 self.hook_message_ids.add(message_id)
+                with contextlib.suppress(KeyError, TypeError):  # a malformed test hook
+                    self._record_manager_message(body["message"])
         if self._http is None:
             self._http = aiohttp.ClientSession()
         url = f"{bridge_base_url.rstrip('/')}/amojo/{scope_id or self.scope_id}"
@@ -279,9 +285,23 @@ class FakeAmojo(FakeServer):
                 result = (response.status, await response.text())
         except TimeoutError:
             result = (0, "timeout")
+        except aiohttp.ClientError as error:  # the bridge is down: amojo does not retry
+            result = (0, f"unreachable: {type(error).__name__}")
         self.hook_results.append(result)
         await self._notify()
         return result
+
+    def _record_manager_message(self, envelope: dict[str, Any]) -> None:
+        """A manager message enters its chat's history whether or not its hook arrives."""
+        message = {k: v for k, v in envelope["message"].items() if v not in (None, "", 0)}
+        entry = {
+            "timestamp": envelope["timestamp"],
+            "msec_timestamp": envelope["msec_timestamp"],
+            "sender": {"id": envelope["sender"]["id"], "name": "Manager"},
+            "receiver": envelope["receiver"],
+            "message": message,
+        }
+        self.history[envelope["conversation"]["id"]].append(entry)
 
     def message_hook(
         self,
@@ -701,6 +721,15 @@ class FakeAmojo(FakeServer):
         amo_id = str(uuid.uuid4())
         stored = {**payload, "amo_id": amo_id, "amo_conversation_id": amo_conversation}
         self.messages.append(stored)
+        now = self.now()
+        self.history[amo_conversation].append(
+            {
+                "timestamp": int(now),
+                "msec_timestamp": int(now * 1000),
+                "sender": {"id": amo_id, "client_id": payload["sender"]["id"], "name": "Client"},
+                "message": {"id": amo_id, "client_id": msgid, **payload["message"]},
+            }
+        )
         sender = payload["sender"]
         self._amo_user(str(sender["id"]))
         if self.fetch_media:
@@ -840,6 +869,42 @@ class FakeAmojo(FakeServer):
             return chat
 
         return await self._answer(request, handle)
+
+    async def _history(self, request: web.Request) -> web.StreamResponse:
+        """GET …/chats/{chat_id}/history?offset&limit (§5.3): newest first, ≤50 a page."""
+        status = 0
+        try:
+            try:
+                await self._guard(request)
+                self._check_scope(request.match_info["scope_id"])
+                self._take_failure(request.path, None)
+                try:
+                    offset = int(request.query.get("offset", "0"))
+                    limit = int(request.query.get("limit", "50"))
+                except ValueError:
+                    raise _bad("offset and limit must be integers") from None
+                if not 0 < limit <= 50 or offset < 0:
+                    raise _bad("limit must be 1..50, offset ≥ 0")
+                chat_id = request.match_info["chat_id"]
+                self.history_reads.append((chat_id, offset, limit))
+                newest_first = list(reversed(self.history.get(chat_id, [])))
+                page = newest_first[offset : offset + limit]
+                if not page:
+                    response: web.StreamResponse = web.Response(status=204)
+                else:
+                    response = web.json_response({"messages": page})
+            except _InjectedError as injected:
+                response = web.json_response(injected.body, status=injected.status)
+                if injected.retry_after is not None:
+                    response.headers["Retry-After"] = str(injected.retry_after)
+            except AmojoError as error:
+                response = error.response()
+            status = response.status
+            return response
+        finally:
+            if self.requests:
+                self.requests[-1].status = status
+            await self._notify()
 
     async def _attachment(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
