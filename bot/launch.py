@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 
 from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.throttle import HookTraffic
 from bot.web import Listener
-from storage import open_repository
+from storage import Repository, open_repository
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +44,12 @@ async def main(settings: Settings) -> int:
         account_id = await repo.get_kv(KV_ACCOUNT_ID)
         if scope_id and account_id:
             await listener.start(Channel(scope_id=scope_id, account_id=account_id))
-        from bot.app import run  # noqa: PLC0415 - aiogram's import takes seconds; hooks first
+        # aiogram's import takes seconds of CPU: done in a thread, so the loop keeps answering
+        # hooks meanwhile (the GIL is handed over every few milliseconds).
+        app = await asyncio.to_thread(importlib.import_module, "bot.app")
     except BaseException:
         await listener.stop()
         await repo.close()
         raise
+    run: Callable[[Settings, Repository, Listener], Awaitable[int]] = app.run
     return await run(settings, repo, listener)
