@@ -570,7 +570,11 @@ class Repository:
         self._notify(tx.enqueued)
 
     async def _leave_transaction(self) -> None:
-        """Roll back whatever is open on the writer (nothing, when BEGIN never ran)."""
+        """Roll back whatever is open on the writer (nothing, when BEGIN never ran).
+
+        Every holder of the writer leaves it outside a transaction; this is the guard that
+        keeps a single-statement write from ever joining one that was left open.
+        """
         if self._writer.in_transaction:
             await self._writer.rollback()
 
@@ -581,21 +585,33 @@ class Repository:
 
     async def count_attempts(self, job_ids: Sequence[int]) -> None:
         """Count an attempt for each job before it touches the network (one statement)."""
-        async with self.transaction() as tx:
-            await tx.execute(
-                "UPDATE jobs SET attempts = attempts + 1 WHERE id IN "
-                f"({', '.join('?' * len(job_ids))})",
-                list(job_ids),
-            )
+        await self._autocommit(
+            "UPDATE jobs SET attempts = attempts + 1 WHERE id IN "
+            f"({', '.join('?' * len(job_ids))})",
+            list(job_ids),
+        )
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         """Store jobs at once, each True when new (False: its dedup_key was already stored).
 
-        One transaction, taking the writer ahead of queued worker transactions: intake (an
-        amojo hook waiting for its 200) never waits behind a backlog of them.
+        Taking the writer ahead of queued worker transactions: intake (an amojo hook waiting
+        for its 200) never waits behind a backlog of them. Up to 500 jobs are one atomic
+        statement (one round trip to SQLite's thread); more take a transaction.
         """
-        async with self.transaction(urgent=True) as tx:
-            return await tx.insert_jobs(jobs)
+        if len(jobs) > _INSERT_BATCH:
+            async with self.transaction(urgent=True) as tx:
+                return await tx.insert_jobs(jobs)
+        async with self._lock.hold(urgent=True):
+            await _to_completion(self._leave_transaction())
+            result: list[bool] = await _to_completion(_insert_new_jobs(self._writer, jobs))
+        self._notify(job.queue for job, new in zip(jobs, result, strict=True) if new)
+        return result
+
+    async def _autocommit(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement, atomic by itself, on a writer that is surely outside a transaction."""
+        async with self._lock.hold():
+            await _to_completion(self._leave_transaction())
+            await _to_completion(self._writer.execute(sql, params))
 
     async def close(self) -> None:
         """Close both connections."""
