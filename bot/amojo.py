@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 
 from bot.limits import (
+    AMOJO_CLOCK_OFFSET_MAX_SECONDS,
     AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS,
+    AMOJO_CLOCK_SKEW_UNDO_SECONDS,
     AMOJO_REFUSAL_GIVE_UP_SECONDS,
     AMOJO_REQUEST_TIMEOUT_SECONDS,
 )
@@ -82,9 +84,14 @@ def server_clock_offset(date_header: str | None, local_now: float) -> float | No
     if not date_header:
         return None
     try:
-        return parsedate_to_datetime(date_header).timestamp() - local_now
+        moment = parsedate_to_datetime(date_header)
     except (TypeError, ValueError, IndexError):
         return None
+    if moment.tzinfo is None:  # "-0000": UTC with no zone said (RFC 5322 §3.3)
+        moment = moment.replace(tzinfo=UTC)
+    offset = moment.timestamp() - local_now
+    # A clock a day off is not amojo's: a proxy's or a broken header, never followed.
+    return offset if abs(offset) <= AMOJO_CLOCK_OFFSET_MAX_SECONDS else None
 
 
 def signed_headers(secret: str, method: str, path: str, body: bytes, date: str) -> dict[str, str]:
@@ -248,8 +255,14 @@ class AmojoClient:
         if offset is None:
             return False
         self.clock_offset = offset
-        correction = offset if abs(offset) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
-        changed = abs(correction - self.clock_correction) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS
+        # Hysteresis: Date has 1 s steps, so an offset near the threshold must not flip the
+        # correction on and off with every answer.
+        active = self.clock_correction != 0.0
+        limit = AMOJO_CLOCK_SKEW_UNDO_SECONDS if active else AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS
+        correction = offset if abs(offset) > limit else 0.0
+        changed = (correction == 0.0) != (self.clock_correction == 0.0) or (
+            abs(correction - self.clock_correction) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS
+        )
         if changed:
             if correction:
                 logger.warning(

@@ -28,6 +28,10 @@ KIND_AMO_TYPING = "amo.typing"
 KIND_AMO_REACTION = "amo.reaction"
 
 
+class HookNotStored(Exception):
+    """The hook was not stored (the listener stopped first)."""
+
+
 class HookRejected(Exception):
     """The request is not a hook we accept; nothing is stored."""
 
@@ -137,6 +141,7 @@ class HookReceiver:
         self.secret = secret
         self.metrics = metrics
         self._pending: list[tuple[NewJob, asyncio.Future[bool]]] = []
+        self._inflight: list[tuple[NewJob, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def store(self, job: NewJob) -> bool:
@@ -149,21 +154,33 @@ class HookReceiver:
         self._pending.append((job, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="hook-store")
+            self._flusher.add_done_callback(self._answer_the_rest)
         return await future
 
     async def _flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending, []
+            self._inflight, self._pending = self._pending, []
             try:
-                await self._store_batch(batch)
+                await self._store_batch(self._inflight)
             except Exception:
-                # One hook that cannot be stored must not take the rest of its batch with it.
-                for entry in batch:
+                # One hook that cannot be stored must not take the rest of its batch along.
+                logger.warning(
+                    "a batch of %d hooks failed; storing one by one", len(self._inflight)
+                )
+                for entry in self._inflight:
                     try:
                         await self._store_batch([entry])
                     except Exception as exc:
                         if not entry[1].done():
                             entry[1].set_exception(exc)
+        self._inflight = []
+
+    def _answer_the_rest(self, flusher: asyncio.Task[None]) -> None:
+        """Once the flusher ends in any way (cancelled too), nobody waits for an answer."""
+        for _, future in self._inflight + self._pending:
+            if not future.done():
+                future.set_exception(HookNotStored("the listener is stopping"))
+        self._inflight, self._pending = [], []
 
     async def _store_batch(self, batch: list[tuple[NewJob, asyncio.Future[bool]]]) -> None:
         inserted = await self.repo.insert_jobs([job for job, _ in batch])

@@ -23,6 +23,10 @@ AMOJO_HOOK_DEADLINE_SECONDS = 5.0
 AMOJO_SIGNATURE_TTL_SECONDS = 15 * 60
 # Our clock is followed to amojo's once they differ by more than this (Date has 1 s steps).
 AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS = 30.0
+AMOJO_CLOCK_SKEW_UNDO_SECONDS = 10.0  # ...and no longer once they agree within this
+AMOJO_CLOCK_OFFSET_MAX_SECONDS = 24 * 60 * 60  # a Date further off is never followed
+# /healthz calls signature refusals a problem while the last one is this recent.
+AMOJO_REFUSAL_HEALTH_SECONDS = 5 * 60
 # A job refused for its signature (clock or secret) keeps retrying this long, then dead-letters.
 AMOJO_REFUSAL_GIVE_UP_SECONDS = 6 * 60 * 60
 AMOJO_REQUEST_TIMEOUT_SECONDS = 5.0

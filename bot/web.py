@@ -14,7 +14,7 @@ from bot.amojo import AmojoClient
 from bot.files import FileLinks
 from bot.gaps import Heartbeat
 from bot.hooks import HookReceiver
-from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS
+from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings
 from bot.throttle import HookTraffic
@@ -73,7 +73,8 @@ def amojo_problems(amojo: AmojoClient) -> tuple[list[str], list[str]]:
     failing, degraded = [], []
     if amojo.signature_refused_at is not None:
         since = int(time.time() - amojo.signature_refused_at)
-        failing.append(f"{amojo.signature_refusal} (last refusal {since} s ago)")
+        if since <= AMOJO_REFUSAL_HEALTH_SECONDS:
+            failing.append(f"{amojo.signature_refusal} (last refusal {since} s ago)")
     offset = amojo.clock_offset
     if offset is not None and abs(offset) > AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS:
         degraded.append(

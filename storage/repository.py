@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -20,6 +21,7 @@ import aiosqlite
 from storage.migrations import MIGRATIONS
 
 StorageError = sqlite3.Error
+logger = logging.getLogger(__name__)
 
 
 class JobState(StrEnum):
@@ -264,8 +266,9 @@ async def _to_completion(step: Awaitable[Any]) -> Any:
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what the caller must see
+        error = None if task.cancelled() else task.exception()
+        if error is not None:  # the caller sees the cancellation; the failure is not hidden
+            logger.error("database step failed while its caller was cancelled: %r", error)
         raise asyncio.CancelledError
     return task.result()
 
@@ -531,7 +534,10 @@ class Repository:
         self._listeners: list[Any] = []
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return list(await self._reader.execute_fetchall(sql, params))
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except ValueError as exc:  # aiosqlite's "no active connection": a database error too
+            raise sqlite3.ProgrammingError(f"database connection closed: {exc}") from exc
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -562,7 +568,7 @@ class Repository:
             try:
                 await _to_completion(self._writer.commit())
             except BaseException:
-                if self._writer.in_transaction:  # the commit itself failed
+                if self._in_transaction():  # the commit itself failed
                     await _to_completion(self._leave_transaction())
                 else:  # committed; only the caller was cancelled meanwhile
                     self._notify(tx.enqueued)
@@ -575,8 +581,14 @@ class Repository:
         Every holder of the writer leaves it outside a transaction; this is the guard that
         keeps a single-statement write from ever joining one that was left open.
         """
-        if self._writer.in_transaction:
+        if self._in_transaction():
             await self._writer.rollback()
+
+    def _in_transaction(self) -> bool:
+        try:
+            return self._writer.in_transaction
+        except ValueError:  # the connection is closed: nothing is open on it any more
+            return False
 
     def _notify(self, queues: Iterable[str]) -> None:
         for queue in set(queues):

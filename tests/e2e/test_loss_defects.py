@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from bot.channel import Channel
-from bot.hooks import HookReceiver
+from bot.hooks import HookNotStored, HookReceiver
 from bot.metrics import Metrics
 from storage import JobState, NewJob, open_repository
 from storage.crm import audit_entries
@@ -73,6 +73,26 @@ async def test_any_failure_in_a_batch_fails_only_its_own_hook(tmp_path: Path) ->
         assert results[0] is True and results[2] is True
         assert isinstance(results[1], TypeError)
         assert {job.dedup_key for job in await repo.jobs()} == {"good-1", "good-2"}
+    finally:
+        await repo.close()
+
+
+async def test_a_cancelled_flusher_answers_every_waiting_hook(tmp_path: Path) -> None:
+    """The loop closing mid-batch must not leave a hook waiting for an answer forever."""
+    repo = await open_repository(tmp_path / "bridge.sqlite3")
+    try:
+        receiver = HookReceiver(repo, Channel("scope", "account"), "secret", Metrics())
+        stores = [
+            asyncio.create_task(
+                receiver.store(NewJob("telegram", "amo.message", "l", f"k{i}", {"i": i}))
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0)
+        assert receiver._flusher is not None
+        receiver._flusher.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*stores, return_exceptions=True), timeout=5)
+        assert all(r is True or isinstance(r, HookNotStored) for r in results), results
     finally:
         await repo.close()
 

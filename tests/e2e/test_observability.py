@@ -60,8 +60,14 @@ async def test_metrics_count_both_directions(fakes: Fakes, bridge: RunningBridge
         )
 
     await wait_until(delivered_to_telegram, what="to_telegram counted")
+
     # Its delivery status follows through the amojo queue; once reported, that queue is empty.
+    async def status_job_done() -> bool:
+        stats = await bridge.bridge.repo.queue_stats()
+        return "amojo" not in stats or stats["amojo"].pending == 0
+
     await fakes.amojo.wait_for(lambda: bool(fakes.amojo.statuses), what="delivery status")
+    await wait_until(status_job_done, what="the status job done")
     samples = await scrape(bridge)
     assert value(samples, "bridge_telegram_updates_total", type="message") == 1
     assert value(samples, "bridge_amojo_hooks_total", outcome="accepted") == 1

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from bot.amojo import (
+    AmojoAnswer,
+    AmojoClient,
     content_md5,
     hook_signature,
     request_signature,
+    server_clock_offset,
     signed_headers,
     verify_hook_signature,
 )
@@ -140,3 +143,21 @@ def test_a_trailing_newline_the_signature_does_not_cover_is_accepted(ending: byt
 def test_a_forged_signature_with_a_trailing_newline_is_refused(signature: str) -> None:
     assert not verify_hook_signature(SECRET, HOOK_BODY + b"\n", signature)
     assert not verify_hook_signature(SECRET, HOOK_BODY + b"\n\n", hook_signature(SECRET, HOOK_BODY))
+
+
+def test_a_date_a_day_off_or_broken_is_never_followed() -> None:
+    now = 1_800_000_000.0
+    assert server_clock_offset("Fri, 31 Dec 9999 23:59:59 -1200", now) is None
+    assert server_clock_offset("not a date", now) is None
+    assert server_clock_offset(None, now) is None
+    # "-0000" is UTC without a zone said, whatever the local time zone is.
+    assert server_clock_offset("Fri, 15 Jan 2027 08:00:00 -0000", 1_800_000_000.0) == 0.0
+
+
+def test_the_clock_correction_does_not_flap_near_its_threshold() -> None:
+    client = AmojoClient("http://127.0.0.1:1", "channel", SECRET)
+    corrections = []
+    for offset in [31.0, 30.2, 29.6, 30.4, 29.8, 12.0, 9.0, 29.0, 31.0]:
+        client._learn_clock(AmojoAnswer(200, b"", offset))
+        corrections.append(client.clock_correction)
+    assert corrections == [31.0, 30.2, 29.6, 30.4, 29.8, 12.0, 0.0, 0.0, 31.0]
