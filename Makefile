@@ -32,6 +32,7 @@ test: lint
 bench: $(STAMP_DEV)
 	$(BIN)/python -m tests.bench.inbound
 	$(BIN)/python -m tests.bench.outbound
+	$(BIN)/python -m tests.bench.recovery
 
 clean:
 	rm -rf $(VENV) build *.egg-info
