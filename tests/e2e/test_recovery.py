@@ -13,6 +13,7 @@ import aiohttp
 
 from storage import JobState
 from tests.e2e.test_manager_to_telegram import customer_says, status_of
+from tests.fakes.factories import private_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, spawn_bridge, wait_until
 
 CHATS = (2101, 2102, 2103)
@@ -223,3 +224,38 @@ async def test_kill_9_while_down_and_in_the_middle_of_recovery(
     with sqlite3.connect(db_path) as db:
         dead = db.execute("SELECT count(*) FROM jobs WHERE state = ?", (JobState.DEAD.value,))
         assert dead.fetchone()[0] == 0
+
+
+async def test_recovered_media_and_buttons_go_out_like_live_hooks(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    first = await bridges.start(OPERATOR_IDS="900")
+    await customer_says(fakes, 2801, 1)
+    await first.stop()
+    image = b"\x89PNG" + bytes(range(256)) * 10
+    url = fakes.amojo.add_media("photo.png", "image/png", image)
+    picture = fakes.amojo.message_hook(
+        "tg-2801", msg_type="picture", text="Фото", media=url, file_size=len(image)
+    )
+    buttons = fakes.amojo.message_hook(
+        "tg-2801",
+        text="Выберите",
+        markup={"mode": "inline", "buttons": [[{"text": "Да"}, {"text": "Нет"}]]},
+    )
+    for hook in (picture, buttons):
+        await fakes.amojo.post_hook(first.url, first.scope_id, hook, timeout=1)
+
+    second = await bridges.start(OPERATOR_IDS="900")
+    for hook in (picture, buttons):
+        assert (await status_of(fakes, hook["message"]["message"]["id"], wait=15))["status"] == 1
+    photo, choice = fakes.telegram.sent_messages(2801)
+    assert photo.method.lower() == "sendphoto" and photo.files["photo"] == image
+    assert photo.params["caption"] == "Фото"
+    assert choice.params["text"] == "Выберите" and "reply_markup" in choice.params
+
+    fakes.telegram.push_update(private_message_update(900, 1, text="/status"))
+    await fakes.telegram.wait_for(lambda: bool(fakes.telegram.sent_messages(900)))
+    status = str(fakes.telegram.sent_messages(900)[-1].params["text"])
+    assert "Last gap in hook intake" in status and "(restart)" in status
+    gap = await second.bridge.repo.last_gap()
+    assert gap is not None and gap.recovered == 2
