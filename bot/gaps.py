@@ -80,7 +80,12 @@ class Heartbeat:
             since = (
                 None if newest is None else max(newest, listening_since - UNKNOWN_START_CAP_SECONDS)
             )
-        if since is not None and listening_since > since:
+        if since is not None and since >= listening_since:
+            # Our clock was set back while we were down (or ran fast before): the real gap
+            # is unknown, so take the longest one an unknown start may have.
+            logger.warning("the last heartbeat is in the future: the clock was set back")
+            since = listening_since - UNKNOWN_START_CAP_SECONDS
+        if since is not None:
             await add_gap(self.repo, since, listening_since, "restart", self.metrics)
         await self.repo.set_kv(KV_HEARTBEAT, repr(listening_since))
         self._task = asyncio.create_task(self._beat(), name="listener-heartbeat")
@@ -130,3 +135,5 @@ class Heartbeat:
                 await self.beat()
             except StorageError:
                 logger.warning("heartbeat not stored (database error); retrying")
+            except Exception:
+                logger.exception("heartbeat failed; retrying")

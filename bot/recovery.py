@@ -132,12 +132,15 @@ class HistoryRecovery:
             conversation_id = ids.conversation_id(chat_id)
             # History is newest first; reversed, it is the order amoCRM sent them in (also
             # among messages of one millisecond), which the stable sort below keeps.
-            for entry in reversed(await self._history_since(amo_chat_id, since)):
+            entries = await self._history_since(amo_chat_id, since + self._amojo_ahead())
+            # History is dated by amojo's clock, the gap by ours: compare on amojo's.
+            ahead = self._amojo_ahead()
+            for entry in reversed(entries):
                 sent_at = _timestamp(entry)
                 message = entry.get("message")
                 if not entry.get("receiver") or not isinstance(message, dict):
                     continue  # the customer's own messages (no receiver) are not ours to send
-                if sent_at is None or not since <= sent_at <= until:
+                if sent_at is None or not since + ahead <= sent_at <= until + ahead:
                     continue  # never send the past: only what the gap may have swallowed
                 hook = history_hook(entry, self.channel.account_id, amo_chat_id, conversation_id)
                 try:
@@ -166,6 +169,10 @@ class HistoryRecovery:
             self._finished(await tx.gap_conversation_scanned(gap_id, recovered))
 
         return Done(record=record)
+
+    def _amojo_ahead(self) -> float:
+        """Seconds amojo's clock is ahead of ours, as its answers show (0 when unknown)."""
+        return self.amojo.clock_offset or 0.0
 
     def _finished(self, gap: Gap | None) -> None:
         """One log line and the duration, when the last conversation of a gap was read."""

@@ -259,3 +259,36 @@ async def test_recovered_media_and_buttons_go_out_like_live_hooks(
     assert "Last gap in hook intake" in status and "(restart)" in status
     gap = await second.bridge.repo.last_gap()
     assert gap is not None and gap.recovered == 2
+
+
+async def test_recovery_compares_history_on_amojos_clock(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    fakes.amojo.now = lambda: time.time() + 5 * 60  # amojo's clock is 5 min ahead of ours
+    first = await bridges.start()
+    await customer_says(fakes, 2901, 1)
+    await first.stop()
+    amo_ids = await managers_write_while_down(fakes, first.url, (2901,), per_chat=2)
+
+    await bridges.start()
+    await assert_recovered_once(fakes, (2901,), 2, amo_ids)
+
+
+async def test_a_clock_set_back_while_down_still_makes_a_gap(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    first = await bridges.start()
+    await customer_says(fakes, 2902, 1)
+    await first.stop()
+    # Our clock ran 3 min fast until the bridge stopped; NTP set it back meanwhile.
+    with sqlite3.connect(bridges.db_path) as db:
+        db.execute(
+            "UPDATE kv SET value = ? WHERE key = 'listener.heartbeat'", (repr(time.time() + 180),)
+        )
+    db.close()
+    amo_ids = await managers_write_while_down(fakes, first.url, (2902,), per_chat=1)
+
+    second = await bridges.start()
+    await assert_recovered_once(fakes, (2902,), 1, amo_ids)
+    gap = await second.bridge.repo.last_gap()
+    assert gap is not None and gap.reason == "restart"

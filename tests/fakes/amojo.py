@@ -900,6 +900,9 @@ class FakeAmojo(FakeServer):
             except AmojoError as error:
                 response = error.response()
             status = response.status
+            response.headers["Date"] = format_datetime(
+                datetime.fromtimestamp(self.now(), UTC), usegmt=True
+            )
             return response
         finally:
             if self.requests:
