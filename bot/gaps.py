@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 KV_HEARTBEAT = "listener.heartbeat"
 KIND_RECOVER_GAP = "recovery.gap"
+REASON_NOT_STORED = "hook not stored"
 HEARTBEAT_SECONDS = 2.0
 # Widened on both sides: the heartbeat's own step, and clocks of amojo and ours a little apart.
 GAP_MARGIN_SECONDS = 60.0
@@ -40,12 +41,10 @@ def recovery_job(started_at: float, ended_at: float) -> NewJob:
     )
 
 
-async def add_gap(
-    repo: Repository, started_at: float, ended_at: float, reason: str, metrics: Metrics
-) -> int:
-    """Store a gap and the job that recovers it, in one transaction."""
-    async with repo.transaction(urgent=True) as tx:
-        gap_id = await tx.add_gap(started_at, ended_at, reason, recovery_job(started_at, ended_at))
+def report_gap(
+    metrics: Metrics, gap_id: int, started_at: float, ended_at: float, reason: str
+) -> None:
+    """One log line and a metric for a gap just stored."""
     metrics.recovery_gaps.labels(reason).inc()
     logger.warning(
         "gap in hook intake #%d (%s): %.1f s from %s; manager messages of it are read back "
@@ -55,7 +54,6 @@ async def add_gap(
         ended_at - started_at,
         time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started_at)),
     )
-    return gap_id
 
 
 class Heartbeat:
@@ -85,9 +83,14 @@ class Heartbeat:
             # is unknown, so take the longest one an unknown start may have.
             logger.warning("the last heartbeat is in the future: the clock was set back")
             since = listening_since - UNKNOWN_START_CAP_SECONDS
-        if since is not None:
-            await add_gap(self.repo, since, listening_since, "restart", self.metrics)
-        await self.repo.set_kv(KV_HEARTBEAT, repr(listening_since))
+        gap_id = None
+        async with self.repo.transaction(urgent=True) as tx:
+            if since is not None:
+                job = recovery_job(since, listening_since)
+                gap_id = await tx.add_gap(since, listening_since, "restart", job)
+            await tx.set_kv(KV_HEARTBEAT, repr(listening_since))
+        if since is not None and gap_id is not None:
+            report_gap(self.metrics, gap_id, since, listening_since, "restart")
         self._task = asyncio.create_task(self._beat(), name="listener-heartbeat")
 
     def hook_not_stored(self, at: float) -> None:
@@ -108,25 +111,18 @@ class Heartbeat:
     async def beat(self) -> None:
         """Store the heartbeat, with the gaps of hooks that could not be stored (atomically)."""
         failures, self._failures = self._failures, []
+        gap_id = None
         try:
             async with self.repo.transaction() as tx:
                 if failures:
-                    await tx.add_gap(
-                        min(failures),
-                        max(failures),
-                        "hook not stored",
-                        recovery_job(min(failures), max(failures)),
-                    )
+                    job = recovery_job(min(failures), max(failures))
+                    gap_id = await tx.add_gap(min(failures), max(failures), REASON_NOT_STORED, job)
                 await tx.set_kv(KV_HEARTBEAT, repr(time.time()))
         except BaseException:
             self._failures = failures + self._failures
             raise
-        if failures:
-            self.metrics.recovery_gaps.labels("hook not stored").inc()
-            logger.warning(
-                "%d hook(s) could not be stored; they are read back from amojo's history",
-                len(failures),
-            )
+        if gap_id is not None:
+            report_gap(self.metrics, gap_id, min(failures), max(failures), REASON_NOT_STORED)
 
     async def _beat(self) -> None:
         while True:

@@ -66,13 +66,15 @@ async def test_a_planned_restart_recovers_what_managers_wrote_meanwhile(
     gap = await second.bridge.repo.last_gap()
     assert gap is not None and gap.reason == "restart"
 
-    async def finished() -> bool:
-        last = await second.bridge.repo.last_gap()
-        return last is not None and last.finished_at is not None
-
-    await wait_until(finished, what="the gap's recovery to finish")
+    await wait_until(lambda: gap_finished(second), what="the gap's recovery to finish")
     gap = await second.bridge.repo.last_gap()
     assert gap is not None and (gap.scanned, gap.recovered) == (3, 6)
+
+
+async def gap_finished(bridge: RunningBridge) -> bool:
+    """Whether the bridge's last gap in hook intake has been recovered completely."""
+    gap = await bridge.bridge.repo.last_gap()
+    return gap is not None and gap.finished_at is not None
 
 
 async def post_live(fakes: Fakes, bridge: RunningBridge, chat: int, text: str) -> str:
@@ -119,11 +121,7 @@ async def test_a_message_that_comes_by_hook_and_by_history_is_delivered_once(
     assert status == 200
     assert (await status_of(fakes, hook["message"]["message"]["id"]))["status"] == 1
 
-    async def recovered() -> bool:
-        gap = await second.bridge.repo.last_gap()
-        return gap is not None and gap.finished_at is not None
-
-    await wait_until(recovered, timeout=15, what="recovery finished")
+    await wait_until(lambda: gap_finished(second), timeout=15, what="recovery finished")
     assert texts_in(fakes, 2301).count("twice offered") == 1
 
 
