@@ -5,7 +5,11 @@ from bot.settings import SettingsError, load_settings
 
 
 def run() -> int:
-    """Check the settings before the heavy imports, then run the bridge."""
+    """Check the settings before the heavy imports, then run the bridge.
+
+    Exit codes: 0 stopped (SIGTERM, SIGINT), 2 fix the settings (every problem is named),
+    1 an unexpected failure (a bug: its traceback is logged).
+    """
     try:
         settings = load_settings()
     except SettingsError as exc:

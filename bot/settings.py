@@ -1,14 +1,24 @@
-"""Runtime settings, read from the environment and `.env`."""
+"""Runtime settings, read from the environment and `.env`, checked in one pass.
+
+Every problem is named at once, in plain words and without echoing a value (most are
+secrets): a missing or empty variable, a malformed one, a placeholder copied from
+`.env.example`, and the rule that the CRM needs either a token or the whole OAuth2 set.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AnyHttpUrl,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     ValidationError,
     field_validator,
@@ -16,17 +26,163 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from storage.crm import token_pair_stored
+
+DEFAULT_DATABASE_PATH = Path("data/bridge.sqlite3")
+OAUTH_SETTINGS = (
+    "AMOCRM_CLIENT_ID",
+    "AMOCRM_CLIENT_SECRET",
+    "AMOCRM_REDIRECT_URI",
+    "AMOCRM_AUTH_CODE",
+)
+URL_SETTINGS = ("TELEGRAM_API_URL", "AMOCRM_BASE_URL", "AMOJO_BASE_URL", "PUBLIC_BASE_URL")
+URL_EXAMPLES = {
+    "TELEGRAM_API_URL": "https://api.telegram.org",
+    "AMOJO_BASE_URL": "https://amojo.amocrm.ru",
+    "PUBLIC_BASE_URL": "https://bridge.your-company.com",
+    "AMOCRM_REDIRECT_URI": "https://your-company.com/oauth",
+}
+# Hosts and values that `.env.example` ships with: a copy that was never filled in.
+PLACEHOLDER_MARK = "replace-with"
+PLACEHOLDER_HOSTS = {
+    "AMOCRM_BASE_URL": ("example.amocrm.ru", "example.kommo.com"),
+    "PUBLIC_BASE_URL": ("example.com", "example.org", "example.net"),
+}
+_BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]+")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_CHANNEL_SECRET = re.compile(r"[0-9a-f]{40}", re.IGNORECASE)
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+PLACEHOLDER = "is still the placeholder copied from .env.example"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One setting that stops the start, and why."""
+
+    variable: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"  {self.variable}: {self.message}"
+
 
 class SettingsError(Exception):
-    """Raised when the environment does not describe a runnable bridge."""
+    """The environment does not describe a runnable bridge; names every problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems), key=lambda problem: problem.variable)
+        super().__init__(
+            f"invalid configuration ({len(self.problems)} problem"
+            f"{'' if len(self.problems) == 1 else 's'}; set them in .env or the environment, "
+            "see README → Settings):\n" + "\n".join(str(problem) for problem in self.problems)
+        )
+
+
+class StartupError(Exception):
+    """The bridge cannot start and retrying will not help; the message names the setting."""
 
 
 def _strip_slash(value: str) -> str:
     return value.rstrip("/")
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(variable: str, value: object) -> object:
+    """A readable refusal of a URL without http(s):// and of the example hosts."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        example = URL_EXAMPLES.get(variable, "https://example.amocrm.ru")
+        raise ValueError(f"must start with https:// (for example {example})")
+    host = (parts.hostname or "").lower()
+    for example in PLACEHOLDER_HOSTS.get(variable, ()):
+        if host == example or host.endswith("." + example):
+            raise ValueError(PLACEHOLDER)
+    if variable in ("AMOCRM_BASE_URL", "AMOJO_BASE_URL") and parts.path.strip("/"):
+        raise ValueError(
+            "must be the address only, without a path (like https://example.amocrm.ru)"
+        )
+    return text
+
+
+def _crm_credential_problems(data: dict[str, Any]) -> list[Problem]:
+    """A long-lived token, or all four OAuth2 settings (the code only until it is exchanged)."""
+
+    def given(name: str) -> bool:
+        value = data.get(name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value is not None and str(value).strip() != ""
+
+    if given("AMOCRM_ACCESS_TOKEN"):
+        return []
+    oauth = [name for name in OAUTH_SETTINGS if given(name)]
+    if not oauth:
+        return [
+            Problem(
+                "AMOCRM_ACCESS_TOKEN",
+                "is required but not set (a long-lived token from the integration's "
+                '"Keys and access" tab), unless the OAuth2 settings AMOCRM_CLIENT_ID, '
+                "AMOCRM_CLIENT_SECRET, AMOCRM_REDIRECT_URI and AMOCRM_AUTH_CODE are all set",
+            )
+        ]
+    problems = [
+        Problem(name, f"is required for OAuth2 ({', '.join(oauth)} set) but not set")
+        for name in OAUTH_SETTINGS[:3]
+        if name not in oauth
+    ]
+    if "AMOCRM_AUTH_CODE" not in oauth:
+        database = data.get("DATABASE_PATH") or DEFAULT_DATABASE_PATH
+        if not token_pair_stored(Path(str(database))):
+            problems.append(
+                Problem(
+                    "AMOCRM_AUTH_CODE",
+                    "is required for the first OAuth2 start (no token is stored in "
+                    "DATABASE_PATH yet): a fresh authorization code, valid for 20 minutes",
+                )
+            )
+    return problems
+
+
+def _problems_of(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        variable = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = _plain(error["type"], error["msg"], error.get("ctx") or {})
+        problems.append(Problem(variable, message))
+    return problems
+
+
+def _plain(kind: str, message: str, ctx: dict[str, Any]) -> str:
+    """pydantic's wording turned into what an operator reads."""
+    if kind == "missing":
+        return "is required but not set"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be a whole number"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    if kind.startswith("url"):
+        return "must be a URL starting with https://"
+    if kind == "string_too_short":
+        return "must not be empty"
+    return message.removeprefix("Value error, ")
+
+
 class Settings(BaseSettings):
-    """Everything the bridge reads from its environment (see DESIGN.md)."""
+    """Everything the bridge reads from its environment (README → Settings)."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -43,11 +199,11 @@ class Settings(BaseSettings):
     AMOCRM_ACCESS_TOKEN: SecretStr | None = None
     AMOCRM_CLIENT_ID: str | None = None
     AMOCRM_CLIENT_SECRET: SecretStr | None = None
-    AMOCRM_REDIRECT_URI: str | None = None
+    AMOCRM_REDIRECT_URI: str | None = None  # sent exactly as registered in the integration
     AMOCRM_AUTH_CODE: SecretStr | None = None
 
     AMOJO_BASE_URL: AnyHttpUrl = AnyHttpUrl("https://amojo.amocrm.ru")
-    AMOJO_CHANNEL_ID: str = Field(min_length=1)
+    AMOJO_CHANNEL_ID: str
     AMOJO_CHANNEL_SECRET: SecretStr
     AMOJO_ACCOUNT_ID: str | None = None
     AMOJO_CHANNEL_TITLE: str | None = None
@@ -56,13 +212,31 @@ class Settings(BaseSettings):
     HTTP_PORT: int = Field(default=8080, ge=0, le=65535)
     PUBLIC_BASE_URL: AnyHttpUrl
 
-    DATABASE_PATH: Path = Path("data/bridge.sqlite3")
+    DATABASE_PATH: Path = DEFAULT_DATABASE_PATH
     OPERATOR_IDS: Annotated[frozenset[int], NoDecode] = frozenset()
     TIME_WINDOW_SECONDS: int = Field(default=0, ge=0)
     CALL_SOURCE: str = Field(default="telegram-bridge", min_length=1)
     TIMEZONE: str = "UTC"
     RECOVERY_LOOKBACK_DAYS: int = Field(default=7, ge=1, le=365)
     LOG_LEVEL: str = "INFO"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_pass(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Field problems and the CRM credential rule, reported together."""
+        problems = _crm_credential_problems(data) if isinstance(data, dict) else []
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            raise SettingsError(_problems_of(exc) + problems) from None
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    @field_validator(*URL_SETTINGS, "AMOCRM_REDIRECT_URI", mode="before")
+    @classmethod
+    def _check_urls(cls, value: object, info: Any) -> object:
+        return _check_url(str(info.field_name), value)
 
     @field_validator("OPERATOR_IDS", mode="before")
     @classmethod
@@ -92,38 +266,50 @@ class Settings(BaseSettings):
             raise ValueError("must be an IANA time zone name such as Europe/Moscow") from None
         return value
 
-    @field_validator("TELEGRAM_BOT_TOKEN")
+    @field_validator("TELEGRAM_BOT_TOKEN", mode="before")
     @classmethod
-    def _check_token(cls, value: SecretStr) -> SecretStr:
-        token = value.get_secret_value()
-        bot_id, _, secret = token.partition(":")
-        if not bot_id.isdigit() or not secret:
-            raise ValueError("must look like 123456:ABC-DEF (as issued by @BotFather)")
-        return value
+    def _check_token(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        token = value.strip()
+        if PLACEHOLDER_MARK in token:
+            raise ValueError(f"{PLACEHOLDER}: paste the token @BotFather gave you")
+        if any(ch.isspace() for ch in token):
+            raise ValueError("contains a space: paste the token exactly as @BotFather gave it")
+        if not _BOT_TOKEN.fullmatch(token):
+            raise ValueError(
+                "must look like 123456789:AAE… (the bot id, a colon, then letters, digits, "
+                "'-' and '_'), as issued by @BotFather"
+            )
+        return token
 
-    @field_validator("AMOJO_CHANNEL_SECRET")
+    @field_validator("AMOJO_CHANNEL_SECRET", mode="before")
     @classmethod
-    def _check_secret(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+    def _check_secret(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        secret = value.strip()
+        if PLACEHOLDER_MARK in secret:
+            raise ValueError(f"{PLACEHOLDER}: use the secret amoCRM support issued")
+        if not _CHANNEL_SECRET.fullmatch(secret):
+            raise ValueError(
+                f"must be the 40 hexadecimal characters amoCRM support issued "
+                f"(this one has {len(secret)} characters"
+                f"{'' if secret.isalnum() else ', not all of them letters or digits'})"
+            )
+        return secret
 
-    @model_validator(mode="after")
-    def _check_crm_auth(self) -> Settings:
-        oauth = {
-            "AMOCRM_CLIENT_ID": self.AMOCRM_CLIENT_ID,
-            "AMOCRM_CLIENT_SECRET": self.AMOCRM_CLIENT_SECRET,
-            "AMOCRM_REDIRECT_URI": self.AMOCRM_REDIRECT_URI,
-        }
-        if self.AMOCRM_ACCESS_TOKEN is None:
-            missing = [name for name, value in oauth.items() if not value]
-            if missing:
-                raise ValueError(
-                    "set AMOCRM_ACCESS_TOKEN, or OAuth2 settings AMOCRM_CLIENT_ID, "
-                    "AMOCRM_CLIENT_SECRET, AMOCRM_REDIRECT_URI and AMOCRM_AUTH_CODE "
-                    f"(missing: {', '.join(missing)})"
-                )
-        return self
+    @field_validator("AMOJO_CHANNEL_ID")
+    @classmethod
+    def _check_channel_id(cls, value: str) -> str:
+        return _check_uuid(value, "issued by amoCRM support")
+
+    @field_validator("AMOJO_ACCOUNT_ID")
+    @classmethod
+    def _check_account_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_uuid(value, "or leave it empty to read it from amoCRM")
 
     @property
     def telegram_api_url(self) -> str:
@@ -150,22 +336,32 @@ class Settings(BaseSettings):
         """True when the CRM token comes from the OAuth2 code flow."""
         return self.AMOCRM_ACCESS_TOKEN is None
 
+    def warnings(self) -> list[str]:
+        """Settings that work but that an operator should look at (logged at start)."""
+        found = []
+        for variable in URL_SETTINGS:
+            url = getattr(self, variable)
+            if url.scheme == "http" and not is_loopback(url.host or ""):
+                found.append(
+                    f"{variable} uses http:// for {url.host}: traffic to it is not encrypted "
+                    "(use https:// unless it is a private network you trust)"
+                )
+        if self.AMOCRM_ACCESS_TOKEN is not None and any(
+            getattr(self, name) for name in OAUTH_SETTINGS
+        ):
+            found.append("AMOCRM_ACCESS_TOKEN is set, so the AMOCRM_CLIENT_* settings are unused")
+        return found
+
+
+def _check_uuid(value: str, hint: str) -> str:
+    text = value.strip()
+    if text == _NIL_UUID:
+        raise ValueError(f"{PLACEHOLDER} ({hint})")
+    if not _UUID.fullmatch(text):
+        raise ValueError(f"must be a UUID like 344a5002-f8ca-454d-af3d-396180102ac7 ({hint})")
+    return text
+
 
 def load_settings(**overrides: object) -> Settings:
-    """Load settings, turning validation errors into one readable SettingsError."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise SettingsError(describe_errors(exc)) from None
-
-
-def describe_errors(exc: ValidationError) -> str:
-    """One message naming every offending variable, without echoing values."""
-    lines = []
-    for error in exc.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in error["loc"]) or "settings"
-        message = error["msg"]
-        if error["type"] == "missing":
-            message = "is required but not set"
-        lines.append(f"  {location}: {message}")
-    return "invalid configuration:\n" + "\n".join(lines)
+    """Load settings; raises SettingsError naming every problem."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from storage.repository import Repository, Transaction
 
@@ -85,3 +88,19 @@ async def audit_entries(repo: Repository, limit: int = 100) -> list[AuditEntry]:
         (limit,),
     )
     return [AuditEntry(*row) for row in rows]
+
+
+def token_pair_stored(path: Path) -> bool:
+    """Whether the database at `path` holds an OAuth token pair (read-only; settings check).
+
+    A missing file, or one without the table yet, holds none; so does one that cannot be read
+    (opening it at start then says what is wrong with it).
+    """
+    if not path.is_file():
+        return False
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            return db.execute("SELECT 1 FROM crm_tokens WHERE id = 1").fetchone() is not None
+    except sqlite3.Error:
+        return False

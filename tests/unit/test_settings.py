@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REQUIRED = (
     "TELEGRAM_BOT_TOKEN",
@@ -80,8 +88,8 @@ def test_crm_auth_missing_names_both_ways(tmp_path: Path) -> None:
         "TELEGRAM_BOT_TOKEN": "123456:ABC",
         "AMOCRM_BASE_URL": "https://example.amocrm.ru",
         "AMOJO_CHANNEL_ID": "344a5002-f8ca-454d-af3d-396180102ac7",
-        "AMOJO_CHANNEL_SECRET": "secret",
-        "PUBLIC_BASE_URL": "https://bridge.example.com",
+        "AMOJO_CHANNEL_SECRET": "f2d7f8704eff95087ed45b23ba99c0b5aac8278e",
+        "PUBLIC_BASE_URL": "https://bridge.acme.ru",
     }
     result = run_bridge(env, tmp_path)
 
@@ -90,3 +98,124 @@ def test_crm_auth_missing_names_both_ways(tmp_path: Path) -> None:
     assert "AMOCRM_ACCESS_TOKEN" in result.stderr
     assert "AMOCRM_CLIENT_ID" in result.stderr
     assert "123456:ABC" not in result.stderr
+
+
+VALID = {
+    "TELEGRAM_BOT_TOKEN": "123456:AAE-valid_token",
+    "AMOCRM_BASE_URL": "https://acme.amocrm.ru",
+    "AMOCRM_ACCESS_TOKEN": "crm-token",
+    "AMOJO_CHANNEL_ID": "344a5002-f8ca-454d-af3d-396180102ac7",
+    "AMOJO_CHANNEL_SECRET": "f2d7f8704eff95087ed45b23ba99c0b5aac8278e",
+    "PUBLIC_BASE_URL": "https://bridge.acme.ru",
+}
+
+
+def problems(env: dict[str, str], cwd: Path) -> dict[str, str]:
+    """Exit code 2, no traceback; the problems by variable."""
+    result = run_bridge(env, cwd)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("invalid configuration") == 1
+    found = {}
+    for line in result.stderr.splitlines():
+        name, sep, message = line.strip().partition(": ")
+        if sep and name.isupper():
+            found[name] = message
+    return found
+
+
+def test_nothing_set_names_the_crm_credentials_in_the_same_run(tmp_path: Path) -> None:
+    found = problems({}, tmp_path)
+    assert set(found) == {*REQUIRED, "AMOCRM_ACCESS_TOKEN"}
+    assert "AMOCRM_CLIENT_ID" in found["AMOCRM_ACCESS_TOKEN"]
+    assert not any("Value error" in message for message in found.values())
+
+
+def test_a_copy_of_env_example_names_every_placeholder(tmp_path: Path) -> None:
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    found = problems({}, tmp_path)
+
+    placeholders = {name for name, message in found.items() if "placeholder" in message}
+    assert placeholders == {
+        "TELEGRAM_BOT_TOKEN",
+        "AMOCRM_BASE_URL",
+        "AMOJO_CHANNEL_ID",
+        "AMOJO_CHANNEL_SECRET",
+        "PUBLIC_BASE_URL",
+    }
+    assert "AMOCRM_ACCESS_TOKEN" in found  # empty in the example: counts as not set
+
+
+def test_oauth_half_set_names_what_is_missing_including_the_code(tmp_path: Path) -> None:
+    env = {k: v for k, v in VALID.items() if k != "AMOCRM_ACCESS_TOKEN"}
+    found = problems({**env, "AMOCRM_CLIENT_ID": "client", "AMOCRM_ACCESS_TOKEN": ""}, tmp_path)
+    assert set(found) == {"AMOCRM_CLIENT_SECRET", "AMOCRM_REDIRECT_URI", "AMOCRM_AUTH_CODE"}
+
+
+def test_the_code_is_not_needed_once_a_token_is_stored(tmp_path: Path) -> None:
+    database = tmp_path / "bridge.sqlite3"
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE crm_tokens (id INTEGER PRIMARY KEY)")
+        db.execute("INSERT INTO crm_tokens (id) VALUES (1)")
+    oauth = {
+        "AMOCRM_CLIENT_ID": "client",
+        "AMOCRM_CLIENT_SECRET": "secret",
+        "AMOCRM_REDIRECT_URI": "https://acme.ru/oauth",
+    }
+    env = {k: v for k, v in VALID.items() if k != "AMOCRM_ACCESS_TOKEN"}
+    settings = load_settings(_env_file=None, **env, **oauth, DATABASE_PATH=str(database))
+    assert settings.uses_oauth
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, **env, **oauth, DATABASE_PATH=str(tmp_path / "new.sqlite3"))
+    assert [p.variable for p in caught.value.problems] == ["AMOCRM_AUTH_CODE"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("PUBLIC_BASE_URL", "bridge.acme.ru", "must start with https://"),
+        ("AMOCRM_BASE_URL", "acme.amocrm.ru", "must start with https://"),
+        ("AMOCRM_BASE_URL", "https://acme.amocrm.ru/leads", "without a path"),
+        ("AMOJO_BASE_URL", "ftp://amojo.amocrm.ru", "must start with https://"),
+        ("TELEGRAM_BOT_TOKEN", "123456:AAE with-space", "contains a space"),
+        ("TELEGRAM_BOT_TOKEN", "AAE-no-bot-id", "must look like 123456789:AAE"),
+        ("AMOJO_CHANNEL_SECRET", "da39a3ee5e6b4b0d3255bfef95601890afd8070", "40 hexadecimal"),
+        ("AMOJO_CHANNEL_SECRET", "zz39a3ee5e6b4b0d3255bfef95601890afd80709", "40 hexadecimal"),
+        ("AMOJO_CHANNEL_ID", "channel-1", "must be a UUID"),
+        ("AMOJO_CHANNEL_ID", "00000000-0000-0000-0000-000000000000", "placeholder"),
+        ("AMOJO_ACCOUNT_ID", "52e591f7", "must be a UUID"),
+        ("HTTP_PORT", "http", "must be a whole number"),
+        ("HTTP_PORT", "70000", "must be at most 65535"),
+        ("AMOCRM_REDIRECT_URI", "acme.ru/oauth", "must start with https://"),
+    ],
+)
+def test_malformed_values_are_named_in_plain_words(
+    variable: str, value: str, complaint: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, **{**VALID, variable: value})
+    [problem] = caught.value.problems
+    assert problem.variable == variable
+    assert complaint in problem.message
+    if "SECRET" in variable or "TOKEN" in variable:
+        assert value not in str(caught.value)
+
+
+def test_http_is_accepted_with_a_warning_except_on_loopback() -> None:
+    settings = load_settings(
+        _env_file=None,
+        **{
+            **VALID,
+            "PUBLIC_BASE_URL": "http://bridge.acme.ru",
+            "TELEGRAM_API_URL": "http://127.0.0.1:8081",
+        },
+    )
+    [warning] = settings.warnings()
+    assert warning.startswith("PUBLIC_BASE_URL uses http://")
+    assert load_settings(_env_file=None, **VALID).warnings() == []
+
+
+def test_a_token_with_a_space_exits_2_at_once(tmp_path: Path) -> None:
+    found = problems({**VALID, "TELEGRAM_BOT_TOKEN": "123456:AAE token"}, tmp_path)
+    assert set(found) == {"TELEGRAM_BOT_TOKEN"}
+    assert "contains a space" in found["TELEGRAM_BOT_TOKEN"]
