@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from bot.crm import CallAttachment, Talk
-from bot.phones import MIN_PHONE_DIGITS, normalise_phone
+from bot.phones import MIN_PHONE_DIGITS, normalise_phone, phone_digits
 
 TALK_USAGE = "Usage: /talk <talk id>\nExample: /talk 117"
 CLOSE_USAGE = (
@@ -47,6 +47,8 @@ STATUS_LABELS = {
 _STATUS_WORDS = {word: code for code, words in CALL_STATUSES.items() for word in words}
 _UNITS = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _PHONE = re.compile(r"\+?[\d\-()\s.]+")
+FULL_PHONE_DIGITS = 10  # a national number; with its country code it is 11 or 12
+_PHONE_WORD = re.compile(r"\+?[\d\-().]*\d[\d\-().]*")
 ENTITY_PATHS = {
     "contact": "contacts",
     "lead": "leads",
@@ -63,6 +65,7 @@ HELP_TEXT = (
     "  /close 117 nps\n"
     "/call <phone> <duration> [in|out] [status] [result…] — log a call in amoCRM\n"
     "  /call +79161234567 150\n"
+    "  /call +7 916 123-45-67 150\n"
     "  /call +79161234567 2:30 in talked Asked about delivery\n"
     "  /call 89161234567 1m5s out busy\n"
     "  statuses: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
@@ -73,6 +76,22 @@ HELP_TEXT = (
     "  /retry 42\n"
     "/help — this list"
 )
+
+
+# Every command the bot answers; an operator's other `/word` gets "unknown command".
+KNOWN_COMMANDS = frozenset({"talk", "close", "call", "status", "failed", "retry", "help", "start"})
+_COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@\w+)?(?:\s|$)")
+
+
+def is_unknown_command(text: str | None) -> bool:
+    """Whether `text` is a slash command (`/word`, `/word@bot …`) the bot does not know."""
+    match = _COMMAND.match(text or "")
+    return match is not None and match.group(1).lower() not in KNOWN_COMMANDS
+
+
+def unknown_command_text(word: str) -> str:
+    """The answer to an unknown command."""
+    return f"Unknown command {word}, see /help"
 
 
 class UsageError(ValueError):
@@ -168,14 +187,34 @@ def parse_phone(raw: str) -> str:
     return phone
 
 
+def _split_phone(words: list[str]) -> tuple[str, list[str]]:
+    """The phone as typed, which may span words (`+7 916 123-45-67`), and the words after it.
+
+    Words made of digits and `+ - ( ) .` join the phone until it has a full number's ten
+    digits; the word after it is always left for the duration.
+    """
+    taken = 1
+    while (
+        taken < len(words) - 1
+        and len(phone_digits(" ".join(words[:taken]))) < FULL_PHONE_DIGITS
+        and _PHONE_WORD.fullmatch(words[taken])
+        and _PHONE_WORD.fullmatch(words[0])
+    ):
+        taken += 1
+    return " ".join(words[:taken]), words[taken:]
+
+
 def parse_call(args: str | None) -> CallCommand:
     """`/call <phone> <duration> [in|out] [status] [result…]`; the result needs a status first."""
     words = _words(args)
     if len(words) < 2:
         raise UsageError(f"Phone and duration are required.\n{CALL_USAGE}")
-    phone = parse_phone(words[0])
-    duration = parse_duration(words[1])
-    rest = words[2:]
+    raw_phone, words = _split_phone(words)
+    phone = parse_phone(raw_phone)
+    if not words:
+        raise UsageError(f"Phone and duration are required.\n{CALL_USAGE}")
+    duration = parse_duration(words[0])
+    rest = words[1:]
     direction = "outbound"
     if rest and rest[0].lower() in DIRECTIONS:
         direction = DIRECTIONS[rest.pop(0).lower()]

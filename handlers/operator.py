@@ -8,6 +8,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
+from bot.commands import is_unknown_command, unknown_command_text
 from bot.notices import answer_later
 from bot.settings import Settings
 from bot.staff import Invocation, StaffDesk
@@ -25,6 +26,14 @@ class IsOperator(Filter):
         """True for operators."""
         user = message.from_user
         return user is not None and user.id in settings.OPERATOR_IDS
+
+
+class UnknownCommand(Filter):
+    """A `/word` message that is none of the bot's commands (/start stays the customers')."""
+
+    async def __call__(self, message: Message) -> bool:
+        """True for an unknown command."""
+        return is_unknown_command(message.text)
 
 
 # Commands come only from an operator's own new messages: a forwarded "/close …" is someone
@@ -47,6 +56,13 @@ async def cmd_staff(
         args=command.args,
     )
     await answer_later(repo, message, await staff.run(invocation))
+
+
+@router.message(UnknownCommand())
+async def unknown_command(message: Message, repo: Repository) -> None:
+    """A slash command the bridge does not know: said so, never bridged to amoCRM."""
+    word = (message.text or "").split(maxsplit=1)[0]
+    await answer_later(repo, message, unknown_command_text(word))
 
 
 @router.edited_message()

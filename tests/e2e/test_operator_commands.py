@@ -175,6 +175,34 @@ async def test_call_defaults_to_outbound_contact(fakes: Fakes, staff_bridge: Run
     assert "call_status" not in fakes.crm.calls[0]
 
 
+async def test_call_takes_the_phone_as_readme_shows_it(
+    fakes: Fakes, staff_bridge: RunningBridge
+) -> None:
+    fakes.crm.add_phone("79161234567", "contact", 3102959)
+    operator = Operator(fakes)
+    for text in ("/call +7 916 123-45-67 2:30 in talked Agreed", "/call 8 (916) 123 45 67 150 4"):
+        reply = await operator.ask(text)
+        assert reply.startswith("Call logged to contact 3102959"), reply
+    first, second = fakes.crm.calls
+    assert (first["phone"], first["duration"], first["direction"]) == (
+        "+79161234567",
+        150,
+        "inbound",
+    )
+    assert (first["call_status"], first["call_result"]) == (4, "Agreed")
+    assert (second["phone"], second["duration"], second["call_status"]) == ("+79161234567", 150, 4)
+
+
+async def test_unknown_operator_command_is_answered_not_bridged(
+    fakes: Fakes, staff_bridge: RunningBridge
+) -> None:
+    operator = Operator(fakes)
+    assert await operator.ask("/tlak 117") == "Unknown command /tlak, see /help"
+    assert await operator.ask("/Stats@bridge_bot") == "Unknown command /Stats@bridge_bot, see /help"
+    assert (await operator.ask("/help")).startswith("Staff commands:")
+    assert fakes.amojo.messages == []
+
+
 async def test_call_attached_nowhere_or_rejected(fakes: Fakes, staff_bridge: RunningBridge) -> None:
     operator = Operator(fakes)
     nowhere = await operator.ask("/call +79990000000 1m5s out busy")

@@ -10,6 +10,7 @@ from bot.commands import (
     UsageError,
     format_call,
     format_talk,
+    is_unknown_command,
     parse_call,
     parse_close,
     parse_duration,
@@ -112,3 +113,35 @@ def test_call_replies() -> None:
     assert "talk happened" in attached
     nowhere = format_call(command, CallAttachment(errors=["Entity not found"]), BASE)
     assert nowhere.startswith("Call not logged: amoCRM attached it nowhere (Entity not found)")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ("+7 916 123-45-67 2:30 in talked Agreed", ("+79161234567", 150, "inbound", 4, "Agreed")),
+        ("+7 916 123-45-67 150", ("+79161234567", 150, "outbound", None, "")),
+        ("8 (916) 123 45 67 90 in", ("+79161234567", 90, "inbound", None, "")),
+        ("79161234567 150 4", ("+79161234567", 150, "outbound", 4, "")),
+        ("+1 916 123-4567 1m5s", ("+19161234567", 65, "outbound", None, "")),
+    ],
+)
+def test_call_phone_may_be_written_with_spaces(args: str, expected: tuple[object, ...]) -> None:
+    assert parse_call(args) == CallCommand(*expected)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "unknown"),
+    [
+        ("/tlak 117", True),
+        ("/Stats@bridge_bot", True),
+        ("/talk 117", False),
+        ("/TALK 117", False),
+        ("/retry@bridge_bot all", False),
+        ("/start", False),
+        ("hello /talk", False),
+        ("/", False),
+        (None, False),
+    ],
+)
+def test_unknown_commands(text: str | None, unknown: bool) -> None:
+    assert is_unknown_command(text) is unknown
