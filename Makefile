@@ -7,6 +7,9 @@ STAMP_DEV := $(VENV)/.installed-dev
 .PHONY: run test lint bench clean
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "Python 3.11 or newer is needed ('$(PYTHON)' is older or missing): make PYTHON=python3.11 ..."; \
+	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 

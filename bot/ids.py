@@ -1,4 +1,4 @@
-"""The one place that builds and parses ids shared with amojo (DESIGN.md, "Identities")."""
+"""The one place that builds and parses ids shared with amojo (README, "Customers → amoCRM")."""
 
 from __future__ import annotations
 

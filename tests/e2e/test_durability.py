@@ -1,4 +1,4 @@
-"""Nothing acknowledged before it is durable, nothing durable dropped (DESIGN.md, the rule)."""
+"""Nothing acknowledged before it is durable, nothing durable dropped (README)."""
 
 from __future__ import annotations
 
