@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from bot.health import describe_exception
 from bot.limits import (
     AMOJO_CLOCK_OFFSET_MAX_SECONDS,
     AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS,
@@ -196,6 +198,7 @@ class AmojoClient:
         self._secret = secret
         self._metrics = metrics
         self._base_url = base_url.rstrip("/")
+        self.host = urlsplit(self._base_url).netloc or self._base_url
         self._session = session
         self._owns_session = session is None
         self.set_timeout(timeout)
@@ -280,6 +283,7 @@ class AmojoClient:
         headers = signed_headers(self._secret, method, path, body, http_date(moment))
         started = time.perf_counter()
         outcome = "error"
+        problem = ""
         try:
             async with self._http().request(
                 method,
@@ -296,9 +300,16 @@ class AmojoClient:
                 )
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             outcome = "ok" if answer.status < 300 else str(answer.status)
+            problem = f"{self.host} answered HTTP {answer.status}"
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                problem = f"{self.host} unreachable: {describe_exception(exc)}"
+            else:
+                outcome = "cancelled"
+            raise
         finally:
             if self._metrics is not None:
-                self._metrics.observe_call("amojo", outcome, time.perf_counter() - started)
+                self._metrics.observe_call("amojo", outcome, time.perf_counter() - started, problem)
         if answer.status < 300:
             self._learn_clock(answer)
         return answer, retry_after

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import httpx
 from aiolimiter import AsyncLimiter
 
+from bot.health import describe_exception
 from bot.limits import (
     AMOCRM_PACED_RATE_PER_SECOND,
     AMOCRM_RATE_LIMIT_MAX_WAIT_SECONDS,
@@ -437,6 +438,7 @@ class CrmClient:
         max_rate_limit_wait: float = AMOCRM_RATE_LIMIT_MAX_WAIT_SECONDS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.host = httpx.URL(self.base_url).netloc.decode() or self.base_url
         self._tokens = tokens
         self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
         self._pacer = pacer or CrmPacer()
@@ -488,10 +490,17 @@ class CrmClient:
                 method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs
             )
             outcome = "ok" if response.status_code < 400 else str(response.status_code)
+            problem = f"{self.host} answered HTTP {response.status_code}"
             return response
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                problem = f"{self.host} unreachable: {describe_exception(exc)}"
+            else:
+                outcome = "cancelled"
+            raise
         finally:
             if self._metrics is not None:
-                self._metrics.observe_call(API, outcome, time.perf_counter() - started)
+                self._metrics.observe_call(API, outcome, time.perf_counter() - started, problem)
 
     async def account_amojo_id(self) -> str:
         """The account's amojo id (`GET /api/v4/account?with=amojo_id`)."""

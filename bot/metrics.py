@@ -7,8 +7,11 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from bot.health import AMOCRM, AMOJO, Outages
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+SERVICES = {"amojo": AMOJO, "amocrm": AMOCRM}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -17,6 +20,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.outages = Outages()
         self.queues: set[str] = set()
         self.updates_received = Counter(
             "bridge_telegram_updates_total",
@@ -122,11 +126,17 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_call(self, api: str, outcome: str, seconds: float) -> None:
-        """Record one call to an external API; `outcome` "ok" also moves its last-success time."""
+    def observe_call(self, api: str, outcome: str, seconds: float, problem: str = "") -> None:
+        """Record one call to an external API; `outcome` "ok" also moves its last-success time.
+
+        amojo's and amoCRM's outcomes also start or end their outage (`problem` says what
+        failed); Telegram's are classified by its session middleware.
+        """
         self.api_seconds.labels(api, outcome).observe(seconds)
         if outcome == "ok":
             self.api_last_success.labels(api).set(time.time())
+        if api in SERVICES:
+            self.outages.observe(SERVICES[api], outcome, problem)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -7,17 +7,25 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiogram import BaseMiddleware, Bot
 from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject, Update
 
+from bot.health import TELEGRAM
 from bot.intake import Intake
 from bot.metrics import Metrics
 from storage import StorageError
@@ -88,7 +96,7 @@ class CommitIntakeBeforeGetUpdates(BaseRequestMiddleware):
 
 
 class TelegramCallMetrics(BaseRequestMiddleware):
-    """Bot API session middleware: latency and last success of every call (api="telegram")."""
+    """Bot API session middleware: latency, last success and outages of every call."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -100,17 +108,40 @@ class TelegramCallMetrics(BaseRequestMiddleware):
         method: TelegramMethod[Any],
     ) -> Response[Any]:
         """Time the call; long polls only count towards the last success."""
+        outages = self.metrics.outages
         started = time.perf_counter()
-        outcome = "error"
+        outcome = "cancelled"
         try:
             response = await make_request(bot, method)
             outcome = "ok"
+            outages.up(TELEGRAM)
             return response
-        except TelegramRetryAfter:
-            outcome = "429"
+        except TelegramUnauthorizedError:
+            outcome = "401"
+            outages.down(
+                TELEGRAM,
+                f"Telegram rejects TELEGRAM_BOT_TOKEN of bot {bot.id} (401 Unauthorized): "
+                "was it revoked in @BotFather? Set the new token and restart",
+                fatal=True,
+            )
             raise
-        except TelegramNetworkError:
+        except TelegramServerError as exc:
+            outcome = "5xx"
+            outages.down(TELEGRAM, f"{telegram_host(bot)} answered {exc.message}")
+            raise
+        except TelegramNetworkError as exc:
             outcome = "network"
+            outages.down(TELEGRAM, f"{telegram_host(bot)} unreachable: {exc.message}")
+            raise
+        except TelegramRetryAfter:
+            outcome = "429"  # flood control: Telegram works, it asks us to slow down
+            raise
+        except TelegramAPIError:
+            outcome = "error"  # this request was refused; Telegram itself answers
+            outages.up(TELEGRAM)
+            raise
+        except Exception:
+            outcome = "error"
             raise
         finally:
             if isinstance(method, GetUpdates):
@@ -118,3 +149,8 @@ class TelegramCallMetrics(BaseRequestMiddleware):
                     self.metrics.api_last_success.labels("telegram").set(time.time())
             else:
                 self.metrics.observe_call("telegram", outcome, time.perf_counter() - started)
+
+
+def telegram_host(bot: Bot) -> str:
+    """The Bot API server's host (its URL template holds no token)."""
+    return urlsplit(bot.session.api.base).netloc or "the Bot API"
