@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,12 +17,18 @@ import httpx
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.exceptions import (
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 from aiogram.methods.base import Response
 from aiogram.types import File, Message, Update, User
 
-from bot.amojo import AmojoClient, AmojoError
-from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel, StartupError, connect_channel
+from bot.amojo import AmojoClient
+from bot.channel import Channel, connect_with_retry
 from bot.crm import CrmClient, build_crm_client
 from bot.deadletters import DeadLetterDesk
 from bot.files import FileLinks
@@ -30,12 +39,13 @@ from bot.middlewares import (
     CommitIntakeBeforeGetUpdates,
     DurableIntakeMiddleware,
     TelegramCallMetrics,
+    telegram_host,
 )
 from bot.notices import NoticeSender
 from bot.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.reactions import CustomerReactions, ReactionSender
 from bot.recovery import HistoryRecovery
-from bot.settings import Settings
+from bot.settings import Settings, StartupError
 from bot.staff import StaffDesk, publish_operator_menu
 from bot.throttle import HookTraffic, TelegramThrottle
 from bot.to_amojo import CustomerMessageSender
@@ -82,12 +92,39 @@ class Bridge:
     workers: list[Worker] = field(default_factory=list)
     shutdown_grace: float = 5.0
     workers_running: bool = False
+    connected: bool = True  # False: running on the stored scope, connect retried meanwhile
+    reconnect: asyncio.Task[None] | None = None
+    stopping: asyncio.Task[None] | None = None
 
     async def start_listener(self) -> None:
-        """Serve hooks, files, health and metrics (a restart started taking hooks earlier)."""
+        """Serve file links and full health (hooks are taken since the connect)."""
         if not self.listener.running:
-            await self.listener.start(self.channel)
+            await self.listener.start()
+        await self.listener.take_hooks(self.channel)
         self.listener.complete(bot=self.bot, files=self.files, amojo=self.amojo)
+        self.listener.waiting(None)
+        if not self.connected and self.reconnect is None:
+            self.reconnect = asyncio.create_task(self._connect_again(), name="amojo-reconnect")
+
+    async def _connect_again(self) -> None:
+        """Connect in the background after a restart ran on the stored scope."""
+        deps = self.listener.deps
+
+        def waiting(reason: str | None) -> None:
+            deps.connect_pending = None if reason is None else f"connect pending: {reason}"
+
+        waiting("amoCRM or amojo was down at start")
+        try:
+            channel, _ = await connect_with_retry(
+                self.settings, self.amojo, self.crm, self.repo, waiting=waiting, use_stored=False
+            )
+        except StartupError as exc:
+            deps.connect_pending = f"connect refused: {exc}"
+            logger.error("connect refused: %s", exc)
+            return
+        self.channel.scope_id, self.channel.account_id = channel.scope_id, channel.account_id
+        self.connected = True
+        deps.connect_pending = None
 
     def start_workers(self) -> None:
         """Resume every pending job and run new ones."""
@@ -119,25 +156,49 @@ class Bridge:
         await asyncio.gather(*(worker.stop(self.shutdown_grace) for worker in self.workers))
         self.workers_running = False
 
-    async def wait_for_telegram(self, max_delay: float = 5.0) -> None:
-        """Return once the Bot API answers (deleteWebhook, getMe), retrying while it is down."""
+    async def wait_for_telegram(self, max_delay: float = 30.0) -> None:
+        """Return once the Bot API answers (deleteWebhook, getMe), retrying while it is down.
+
+        A token Telegram rejects is a StartupError: retrying would not help. While Telegram is
+        down, hooks are taken and `/healthz` reports the outage (503 after a few minutes).
+        """
         delay = 0.5
+        since = time.time()
+        host = telegram_host(self.bot)
         while True:
             try:
                 await self.bot.delete_webhook(drop_pending_updates=False)
                 await self.bot.me()
                 return
             except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as exc:
+                down_for = int(time.time() - since)
                 logger.warning(
-                    "Telegram unreachable (%s); hooks are still accepted; retrying in %.1fs",
+                    "Telegram at %s unreachable (%s) for %d s; hooks are still taken; "
+                    "retrying in %.1f s",
+                    host,
                     exc.message,
+                    down_for,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
+            except (TelegramUnauthorizedError, TelegramNotFound) as exc:
+                raise StartupError(
+                    f"TELEGRAM_BOT_TOKEN: Telegram at {host} rejects the token of bot "
+                    f"{self.bot.id} ({exc.message}); check it with @BotFather"
+                ) from None
 
-    async def run_polling(self, *, handle_signals: bool = True) -> None:
-        """Long-poll Telegram; the next offset is confirmed only after each update is stored."""
+    async def run_polling(
+        self,
+        *,
+        handle_signals: bool = True,
+        on_polling: Callable[[Callable[[], None] | None], None] | None = None,
+    ) -> None:
+        """Long-poll Telegram; the next offset is confirmed only after each update is stored.
+
+        `on_polling(stop)` once polling runs (calling `stop` ends it gracefully), and
+        `on_polling(None)` when shutdown begins: before and after, stopping means cancelling.
+        """
         # amojo sends each hook once: listen (and resume stored jobs) even while Telegram is down.
         await self.on_startup()
         try:
@@ -145,6 +206,16 @@ class Bridge:
         except BaseException:
             await self.on_shutdown()
             raise
+        if on_polling is not None:
+
+            async def polling_started() -> None:
+                on_polling(self.request_stop)
+
+            async def polling_stops() -> None:
+                on_polling(None)
+
+            self.dp.startup.register(polling_started)
+            self.dp.shutdown.register(polling_stops)
         await self.dp.start_polling(
             self.bot,
             handle_as_tasks=False,
@@ -153,8 +224,17 @@ class Bridge:
             close_bot_session=False,
         )
 
+    def request_stop(self) -> None:
+        """Stop polling gracefully (as aiogram does on SIGTERM): shutdown hooks then run."""
+        if self.stopping is None:
+            self.stopping = asyncio.create_task(self.dp.stop_polling(), name="stop-polling")
+
     async def close(self) -> None:
         """Release connections (after polling has stopped)."""
+        if self.reconnect is not None:
+            self.reconnect.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reconnect
         await self.bot.session.close()
         if self.delivery is not None:
             await self.delivery.aclose()
@@ -185,27 +265,6 @@ async def _files_key(repo: Repository) -> bytes:
     return bytes.fromhex(stored)
 
 
-async def connect_with_retry(
-    settings: Settings, amojo: AmojoClient, crm: CrmClient, repo: Repository
-) -> Channel:
-    """Connect; while amojo is unreachable use the stored scope (or wait for the first one)."""
-    delay = 1.0
-    while True:
-        try:
-            return await connect_channel(settings, amojo, crm, repo)
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, AmojoError) as exc:
-            if isinstance(exc, AmojoError) and not exc.retryable:
-                raise
-            scope_id = await repo.get_kv(KV_SCOPE_ID)
-            account_id = await repo.get_kv(KV_ACCOUNT_ID)
-            if scope_id and account_id:
-                logger.warning("amojo unreachable (%s); using the stored scope %s", exc, scope_id)
-                return Channel(scope_id=scope_id, account_id=account_id)
-            logger.warning("amojo unreachable (%s); retrying connect in %.0fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
-
-
 async def create_bridge(
     settings: Settings,
     *,
@@ -233,15 +292,29 @@ async def create_bridge(
     )
     crm = build_crm_client(settings, repo, transport=transports.crm, metrics=metrics)
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
-    bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
+    try:
+        bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
+    except BaseException:
+        await session.close()
+        await amojo.aclose()
+        await crm.aclose()
+        raise
     session.middleware(TelegramCallMetrics(metrics))
     try:
-        channel = await connect_with_retry(settings, amojo, crm, repo)
+        if not listener.running:
+            await listener.start()  # health answers while the connect waits
+        listener.waiting("connecting the channel")
+        channel, connected = await connect_with_retry(
+            settings, amojo, crm, repo, waiting=listener.waiting
+        )
         if listener.deps.hooks is not None:  # already taking hooks for the stored scope
             early = listener.deps.hooks.channel
             early.scope_id, early.account_id = channel.scope_id, channel.account_id
             channel = early
+        else:
+            await listener.take_hooks(channel)
         files = FileLinks(await _files_key(repo), settings.public_base_url)
+        listener.waiting("starting the workers")
     except BaseException:
         await listener.stop()
         await bot.session.close()
@@ -304,6 +377,7 @@ async def create_bridge(
         delivery=delivery,
         intake=intake,
         listener=listener,
+        connected=connected,
     )
     recovery = HistoryRecovery(
         repo, amojo, channel, metrics, lookback_days=settings.RECOVERY_LOOKBACK_DAYS
@@ -339,15 +413,16 @@ async def create_bridge(
     return bridge
 
 
-async def run(settings: Settings, repo: Repository, listener: Listener) -> int:
-    """Run a bridge until SIGTERM/SIGINT; returns the exit code (`python -m bot`)."""
+async def run(
+    settings: Settings,
+    repo: Repository,
+    listener: Listener,
+    on_polling: Callable[[Callable[[], None] | None], None] | None = None,
+) -> int:
+    """Run a bridge until polling is stopped (`python -m bot`); StartupError: a setting is wrong."""
+    bridge = await create_bridge(settings, repo=repo, listener=listener)
     try:
-        bridge = await create_bridge(settings, repo=repo, listener=listener)
-    except StartupError as exc:
-        logger.critical("cannot start: %s", exc)
-        return 2
-    try:
-        await bridge.run_polling()
+        await bridge.run_polling(handle_signals=False, on_polling=on_polling)
     finally:
         await bridge.close()
     return 0

@@ -1,21 +1,33 @@
-"""`python -m bot` after the settings check: on a restart, take hooks before the slow imports."""
+"""`python -m bot` after the settings check: listen at once, stop cleanly at any moment.
+
+Exit codes: 0 after SIGTERM/SIGINT at any stage, 2 when a setting is wrong (StartupError:
+one line naming it, never a traceback), 1 for a bug. Services that are merely down are
+waited for, with `/healthz` saying what start-up waits for.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 import logging
+import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 
-from bot.channel import KV_ACCOUNT_ID, KV_SCOPE_ID, Channel
+from bot.channel import stored_channel
 from bot.metrics import Metrics
-from bot.settings import Settings
+from bot.settings import Settings, StartupError
 from bot.throttle import HookTraffic
 from bot.web import Listener
-from storage import Repository, open_repository
+from storage import Repository, StorageError, open_repository
 
 logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Libraries whose DEBUG lines would drown the bridge's own (aiosqlite logs every statement).
+QUIET_LOGGERS = ("aiosqlite", "httpx", "httpcore", "asyncio", "aiogram.event")
 
 
 def configure_logging(level: str) -> None:
@@ -25,31 +37,107 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class StopSignals:
+    """SIGTERM and SIGINT: stop polling gracefully once it runs, cancel start-up before that.
+
+    A second signal cancels whatever runs (the shutdown itself is bounded anyway).
+    """
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._graceful: Callable[[], None] | None = None
+
+    def install(self) -> None:
+        """Handle the signals in the running loop, on behalf of the current task."""
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def remove(self) -> None:
+        """Give the signals back to their defaults."""
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+    def graceful(self, stop: Callable[[], None] | None) -> None:
+        """From now on the first signal calls `stop` (None: it cancels start-up again)."""
+        self._graceful = stop
+        if stop is not None and self.received is not None:
+            stop()  # the signal came while polling was starting
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        first = self.received is None
+        self.received = sig
+        logger.info("%s received: stopping", sig.name)
+        if first and self._graceful is not None:
+            self._graceful()
+        elif self._task is not None:
+            self._task.cancel()
+
+
+async def open_storage(settings: Settings) -> Repository:
+    """The database at DATABASE_PATH; a path that cannot hold it is a StartupError."""
+    try:
+        return await open_repository(settings.DATABASE_PATH)
+    except (OSError, sqlite3.Error, StorageError) as exc:
+        raise StartupError(
+            f"DATABASE_PATH: cannot open the database at {settings.DATABASE_PATH} ({exc}); "
+            "choose a path in a writable directory"
+        ) from None
 
 
 async def main(settings: Settings) -> int:
-    """Open storage, listen at once when a scope is stored, then build and run the bridge.
+    """Run the bridge; the exit code of `python -m bot`."""
+    configure_logging(settings.LOG_LEVEL)
+    for warning in settings.warnings():
+        logger.warning("settings: %s", warning)
+    stop = StopSignals()
+    stop.install()
+    try:
+        return await start_and_run(settings, stop)
+    except StartupError as exc:
+        logger.critical("cannot start: %s", exc)
+        return 2
+    except asyncio.CancelledError:
+        if stop.received is None:
+            raise
+        logger.info("stopped during start-up")
+        return 0
+    except Exception:
+        logger.exception("stopped by an unexpected error (a bug: please report it)")
+        return 1
+    finally:
+        stop.remove()
+
+
+async def start_and_run(settings: Settings, stop: StopSignals) -> int:
+    """Open storage, listen at once (taking hooks when a scope is stored), then run the bridge.
 
     amojo never re-sends a hook, so every second before the listener answers is a gap: on a
     restart the stored scope is enough to verify and store hooks, long before aiogram is
-    imported and amoCRM is reached. A first start has no scope yet and connects first.
+    imported and amoCRM is reached. A first start answers health at once and takes hooks
+    once connected.
     """
-    configure_logging(settings.LOG_LEVEL)
-    repo = await open_repository(settings.DATABASE_PATH)
+    repo = await open_storage(settings)
     listener = Listener(settings, repo, Metrics(), HookTraffic())
     try:
-        scope_id = await repo.get_kv(KV_SCOPE_ID)
-        account_id = await repo.get_kv(KV_ACCOUNT_ID)
-        if scope_id and account_id:
-            await listener.start(Channel(scope_id=scope_id, account_id=account_id))
+        await listener.start()
+        channel = await stored_channel(repo)
+        if channel is not None:
+            await listener.take_hooks(channel)
+        listener.waiting("loading")
         # aiogram's import takes seconds of CPU: done in a thread, so the loop keeps answering
         # hooks meanwhile (the GIL is handed over every few milliseconds).
-        app = await asyncio.to_thread(importlib.import_module, "bot.app")
-    except BaseException:
+        app: ModuleType = await asyncio.to_thread(importlib.import_module, "bot.app")
+        run: Callable[..., Awaitable[int]] = app.run
+        return await run(settings, repo, listener, on_polling=stop.graceful)
+    finally:
+        # Whatever happened: an open database keeps its threads, and the process, alive.
         await listener.stop()
         await repo.close()
-        raise
-    run: Callable[[Settings, Repository, Listener], Awaitable[int]] = app.run
-    return await run(settings, repo, listener)

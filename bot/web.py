@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,7 @@ from bot.gaps import Heartbeat
 from bot.hooks import HookReceiver
 from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.settings import Settings
+from bot.settings import Settings, StartupError
 from bot.throttle import HookTraffic
 from storage import Repository, StorageError
 from storage.repository import QueueStats
@@ -44,6 +46,8 @@ class WebDeps:
     hooks: HookReceiver | None = None
     amojo: AmojoClient | None = None
     starting: str | None = None
+    # Set while a restart runs on the stored scope and the connect is still being retried.
+    connect_pending: str | None = None
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -96,6 +100,8 @@ async def healthz(request: web.Request) -> web.Response:
     queues: dict[str, Any] = {}
     if deps.starting is not None:
         failing.append(f"starting: {deps.starting}")
+    if deps.connect_pending is not None:
+        degraded.append(deps.connect_pending)
     database = await deps.repo.ping()
     if not database:
         failing.append("database unreachable")
@@ -121,6 +127,9 @@ async def healthz(request: web.Request) -> web.Response:
         amojo_failing, amojo_degraded = amojo_problems(deps.amojo)
         failing += amojo_failing
         degraded += amojo_degraded
+    now = time.time()
+    for outage in deps.metrics.outages.active():
+        (failing if outage.unhealthy(now) else degraded).append(outage.describe(now))
     status = "unhealthy" if failing else "degraded" if degraded else "ok"
     body = {
         "status": status,
@@ -199,9 +208,18 @@ def build_web_app(deps: WebDeps) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/files/{token}", serve_file)
-    if deps.hooks is not None:
-        app.router.add_post("/amojo/{scope_id}", deps.hooks.receive)
+    app.router.add_post("/amojo/{scope_id}", receive_hook)
     return app
+
+
+async def receive_hook(request: web.Request) -> web.Response:
+    """A hook, once the channel's scope is known; before that, 503 (amojo does not retry)."""
+    deps = request.app[DEPS]
+    if deps.hooks is None:
+        deps.metrics.hooks_received.labels("rejected_503").inc()
+        logger.warning("hook refused: the channel is not connected yet (first start)")
+        return web.json_response({"error": "starting up"}, status=503)
+    return await deps.hooks.receive(request)
 
 
 class Listener:
@@ -211,7 +229,7 @@ class Listener:
         self, settings: Settings, repo: Repository, metrics: Metrics, traffic: HookTraffic
     ) -> None:
         self.settings = settings
-        self.deps = WebDeps(repo=repo, metrics=metrics, starting="connecting")
+        self.deps = WebDeps(repo=repo, metrics=metrics, starting="opening the listener")
         self.traffic = traffic
         self.heartbeat = Heartbeat(repo, metrics)
         self.runner: web.AppRunner | None = None
@@ -222,38 +240,52 @@ class Listener:
         """Whether the listener serves."""
         return self.runner is not None
 
-    async def start(self, channel: Channel) -> None:
-        """Take hooks for `channel` from now on; record the gap since the last heartbeat."""
+    async def start(self) -> None:
+        """Listen on HTTP_HOST:HTTP_PORT: health and metrics at once, hooks once a scope is known.
+
+        Raises StartupError naming the setting when the address cannot be used (a port in use,
+        a host that does not resolve or is not this machine's): retrying would not help.
+        """
         settings = self.settings
-        self.deps.hooks = HookReceiver(
-            self.deps.repo,
-            channel,
-            settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
-            self.deps.metrics,
-            self.traffic,
-            on_not_stored=self.heartbeat.hook_not_stored,
-        )
         runner = web.AppRunner(build_web_app(self.deps), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.HTTP_HOST, settings.HTTP_PORT)
         try:
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(describe_bind_error(settings, exc)) from None
         except BaseException:
             await runner.cleanup()
             raise
         self.runner = runner
-        listening_since = time.time()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else settings.HTTP_PORT
         logger.info("listening on http://%s:%s", settings.HTTP_HOST, self.port)
-        await self.heartbeat.open(listening_since)
+
+    async def take_hooks(self, channel: Channel) -> None:
+        """Verify and store hooks for `channel` from now on; record the gap since the last beat."""
+        if self.deps.hooks is not None:
+            return
+        self.deps.hooks = HookReceiver(
+            self.deps.repo,
+            channel,
+            self.settings.AMOJO_CHANNEL_SECRET.get_secret_value(),
+            self.deps.metrics,
+            self.traffic,
+            on_not_stored=self.heartbeat.hook_not_stored,
+        )
+        await self.heartbeat.open(time.time())
+
+    def waiting(self, reason: str | None) -> None:
+        """What start-up waits for (`/healthz` answers 503 with it), or None when it is done."""
+        self.deps.starting = reason
 
     def complete(self, *, bot: Bot, files: FileLinks, amojo: AmojoClient) -> None:
         """Serve file links and full health now that the bridge is built."""
         self.deps.bot = bot
         self.deps.files = files
         self.deps.amojo = amojo
-        self.deps.starting = None
 
     async def stop(self) -> None:
         """Stop taking hooks (the last heartbeat marks the moment) and close the port."""
@@ -262,3 +294,21 @@ class Listener:
         runner, self.runner = self.runner, None
         await runner.cleanup()
         await self.heartbeat.close()
+
+
+def describe_bind_error(settings: Settings, exc: OSError) -> str:
+    """Why the listener cannot use HTTP_HOST:HTTP_PORT, naming the setting to change."""
+    address = f"{settings.HTTP_HOST}:{settings.HTTP_PORT}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"HTTP_PORT: port {settings.HTTP_PORT} on {settings.HTTP_HOST} is already in use "
+            "(another bridge, or another service): stop it or choose another HTTP_PORT"
+        )
+    if exc.errno == errno.EACCES:
+        return f"HTTP_PORT: not allowed to listen on {address} (ports below 1024 need root)"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"HTTP_HOST: cannot listen on {settings.HTTP_HOST!r}: it is not an address of this "
+            f"machine ({exc.strerror or exc}); use 127.0.0.1 behind a proxy, or 0.0.0.0"
+        )
+    return f"HTTP_HOST/HTTP_PORT: cannot listen on {address}: {exc.strerror or exc}"

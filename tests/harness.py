@@ -61,8 +61,12 @@ async def wait_listening(
     *,
     statuses: tuple[int, ...] = (200, 503),
     alive: Callable[[], None] | None = None,
+    started: bool = False,
 ) -> None:
-    """Wait until a bridge's GET /healthz answers one of `statuses`; `alive` may raise early."""
+    """Wait until a bridge's GET /healthz answers one of `statuses`; `alive` may raise early.
+
+    `started`: also wait until start-up is over (no "starting: …" problem).
+    """
     async with aiohttp.ClientSession() as http:
 
         async def answering() -> bool:
@@ -70,11 +74,45 @@ async def wait_listening(
                 alive()
             try:
                 async with http.get(f"{url}/healthz") as response:
-                    return response.status in statuses
+                    if response.status not in statuses:
+                        return False
+                    if not started:
+                        return True
+                    problems = (await response.json()).get("problems", [])
+                    return not any(problem.startswith("starting:") for problem in problems)
             except aiohttp.ClientError:
                 return False
 
         await wait_until(answering, timeout=timeout, what=f"GET {url}/healthz")
+
+
+async def wait_health(
+    url: str,
+    predicate: Callable[[int, dict[str, Any]], bool],
+    timeout: float = 30.0,  # noqa: ASYNC109
+    what: str = "",
+    alive: Callable[[], None] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Poll GET {url}/healthz until `predicate(status, body)` holds; the answer that did."""
+    seen: list[tuple[int, dict[str, Any]]] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def matches() -> bool:
+            if alive is not None:
+                alive()
+            try:
+                async with http.get(f"{url}/healthz") as response:
+                    answer = (response.status, await response.json())
+            except aiohttp.ClientError:
+                return False
+            seen[:] = [answer]
+            return predicate(*answer)
+
+        try:
+            await wait_until(matches, timeout=timeout, what=what or "a /healthz answer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last answer: {seen}") from None
+    return seen[0]
 
 
 @dataclass(slots=True)
@@ -217,6 +255,25 @@ class BridgeProcess:
     async def wait_exit(self, timeout: float = 60.0) -> int:  # noqa: ASYNC109
         """The child's exit code, once it exits by itself."""
         return await asyncio.wait_for(self.process.wait(), timeout=timeout)
+
+    async def stop_with(self, sig: int, timeout: float = 15.0) -> int:  # noqa: ASYNC109
+        """Send `sig` and return the exit code (fails when the child does not exit in time)."""
+        self.process.send_signal(sig)
+        return await asyncio.wait_for(self.process.wait(), timeout=timeout)
+
+    async def wait_health(
+        self,
+        predicate: Callable[[int, dict[str, Any]], bool],
+        timeout: float = 30.0,  # noqa: ASYNC109
+        what: str = "",
+    ) -> tuple[int, dict[str, Any]]:
+        """Poll GET /healthz until `predicate(status, body)` holds; the answer that did."""
+        return await wait_health(self.url, predicate, timeout, what, alive=self.still_running)
+
+    def still_running(self) -> None:
+        """Raise when the child has exited (with its log)."""
+        if self.process.returncode is not None:
+            raise AssertionError(f"bridge exited ({self.process.returncode}):\n{self.log()}")
 
     async def kill(self) -> None:
         """SIGKILL (a no-op when it already exited) and reap the child."""

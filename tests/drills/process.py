@@ -50,7 +50,7 @@ class BridgeProcess:
             if self.process is not None and self.process.returncode is not None:
                 raise AssertionError(f"bridge exited early; see {self.log_path}")
 
-        await wait_listening(self.url, timeout, alive=still_running)
+        await wait_listening(self.url, timeout, alive=still_running, started=True)
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no commit of anything in flight."""

@@ -54,7 +54,7 @@ async def run_until_exit(child: BridgeProcess) -> tuple[int, str]:
     ("extra", "named", "status"),
     [
         pytest.param(
-            {"AMOJO_CHANNEL_SECRET": "a-wrong-channel-secret-value"},
+            {"AMOJO_CHANNEL_SECRET": "0123456789abcdef0123456789abcdef01234567"},
             "AMOJO_CHANNEL_SECRET",
             "403",
             id="wrong-secret",
@@ -77,7 +77,7 @@ async def test_refused_connect_stops_with_exit_code_2(
     assert named in log
     assert status in log
     assert "Traceback" not in log
-    for secret in (CHANNEL_SECRET, "a-wrong-channel-secret-value", CRM_TOKEN):
+    for secret in (CHANNEL_SECRET, "0123456789abcdef0123456789abcdef01234567", CRM_TOKEN):
         assert secret not in log
     assert fakes.amojo.connects == []
     assert fakes.telegram.calls_of("getUpdates") == []
