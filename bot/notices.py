@@ -10,8 +10,8 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot import ids
-from bot.outbound import split_text
 from bot.queues import TELEGRAM_QUEUE
+from bot.telegram_text import split_text
 from bot.throttle import TelegramThrottle
 from bot.worker import Done, JobKind
 from storage import Job, NewJob, Repository
