@@ -137,6 +137,11 @@ class AmojoError(Exception):
         """How long a job may keep retrying this failure (None: as long as its kind allows)."""
         return AMOJO_REFUSAL_GIVE_UP_SECONDS if self.refused_signature else None
 
+    @property
+    def retry_delay(self) -> float | None:
+        """amojo's Retry-After, if it sent one."""
+        return self.retry_after
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectResult:

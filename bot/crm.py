@@ -44,6 +44,21 @@ class CrmError(Exception):
         self.body = body
         self.retry_after = retry_after
 
+    @property
+    def retryable(self) -> bool:
+        """A rate limit or a server error may pass; other statuses will not."""
+        return self.status == 429 or self.status >= 500
+
+    @property
+    def retry_delay(self) -> float | None:
+        """The usual backoff (a job never waits on the CRM's Retry-After)."""
+        return None
+
+    @property
+    def give_up_after(self) -> float | None:
+        """As long as the job's kind allows."""
+        return None
+
 
 class CrmAuthError(CrmError):
     """No usable token: the grant was refused, revoked or never made."""

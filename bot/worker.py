@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 import httpx
@@ -18,8 +19,6 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 
-from bot.amojo import AmojoError
-from bot.crm import CrmError
 from bot.limits import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS
 from bot.metrics import Metrics
 from storage import Job, NewJob, Repository, StorageError
@@ -92,6 +91,29 @@ class Decision:
     give_up_after: float | None = None
 
 
+@runtime_checkable
+class ServiceFailure(Protocol):
+    """An error of a service client that says itself whether retrying can help.
+
+    The engine never imports its clients (amojo, amoCRM): their errors carry the verdict.
+    """
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same call may succeed later."""
+        ...
+
+    @property
+    def retry_delay(self) -> float | None:
+        """How long the service asked us to wait (None: the usual backoff)."""
+        ...
+
+    @property
+    def give_up_after(self) -> float | None:
+        """How long a job may keep retrying this failure (None: as long as its kind allows)."""
+        ...
+
+
 def classify_failure(exc: Exception) -> Decision:
     """Tell transient failures (retry) from permanent ones (dead letter)."""
     match exc:
@@ -99,10 +121,8 @@ def classify_failure(exc: Exception) -> Decision:
             return Decision(True, exc.reason, exc.delay)
         case GiveUp():
             return Decision(False, exc.reason)
-        case AmojoError():
-            return Decision(exc.retryable, str(exc), exc.retry_after, exc.give_up_after)
-        case CrmError():
-            return Decision(exc.status == 429 or exc.status >= 500, str(exc))
+        case ServiceFailure():
+            return Decision(exc.retryable, str(exc), exc.retry_delay, exc.give_up_after)
         case TelegramRetryAfter():
             return Decision(True, f"Telegram flood control: {exc.message}", exc.retry_after)
         case TelegramNetworkError() | TelegramServerError():
@@ -310,7 +330,7 @@ class Worker:
         reason = decision.reason
         if decision.retry:
             reason = f"still failing after {int(age)} s: {reason}"
-        if not isinstance(exc, GiveUp | AmojoError | CrmError) and not decision.retry:
+        if not isinstance(exc, GiveUp | ServiceFailure) and not decision.retry:
             logger.error("job %d (%s) failed", job.id, job.kind, exc_info=exc)
         await self._kill(job, kind, reason)
         return "dead"
