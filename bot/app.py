@@ -34,6 +34,9 @@ from bot.deadletters import DeadLetterDesk
 from bot.files import FileLinks
 from bot.hooks import KIND_AMO_MESSAGE
 from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
+from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
+from bot.jobs.throttle import HookTraffic, TelegramThrottle
+from bot.jobs.worker import Backoff, JobKind, Worker
 from bot.metrics import Metrics
 from bot.middlewares import (
     CommitIntakeBeforeGetUpdates,
@@ -42,17 +45,14 @@ from bot.middlewares import (
     telegram_host,
 )
 from bot.notices import NoticeSender
-from bot.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.reactions import CustomerReactions, ReactionSender
 from bot.recovery import HistoryRecovery
 from bot.settings import Settings, StartupError
 from bot.staff import StaffDesk, publish_operator_menu
-from bot.throttle import HookTraffic, TelegramThrottle
 from bot.to_amojo import CustomerMessageSender
 from bot.to_telegram import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.typing_indicator import TypingIndicator, TypingRunner
 from bot.web import Listener
-from bot.worker import Backoff, JobKind, Worker
 from handlers import build_routers
 from storage import Repository, StorageError, open_repository
 

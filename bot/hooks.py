@@ -13,9 +13,9 @@ from aiohttp import web
 
 from bot import ids
 from bot.amojo import verify_hook_signature
+from bot.jobs.queues import TELEGRAM_QUEUE
+from bot.jobs.throttle import HookTraffic
 from bot.metrics import Metrics
-from bot.queues import TELEGRAM_QUEUE
-from bot.throttle import HookTraffic
 from storage import NewJob, Repository
 
 if TYPE_CHECKING:

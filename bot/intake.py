@@ -10,9 +10,9 @@ from typing import Any
 from aiogram.types import Contact, Message
 
 from bot import ids, inbound
+from bot.jobs.queues import AMOJO_QUEUE
 from bot.notices import Markup, notice_job
 from bot.phones import mask_phone, normalise_phone
-from bot.queues import AMOJO_QUEUE
 from storage import CustomerProfile, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 from bot.channel import stored_channel
+from bot.jobs.throttle import HookTraffic
 from bot.metrics import Metrics
 from bot.settings import Settings, StartupError
-from bot.throttle import HookTraffic
 from bot.web import Listener
 from storage import Repository, StorageError, open_repository
 

@@ -10,10 +10,10 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot import ids
-from bot.queues import TELEGRAM_QUEUE
+from bot.jobs.queues import TELEGRAM_QUEUE
+from bot.jobs.throttle import TelegramThrottle
+from bot.jobs.worker import Done, JobKind
 from bot.telegram_text import split_text
-from bot.throttle import TelegramThrottle
-from bot.worker import Done, JobKind
 from storage import Job, NewJob, Repository
 
 logger = logging.getLogger(__name__)

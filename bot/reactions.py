@@ -15,8 +15,8 @@ from bot import ids
 from bot.amojo import AmojoClient, AmojoError
 from bot.channel import Channel
 from bot.hooks import KIND_AMO_REACTION
-from bot.queues import AMOJO_QUEUE
-from bot.worker import Done, GiveUp, JobKind
+from bot.jobs.queues import AMOJO_QUEUE
+from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import Job, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)

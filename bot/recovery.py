@@ -20,14 +20,14 @@ from bot.amojo import AmojoClient, AmojoError
 from bot.channel import Channel
 from bot.gaps import GAP_MARGIN_SECONDS, KIND_RECOVER_GAP
 from bot.hooks import HookRejected, hook_job
+from bot.jobs.queues import RECOVERY_QUEUE
+from bot.jobs.worker import Done, GiveUp, JobKind
 from bot.limits import (
     AMOJO_HISTORY_PAGE_LIMIT,
     AMOJO_HISTORY_RATE_PER_SECOND,
     RECOVERY_MAX_PAGES,
 )
 from bot.metrics import Metrics
-from bot.queues import RECOVERY_QUEUE
-from bot.worker import Done, GiveUp, JobKind
 from storage import Gap, Job, NewJob, Repository
 from storage.repository import Transaction
 

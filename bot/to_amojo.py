@@ -9,7 +9,7 @@ from bot.amojo import AmojoClient, AmojoError
 from bot.channel import Channel
 from bot.files import FileLinks
 from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
-from bot.worker import Done, GiveUp, JobKind
+from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import Job, Repository
 from storage.repository import Transaction
 

@@ -20,6 +20,9 @@ from bot import ids
 from bot.amojo import AmojoClient
 from bot.channel import Channel
 from bot.hooks import KIND_AMO_MESSAGE
+from bot.jobs.queues import AMOJO_QUEUE
+from bot.jobs.throttle import TelegramThrottle
+from bot.jobs.worker import Done, JobKind, RetryLater
 from bot.limits import (
     AMOJO_DELIVERY_ERROR_MAX_CHARS,
     AMOJO_MEDIA_TIMEOUT_SECONDS,
@@ -29,10 +32,7 @@ from bot.limits import (
 )
 from bot.outbound import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
 from bot.phones import mask_phone, normalise_phone
-from bot.queues import AMOJO_QUEUE
-from bot.throttle import TelegramThrottle
 from bot.typing_indicator import TypingIndicator
-from bot.worker import Done, JobKind, RetryLater
 from storage import Customer, Job, MessageLink, NewJob, Repository
 from storage.repository import Transaction
 

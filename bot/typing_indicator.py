@@ -15,12 +15,12 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramFor
 
 from bot import ids
 from bot.hooks import KIND_AMO_TYPING
+from bot.jobs.worker import Done, JobKind
 from bot.limits import (
     TELEGRAM_CHAT_ACTION_SECONDS,
     TELEGRAM_TYPING_MAX_SECONDS,
     TELEGRAM_TYPING_REPEAT_SECONDS,
 )
-from bot.worker import Done, JobKind
 from storage import Job, Repository
 
 logger = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from bot.amojo import AmojoClient
 from bot.files import FileLinks
 from bot.gaps import Heartbeat
 from bot.hooks import HookReceiver
+from bot.jobs.throttle import HookTraffic
 from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings, StartupError
-from bot.throttle import HookTraffic
 from storage import Repository, StorageError
 from storage.repository import QueueStats
 

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 
 from bot.app import Bridge, create_bridge
+from bot.jobs.worker import Backoff
 from bot.settings import Settings
-from bot.worker import Backoff
 from tests.fakes.amojo import FakeAmojo
 from tests.fakes.crm import FakeCrm
 from tests.fakes.telegram import FakeTelegram

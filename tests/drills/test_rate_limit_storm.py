@@ -3,7 +3,7 @@
 Everything is still delivered exactly once and in order per conversation; every retry waits at
 least the `retry_after` the service asked for; the bridge's own pacing keeps Telegram sends
 under ~30/s in total and ~1/s sustained per chat (plus the small burst allowance of
-`bot/throttle.py`), and amoCRM requests at 7 or fewer in any second.
+`bot/jobs/throttle.py`), and amoCRM requests at 7 or fewer in any second.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.throttle import HookTraffic
+from bot.jobs.throttle import HookTraffic
 
 
 async def test_quiet_returns_at_once_when_no_hook_is_being_answered() -> None:

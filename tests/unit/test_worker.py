@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from bot.amojo import AmojoError
+from bot.jobs.worker import Backoff, Done, GiveUp, JobKind, RetryLater, Worker, classify_failure
 from bot.limits import AMOJO_REFUSAL_GIVE_UP_SECONDS
 from bot.metrics import Metrics
-from bot.worker import Backoff, Done, GiveUp, JobKind, RetryLater, Worker, classify_failure
 from storage import Job, JobState, NewJob, Repository, open_repository
 from tests.harness import wait_until
 

@@ -1,0 +1,1 @@
+"""The durable job engine under both directions: per-lane queues, retries, dead letters, pacing."""
