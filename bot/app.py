@@ -27,12 +27,12 @@ from aiogram.exceptions import (
 from aiogram.methods.base import Response
 from aiogram.types import File, Message, Update, User
 
-from bot.amojo import AmojoClient
-from bot.channel import Channel, connect_with_retry
-from bot.crm import CrmClient, build_crm_client
+from bot.amocrm.amojo import AmojoClient
+from bot.amocrm.channel import Channel, connect_with_retry
+from bot.amocrm.crm import CrmClient, build_crm_client
+from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.deadletters import DeadLetterDesk
 from bot.files import FileLinks
-from bot.hooks import KIND_AMO_MESSAGE
 from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from bot.crm import CallAttachment, Talk
+from bot.amocrm.crm import CallAttachment, Talk
 from bot.phones import MIN_PHONE_DIGITS, normalise_phone, phone_digits
 
 TALK_USAGE = "Usage: /talk <talk id>\nExample: /talk 117"

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 
-from bot.channel import stored_channel
+from bot.amocrm.channel import stored_channel
 from bot.jobs.throttle import HookTraffic
 from bot.metrics import Metrics
 from bot.settings import Settings, StartupError

@@ -12,9 +12,9 @@ from aiogram.types import MessageReactionUpdated, ReactionTypeEmoji
 from aiogram.types.reaction_type_union import ReactionTypeUnion
 
 from bot import ids
-from bot.amojo import AmojoClient, AmojoError
-from bot.channel import Channel
-from bot.hooks import KIND_AMO_REACTION
+from bot.amocrm.amojo import AmojoClient, AmojoError
+from bot.amocrm.channel import Channel
+from bot.amocrm.hooks import KIND_AMO_REACTION
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import Job, MessageLink, NewJob, Repository

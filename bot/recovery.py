@@ -16,10 +16,10 @@ from typing import Any
 from aiolimiter import AsyncLimiter
 
 from bot import ids
-from bot.amojo import AmojoClient, AmojoError
-from bot.channel import Channel
+from bot.amocrm.amojo import AmojoClient, AmojoError
+from bot.amocrm.channel import Channel
+from bot.amocrm.hooks import HookRejected, hook_job
 from bot.gaps import GAP_MARGIN_SECONDS, KIND_RECOVER_GAP
-from bot.hooks import HookRejected, hook_job
 from bot.jobs.queues import RECOVERY_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind
 from bot.limits import (

@@ -12,8 +12,8 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, BotCommandScopeChat
 
 from bot import commands, ids
+from bot.amocrm.crm import CrmClient, CrmError, NewCall
 from bot.commands import UsageError, format_age
-from bot.crm import CrmClient, CrmError, NewCall
 from bot.settings import Settings
 from storage import Gap, Repository
 from storage.crm import AuditEntry, record_audit

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.amojo import AmojoClient, AmojoError
-from bot.channel import Channel
+from bot.amocrm.amojo import AmojoClient, AmojoError
+from bot.amocrm.channel import Channel
 from bot.files import FileLinks
 from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
 from bot.jobs.worker import Done, GiveUp, JobKind

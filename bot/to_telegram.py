@@ -17,9 +17,9 @@ from aiogram.exceptions import (
 from aiogram.types import BufferedInputFile, Message, ReplyParameters
 
 from bot import ids
-from bot.amojo import AmojoClient
-from bot.channel import Channel
-from bot.hooks import KIND_AMO_MESSAGE
+from bot.amocrm.amojo import AmojoClient
+from bot.amocrm.channel import Channel
+from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.throttle import TelegramThrottle
 from bot.jobs.worker import Done, JobKind, RetryLater

@@ -14,7 +14,7 @@ from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 
 from bot import ids
-from bot.hooks import KIND_AMO_TYPING
+from bot.amocrm.hooks import KIND_AMO_TYPING
 from bot.jobs.worker import Done, JobKind
 from bot.limits import (
     TELEGRAM_CHAT_ACTION_SECONDS,

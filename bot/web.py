@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 from aiohttp import ClientError, web
 
-from bot.amojo import AmojoClient
+from bot.amocrm.amojo import AmojoClient
+from bot.amocrm.hooks import HookReceiver
 from bot.files import FileLinks
 from bot.gaps import Heartbeat
-from bot.hooks import HookReceiver
 from bot.jobs.throttle import HookTraffic
 from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
 from bot.metrics import CONTENT_TYPE, Metrics
@@ -26,7 +26,7 @@ from storage.repository import QueueStats
 if TYPE_CHECKING:
     from aiogram import Bot
 
-    from bot.channel import Channel
+    from bot.amocrm.channel import Channel
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
-from bot.amojo import AmojoClient, encode_body, http_date, signed_headers
+from bot.amocrm.amojo import AmojoClient, encode_body, http_date, signed_headers
 
 SECRET = "f2d7f8704eff95087ed45b23ba99c0b5aac8278e"
 PATH = "/v2/origin/custom/scope"

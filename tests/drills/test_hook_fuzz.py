@@ -17,9 +17,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.amojo import hook_signature
-from bot.channel import Channel
-from bot.hooks import HookReceiver
+from bot.amocrm.amojo import hook_signature
+from bot.amocrm.channel import Channel
+from bot.amocrm.hooks import HookReceiver
 from bot.metrics import Metrics
 from storage import open_repository
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from bot.amojo import content_md5, request_signature
+from bot.amocrm.amojo import content_md5, request_signature
 from tests.fakes.factories import make_photo, private_message_update
 from tests.harness import CHANNEL_SECRET, Fakes, RunningBridge
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import bot.to_telegram
-from bot.hooks import KIND_AMO_MESSAGE
+from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.intake import KIND_NEW_MESSAGE
 from storage import JobState
 from storage.crm import audit_entries

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.channel import Channel
-from bot.hooks import HookNotStored, HookReceiver
+from bot.amocrm.channel import Channel
+from bot.amocrm.hooks import HookNotStored, HookReceiver
 from bot.metrics import Metrics
 from storage import JobState, NewJob, open_repository
 from storage.crm import audit_entries

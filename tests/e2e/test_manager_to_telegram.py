@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import bot.to_telegram
-from bot.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
+from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
 from storage import JobState
 from tests.fakes.amojo import AUTO
 from tests.fakes.factories import (

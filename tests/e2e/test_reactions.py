@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.hooks import KIND_AMO_REACTION
+from bot.amocrm.hooks import KIND_AMO_REACTION
 from bot.reactions import KIND_CUSTOMER_REACTION
 from storage import JobState
 from tests.fakes.factories import make_reaction, make_update, private_message_update

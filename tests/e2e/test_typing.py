@@ -6,7 +6,7 @@ import itertools
 import time
 from typing import Any
 
-from bot.hooks import KIND_AMO_TYPING
+from bot.amocrm.hooks import KIND_AMO_TYPING
 from storage import JobState
 from tests.fakes.factories import private_message_update
 from tests.fakes.telegram import RecordedCall

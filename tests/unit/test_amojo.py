@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.amojo import (
+from bot.amocrm.amojo import (
     AmojoAnswer,
     AmojoClient,
     content_md5,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.amocrm.crm import CallAttachment, Talk
 from bot.commands import (
     CallCommand,
     CloseCommand,
@@ -16,7 +17,6 @@ from bot.commands import (
     parse_duration,
     parse_talk,
 )
-from bot.crm import CallAttachment, Talk
 
 BASE = "https://example.amocrm.ru"
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bot.crm import (
+from bot.amocrm.crm import (
     CrmAuthError,
     CrmClient,
     CrmError,

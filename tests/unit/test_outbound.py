@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiogram.types import InlineKeyboardMarkup, ReplyKeyboardMarkup
 
-from bot.hooks import (
+from bot.amocrm.hooks import (
     KIND_AMO_MESSAGE,
     KIND_AMO_REACTION,
     KIND_AMO_TYPING,

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.amojo import AmojoError
+from bot.amocrm.amojo import AmojoError
 from bot.jobs.worker import Backoff, Done, GiveUp, JobKind, RetryLater, Worker, classify_failure
 from bot.limits import AMOJO_REFUSAL_GIVE_UP_SECONDS
 from bot.metrics import Metrics

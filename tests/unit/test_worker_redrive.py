@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.amojo import AmojoError
+from bot.amocrm.amojo import AmojoError
 from bot.jobs.worker import Backoff, Done, JobKind, Worker
 from bot.metrics import Metrics
 from storage import Job, JobState, NewJob, Repository, open_repository

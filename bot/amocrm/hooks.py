@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot import ids
-from bot.amojo import verify_hook_signature
+from bot.amocrm.amojo import verify_hook_signature
 from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic
 from bot.metrics import Metrics
 from storage import NewJob, Repository
 
 if TYPE_CHECKING:
-    from bot.channel import Channel
+    from bot.amocrm.channel import Channel
 
 logger = logging.getLogger(__name__)
 

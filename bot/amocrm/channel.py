@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import aiohttp
 import httpx
 
-from bot.amojo import AmojoClient, AmojoError
-from bot.crm import CrmAuthError, CrmClient, CrmError
+from bot.amocrm.amojo import AmojoClient, AmojoError
+from bot.amocrm.crm import CrmAuthError, CrmClient, CrmError
 from bot.health import AMOCRM, AMOJO, describe_exception
 from bot.settings import Settings, StartupError
 from storage import Repository
