@@ -31,9 +31,10 @@ from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel, connect_with_retry
 from bot.amocrm.crm import CrmClient, build_crm_client
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
+from bot.customer.files import FileLinks
+from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
+from bot.customer.sender import CustomerMessageSender
 from bot.deadletters import DeadLetterDesk
-from bot.files import FileLinks
-from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
 from bot.jobs.worker import Backoff, JobKind, Worker
@@ -49,7 +50,6 @@ from bot.reactions import CustomerReactions, ReactionSender
 from bot.recovery import HistoryRecovery
 from bot.settings import Settings, StartupError
 from bot.staff import StaffDesk, publish_operator_menu
-from bot.to_amojo import CustomerMessageSender
 from bot.to_telegram import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.typing_indicator import TypingIndicator, TypingRunner
 from bot.web import Listener

@@ -25,8 +25,8 @@ from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject, Update
 
+from bot.customer.intake import Intake
 from bot.health import TELEGRAM
-from bot.intake import Intake
 from bot.metrics import Metrics
 from storage import StorageError
 

@@ -12,7 +12,7 @@ from aiogram.types import (
     Update,
 )
 
-from bot.intake import Intake, is_own_contact
+from bot.customer.intake import Intake, is_own_contact
 from bot.texts import text
 from handlers.filters import HasContact, PrivateChat
 

@@ -8,7 +8,7 @@ import pytest
 
 import bot.to_telegram
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
-from bot.intake import KIND_NEW_MESSAGE
+from bot.customer.intake import KIND_NEW_MESSAGE
 from storage import JobState
 from storage.crm import audit_entries
 from tests.fakes.factories import private_message_update

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.intake import KIND_NEW_MESSAGE
+from bot.customer.intake import KIND_NEW_MESSAGE
 from storage import JobState
 from tests.fakes.factories import private_message_update
 from tests.harness import BridgeFactory, BridgeProcess, Fakes, spawn_bridge, wait_until

@@ -7,8 +7,8 @@ from typing import Any
 
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
-from bot.files import FileLinks
-from bot.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
+from bot.customer.files import FileLinks
+from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
 from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import Job, Repository
 from storage.repository import Transaction

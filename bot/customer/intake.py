@@ -9,7 +9,8 @@ from typing import Any
 
 from aiogram.types import Contact, Message
 
-from bot import ids, inbound
+from bot import ids
+from bot.customer import mapping
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.notices import Markup, notice_job
 from bot.phones import mask_phone, normalise_phone
@@ -29,7 +30,7 @@ def is_own_contact(message: Message) -> bool:
 
 
 def amojo_job(
-    kind: str, chat_id: int, dedup_key: str, payload: dict[str, Any], content: inbound.Content
+    kind: str, chat_id: int, dedup_key: str, payload: dict[str, Any], content: mapping.Content
 ) -> NewJob:
     """A job that sends one amojo event for a chat (its media link is made at send time)."""
     return NewJob(
@@ -112,7 +113,7 @@ class Intake:
         self._batch.customers[message.chat.id] = CustomerProfile(
             chat_id=message.chat.id,
             user_id=user.id,
-            name=inbound.sender_name(user),
+            name=mapping.sender_name(user),
             username=user.username,
             language_code=user.language_code,
             message_at=message.date.timestamp(),
@@ -127,11 +128,11 @@ class Intake:
             quoted = message.reply_to_message.message_id
             link = await self.repo.get_link(chat_id, quoted)
             if link is not None:
-                reply_to = inbound.reply_reference(link.our_msgid, link.amo_message_id)
+                reply_to = mapping.reply_reference(link.our_msgid, link.amo_message_id)
             else:
-                reply_to = inbound.reply_reference(ids.message_id(chat_id, quoted), None)
-        content = inbound.message_content(message)
-        payload = inbound.new_message_payload(message, content, reply_to)
+                reply_to = mapping.reply_reference(ids.message_id(chat_id, quoted), None)
+        content = mapping.message_content(message)
+        payload = mapping.new_message_payload(message, content, reply_to)
         job = amojo_job(
             KIND_NEW_MESSAGE, chat_id, f"in:{chat_id}:{message.message_id}", payload, content
         )
@@ -146,7 +147,7 @@ class Intake:
             tg_message_id=message.message_id,
             direction="in",
             our_msgid=payload["msgid"],
-            content_hash=inbound.content_hash(message),
+            content_hash=mapping.content_hash(message),
         )
 
     @staticmethod
@@ -174,7 +175,7 @@ class Intake:
         await self.flush()  # the edited message may be in this very batch
         chat_id = message.chat.id
         link = await self.repo.get_link(chat_id, message.message_id)
-        new_hash = inbound.content_hash(message)
+        new_hash = mapping.content_hash(message)
         if link is not None and link.content_hash == new_hash:
             return
         if link is None:
@@ -185,13 +186,13 @@ class Intake:
             )
             await self.record_message(message)
             return
-        content = inbound.message_content(message)
+        content = mapping.message_content(message)
         self._touch_customer(message)
         job = amojo_job(
             KIND_EDIT_MESSAGE,
             chat_id,
             f"edit:{chat_id}:{message.message_id}:u{update_id}",
-            inbound.edit_message_payload(message, content),
+            mapping.edit_message_payload(message, content),
             content,
         )
         self._batch.jobs.append(job)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiogram.types import Message
 
-from bot.inbound import content_hash, message_content, new_message_payload, reply_reference
+from bot.customer.mapping import content_hash, message_content, new_message_payload, reply_reference
 from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
 from tests.fakes.factories import (
     make_contact,
