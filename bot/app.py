@@ -38,6 +38,9 @@ from bot.deadletters import DeadLetterDesk
 from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
 from bot.jobs.worker import Backoff, JobKind, Worker
+from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
+from bot.manager.recovery import HistoryRecovery
+from bot.manager.typing_indicator import TypingIndicator, TypingRunner
 from bot.metrics import Metrics
 from bot.middlewares import (
     CommitIntakeBeforeGetUpdates,
@@ -47,11 +50,8 @@ from bot.middlewares import (
 )
 from bot.notices import NoticeSender
 from bot.reactions import CustomerReactions, ReactionSender
-from bot.recovery import HistoryRecovery
 from bot.settings import Settings, StartupError
 from bot.staff import StaffDesk, publish_operator_menu
-from bot.to_telegram import DeliveryStatusReporter, ManagerMessageDelivery
-from bot.typing_indicator import TypingIndicator, TypingRunner
 from bot.web import Listener
 from handlers import build_routers
 from storage import Repository, StorageError, open_repository

@@ -15,9 +15,9 @@ from aiohttp import ClientError, web
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.hooks import HookReceiver
 from bot.customer.files import FileLinks
-from bot.gaps import Heartbeat
 from bot.jobs.throttle import HookTraffic
 from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
+from bot.manager.gaps import Heartbeat
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings, StartupError
 from storage import Repository, StorageError

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-import bot.to_telegram
+import bot.manager.delivery
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.customer.intake import KIND_NEW_MESSAGE
 from storage import JobState
@@ -44,7 +44,7 @@ async def start(bridges: BridgeFactory) -> RunningBridge:
 async def test_dead_manager_message_is_listed_and_redriven_once(
     fakes: Fakes, bridges: BridgeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bot.to_telegram, "DELIVERY_GIVE_UP_SECONDS", 0.3)
+    monkeypatch.setattr(bot.manager.delivery, "DELIVERY_GIVE_UP_SECONDS", 0.3)
     bridge = await start(bridges)
     operator = Operator(fakes)
     fakes.telegram.push_update(private_message_update(801, 1, text="Здравствуйте"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import bot.to_telegram
+import bot.manager.delivery
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
 from storage import JobState
 from tests.fakes.amojo import AUTO
@@ -200,7 +200,7 @@ async def test_other_permanent_error_is_reported_905_with_reason(
 async def test_undeliverable_for_an_hour_is_reported_905(
     fakes: Fakes, bridges: BridgeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bot.to_telegram, "DELIVERY_GIVE_UP_SECONDS", 1.0)
+    monkeypatch.setattr(bot.manager.delivery, "DELIVERY_GIVE_UP_SECONDS", 1.0)
     bridge = await bridges.start()
     await customer_says(fakes, 609, 1)
     fakes.telegram.fail("sendMessage", status=502, times=10_000, chat_id=609)

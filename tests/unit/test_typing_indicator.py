@@ -9,7 +9,7 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.typing_indicator import TypingIndicator
+from bot.manager.typing_indicator import TypingIndicator
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, wait_until
 

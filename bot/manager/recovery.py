@@ -1,6 +1,6 @@
 """Recovery of manager messages whose hook was missed: read amojo's chat history after a gap.
 
-A gap job (bot/gaps.py) fans out into one job per conversation with recent customer activity;
+A gap job (gaps.py) fans out into one job per conversation with recent customer activity;
 each reads that chat's history (spec §5.3, newest first, 50 a page) back to the gap's start and
 stores every message addressed to the customer, sent inside the gap, exactly as if its hook had
 arrived: same job, same dedup key (`hook:{amo id}`), so a message that came both ways is
@@ -19,7 +19,6 @@ from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import HookRejected, hook_job
-from bot.gaps import GAP_MARGIN_SECONDS, KIND_RECOVER_GAP
 from bot.jobs.queues import RECOVERY_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind
 from bot.limits import (
@@ -27,6 +26,7 @@ from bot.limits import (
     AMOJO_HISTORY_RATE_PER_SECOND,
     RECOVERY_MAX_PAGES,
 )
+from bot.manager.gaps import GAP_MARGIN_SECONDS, KIND_RECOVER_GAP
 from bot.metrics import Metrics
 from storage import Gap, Job, NewJob, Repository
 from storage.repository import Transaction

@@ -2,7 +2,7 @@
 
 amojo sends each hook once and never again (spec §3.1). Any interval in which the listener
 could not take and store hooks is a gap; each gap becomes a durable recovery job that reads
-amojo's chat history (bot/recovery.py). Kept free of aiogram: a restart records its gap and
+amojo's chat history (bot/manager/recovery.py). Kept free of aiogram: a restart records its gap and
 takes hooks before the slow imports.
 """
 

@@ -30,9 +30,9 @@ from bot.limits import (
     TELEGRAM_PHOTO_UPLOAD_LIMIT,
     TELEGRAM_UPLOAD_LIMIT,
 )
-from bot.outbound import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
+from bot.manager.mapping import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
+from bot.manager.typing_indicator import TypingIndicator
 from bot.phones import mask_phone, normalise_phone
-from bot.typing_indicator import TypingIndicator
 from storage import Customer, Job, MessageLink, NewJob, Repository
 from storage.repository import Transaction
 

@@ -1,0 +1,1 @@
+"""amoCRM → Telegram: map a hook, deliver it, report its status, typing, recover missed hooks."""
