@@ -34,7 +34,6 @@ from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.customer.sender import CustomerMessageSender
-from bot.deadletters import DeadLetterDesk
 from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
 from bot.jobs.worker import Backoff, JobKind, Worker
@@ -51,7 +50,8 @@ from bot.middlewares import (
 from bot.notices import NoticeSender
 from bot.reactions import CustomerReactions, ReactionSender
 from bot.settings import Settings, StartupError
-from bot.staff import StaffDesk, publish_operator_menu
+from bot.staff.dead_letters import DeadLetterDesk
+from bot.staff.desk import StaffDesk, publish_operator_menu
 from bot.web import Listener
 from handlers import build_routers
 from storage import Repository, StorageError, open_repository

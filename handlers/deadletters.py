@@ -6,8 +6,8 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.deadletters import Caller, DeadLetterDesk
 from bot.notices import answer_later
+from bot.staff.dead_letters import Caller, DeadLetterDesk
 from handlers.filters import OwnNewMessage, PrivateChat
 from handlers.operator import IsOperator
 from storage import Repository

@@ -8,10 +8,10 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
-from bot.commands import is_unknown_command, unknown_command_text
 from bot.notices import answer_later
 from bot.settings import Settings
-from bot.staff import Invocation, StaffDesk
+from bot.staff.commands import is_unknown_command, unknown_command_text
+from bot.staff.desk import Invocation, StaffDesk
 from handlers.filters import OwnNewMessage, PrivateChat
 from storage import Repository
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.amocrm.crm import CallAttachment, Talk
-from bot.commands import (
+from bot.staff.commands import (
     CallCommand,
     CloseCommand,
     UsageError,

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bot.commands import format_age
 from bot.metrics import Metrics
+from bot.staff.commands import format_age
 from storage import Job, JobState, Repository
 from storage.crm import AuditEntry, record_audit
 

@@ -11,10 +11,11 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, BotCommandScopeChat
 
-from bot import commands, ids
+from bot import ids
 from bot.amocrm.crm import CrmClient, CrmError, NewCall
-from bot.commands import UsageError, format_age
 from bot.settings import Settings
+from bot.staff import commands
+from bot.staff.commands import UsageError, format_age
 from storage import Gap, Repository
 from storage.crm import AuditEntry, record_audit
 
