@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ CHANNEL_SECRET = "f2d7f8704eff95087ed45b23ba99c0b5aac8278e"
 ACCOUNT_ID = "52e591f7-c98f-4255-8495-827210138c81"
 CRM_TOKEN = "crm-long-lived-token"
 FAST_BACKOFF = Backoff(base=0.05, cap=0.5)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -226,13 +228,31 @@ async def started_fakes() -> AsyncIterator[Fakes]:
         yield Fakes(telegram=telegram, amojo=amojo, crm=crm)
 
 
-@dataclass(slots=True)
 class BridgeProcess:
-    """`python -m bot` as a real child process (for kill -9 and exit-code tests)."""
+    """`python -m bot` as a real child process, restartable on the same database and port.
 
-    process: asyncio.subprocess.Process
-    port: int
-    log_path: Path
+    The child gets only the bridge's environment and runs in the database's directory, so no
+    developer `.env` leaks in.
+    """
+
+    def __init__(self, fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> None:
+        port = free_port()
+        self.port = int(extra.get("HTTP_PORT", port))
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(ROOT),
+            **bridge_env(fakes, db_path, port, **extra),
+        }
+        self.cwd = db_path.parent
+        self.log_path = log_path
+        self._process: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        """The current child."""
+        assert self._process is not None, "not spawned"
+        return self._process
 
     @property
     def url(self) -> str:
@@ -240,26 +260,41 @@ class BridgeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        """Everything the child wrote to stderr so far."""
+        """Everything the children wrote to stderr so far."""
         return self.log_path.read_text(errors="replace")
+
+    async def spawn(self) -> None:
+        """Start a child (the previous one must have exited)."""
+        assert self._process is None or self._process.returncode is not None, "still running"
+        with self.log_path.open("ab") as log:
+            if self.starts:
+                log.write(f"--- start {self.starts}\n".encode())
+                log.flush()
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                env=self.env,
+                cwd=self.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        self.starts += 1
+
+    async def start(self, *, timeout: float = 90.0) -> None:  # noqa: ASYNC109
+        """Spawn a child and wait until its start-up is over (hooks taken, polling)."""
+        await self.spawn()
+        await wait_listening(self.url, timeout, alive=self.still_running, started=True)
+
+    def still_running(self) -> None:
+        """Raise when the child has exited (with its log)."""
+        if self.process.returncode is not None:
+            raise AssertionError(f"bridge exited ({self.process.returncode}):\n{self.log()}")
 
     async def wait_healthy(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Wait until GET /healthz answers 200 (the child is connected and polling)."""
-
-        def still_running() -> None:
-            if self.process.returncode is not None:
-                raise AssertionError(f"bridge exited early:\n{self.log()}")
-
-        await wait_listening(self.url, timeout, statuses=(200,), alive=still_running)
-
-    async def wait_exit(self, timeout: float = 60.0) -> int:  # noqa: ASYNC109
-        """The child's exit code, once it exits by itself."""
-        return await asyncio.wait_for(self.process.wait(), timeout=timeout)
-
-    async def stop_with(self, sig: int, timeout: float = 15.0) -> int:  # noqa: ASYNC109
-        """Send `sig` and return the exit code (fails when the child does not exit in time)."""
-        self.process.send_signal(sig)
-        return await asyncio.wait_for(self.process.wait(), timeout=timeout)
+        await wait_listening(self.url, timeout, statuses=(200,), alive=self.still_running)
 
     async def wait_health(
         self,
@@ -270,31 +305,30 @@ class BridgeProcess:
         """Poll GET /healthz until `predicate(status, body)` holds; the answer that did."""
         return await wait_health(self.url, predicate, timeout, what, alive=self.still_running)
 
-    def still_running(self) -> None:
-        """Raise when the child has exited (with its log)."""
-        if self.process.returncode is not None:
-            raise AssertionError(f"bridge exited ({self.process.returncode}):\n{self.log()}")
+    async def wait_exit(self, timeout: float = 60.0) -> int:  # noqa: ASYNC109
+        """The child's exit code, once it exits by itself."""
+        return await asyncio.wait_for(self.process.wait(), timeout=timeout)
+
+    async def stop_with(self, sig: int, timeout: float = 15.0) -> int:  # noqa: ASYNC109
+        """Send `sig` and return the exit code (fails when the child does not exit in time)."""
+        self.process.send_signal(sig)
+        return await asyncio.wait_for(self.process.wait(), timeout=timeout)
+
+    async def terminate(self, *, timeout: float = 15.0) -> int:  # noqa: ASYNC109
+        """SIGTERM and the exit code."""
+        return await self.stop_with(signal.SIGTERM, timeout)
 
     async def kill(self) -> None:
         """SIGKILL (a no-op when it already exited) and reap the child."""
-        if self.process.returncode is None:
-            self.process.kill()
-        await asyncio.wait_for(self.process.wait(), timeout=15)
+        if self._process is None:
+            return
+        if self._process.returncode is None:
+            self._process.kill()
+        await asyncio.wait_for(self._process.wait(), timeout=15)
 
 
 async def spawn_bridge(fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> BridgeProcess:
-    """Start `python -m bot` on a fresh port with only the bridge's environment."""
-    port = free_port()
-    env = {"PATH": os.environ.get("PATH", ""), **bridge_env(fakes, db_path, port, **extra)}
-    with log_path.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            env=env,
-            cwd=db_path.parent,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    return BridgeProcess(process=process, port=port, log_path=log_path)
+    """Start `python -m bot` on a fresh port (without waiting for it)."""
+    child = BridgeProcess(fakes, db_path, log_path, **extra)
+    await child.spawn()
+    return child

@@ -1,4 +1,4 @@
-"""The bridge as a real process (`python -m bot`) against the in-test fakes, for drills."""
+"""Bridges forked from a zygote that has imported the bridge already (fast kill -9 loops)."""
 
 from __future__ import annotations
 
@@ -8,71 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.harness import Fakes, bridge_env, free_port, wait_listening
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class BridgeProcess:
-    """One `python -m bot` process; restartable on the same database and port."""
-
-    def __init__(self, fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, **bridge_env(fakes, db_path, self.port, **extra)}
-        self.env["PYTHONPATH"] = str(ROOT)
-        self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        """The listener's base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, *, timeout: float = 90.0) -> None:  # noqa: ASYNC109
-        """Spawn the process and wait until /healthz answers."""
-        with self.log_path.open("ab") as log:
-            log.write(f"--- start {self.starts}\n".encode())
-            log.flush()
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                cwd=ROOT,
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        self.starts += 1
-
-        def still_running() -> None:
-            if self.process is not None and self.process.returncode is not None:
-                raise AssertionError(f"bridge exited early; see {self.log_path}")
-
-        await wait_listening(self.url, timeout, alive=still_running, started=True)
-
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no commit of anything in flight."""
-        assert self.process is not None
-        self.process.kill()
-        await self.process.wait()
-
-    async def terminate(self, *, timeout: float = 15.0) -> int:  # noqa: ASYNC109
-        """SIGTERM and the exit code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.process.wait(), timeout)
-
-    async def stop(self) -> None:
-        """Make sure the process is gone (test teardown)."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-    def log(self) -> str:
-        """Everything the process wrote."""
-        return self.log_path.read_text(errors="replace")
+from tests.harness import ROOT, Fakes, bridge_env, free_port, wait_listening
 
 
 class ForkedBridges:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.drills.process import BridgeProcess
 from tests.fakes.factories import private_message_update
-from tests.harness import Fakes, wait_until
+from tests.harness import BridgeProcess, Fakes, wait_until
 
 
 @pytest.fixture
@@ -21,7 +20,7 @@ async def process(fakes: Fakes, tmp_path: Path) -> AsyncIterator[BridgeProcess]:
     try:
         yield proc
     finally:
-        await proc.stop()
+        await proc.kill()
 
 
 def job_states(db_path: Path) -> list[str]:
