@@ -109,8 +109,10 @@ async def healthz(request: web.Request) -> web.Response:
         try:
             queues = await queue_report(deps.repo, deps.metrics)
             recent_dead = await deps.repo.count_dead_since(time.time() - HEALTH_RECENT_DEAD_SECONDS)
-        except StorageError as exc:
-            failing.append(f"database error: {exc}")
+        except StorageError:
+            # The raw text may name paths and queries: it goes to the log, not to the network.
+            logger.exception("healthz: database error")
+            failing.append("database error (see the bridge's log)")
         else:
             if recent_dead:
                 degraded.append(
@@ -173,13 +175,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     if not file.file_path:
         raise web.HTTPBadGateway(text="Telegram did not give the file")
     url = bot.session.api.file_url(bot.token, file.file_path)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": ref.mime_type,
-            "Content-Disposition": f"inline; filename*=UTF-8''{quote(ref.file_name)}",
-            "Cache-Control": "private, max-age=3600",
-        }
-    )
+    response = web.StreamResponse(headers=file_headers(ref.mime_type, ref.file_name))
     if file.file_size:
         response.content_length = file.file_size
     try:
@@ -199,6 +195,45 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         raise
     await response.write_eof()
     return response
+
+
+# Served inline (amoCRM previews them); anything else is a download. A customer's file must
+# never run as a page on the bridge's origin: an HTML or SVG "document" would be script there.
+INLINE_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "video/mp4",
+        "video/quicktime",
+        "video/webm",
+        "audio/ogg",
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/x-m4a",
+        "audio/wav",
+        "application/pdf",
+        "text/plain",
+    }
+)
+
+
+def file_headers(mime_type: str, file_name: str) -> dict[str, str]:
+    """Headers of a file link: safe types inline, the rest as attachment; never sniffed."""
+    media_type = mime_type.split(";", 1)[0].strip().lower()
+    safe = media_type in INLINE_TYPES
+    content_type = media_type if safe else "application/octet-stream"
+    if media_type == "text/plain":
+        content_type = "text/plain; charset=utf-8"
+    disposition = "inline" if safe else "attachment"
+    return {
+        "Content-Type": content_type,
+        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(file_name)}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Cache-Control": "private, max-age=3600",
+    }
 
 
 def build_web_app(deps: WebDeps) -> web.Application:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from bot.amocrm.amojo import content_md5, request_signature
 from tests.fakes.factories import make_photo, private_message_update
@@ -53,4 +54,38 @@ async def test_photo_link_serves_the_telegram_bytes(fakes: Fakes, bridge: Runnin
     assert "TEST-token" not in link and "123456" not in link
     async with aiohttp.ClientSession() as http, http.get(link) as response:
         assert response.status == 200
+        assert await response.read() == content
+
+
+@pytest.mark.parametrize(
+    ("mime_type", "served_as", "disposition"),
+    [
+        ("text/html", "application/octet-stream", "attachment"),
+        ("image/svg+xml", "application/octet-stream", "attachment"),
+        ("application/pdf", "application/pdf", "inline"),
+        ("image/png", "image/png", "inline"),
+    ],
+)
+async def test_file_links_never_serve_a_customer_file_as_a_page(
+    fakes: Fakes, bridge: RunningBridge, mime_type: str, served_as: str, disposition: str
+) -> None:
+    content = b"<html><script>alert(document.cookie)</script></html>"
+    file_id, unique_id = fakes.telegram.add_file(content)
+    document = {
+        "file_id": file_id,
+        "file_unique_id": unique_id,
+        "file_name": "invoice.html",
+        "mime_type": mime_type,
+        "file_size": len(content),
+    }
+    fakes.telegram.push_update(private_message_update(503, 12, document=document))
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="document")
+
+    link = fakes.amojo.messages[0]["message"]["media"]
+    async with aiohttp.ClientSession() as http, http.get(link) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].split(";")[0] == served_as
+        assert response.headers["Content-Disposition"].startswith(disposition)
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "sandbox" in response.headers["Content-Security-Policy"]
         assert await response.read() == content
