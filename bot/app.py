@@ -38,6 +38,7 @@ from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
 from bot.jobs.worker import Backoff, JobKind, Worker
 from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
+from bot.manager.media import MediaPolicy
 from bot.manager.recovery import HistoryRecovery
 from bot.manager.typing_indicator import TypingIndicator, TypingRunner
 from bot.metrics import Metrics
@@ -357,6 +358,7 @@ async def create_bridge(
         time_window=settings.TIME_WINDOW_SECONDS,
         media_transport=transports.media,
         typing=typing_indicator,
+        media_policy=MediaPolicy(settings.media_hosts, settings.MEDIA_ALLOWED_HOSTS),
     )
     telegram_kinds.update(delivery.kinds())
     amojo_kinds.update(DeliveryStatusReporter(amojo, channel).kinds())

@@ -51,6 +51,8 @@ PLACEHOLDER_HOSTS = {
 _BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]+")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _CHANNEL_SECRET = re.compile(r"[0-9a-f]{40}", re.IGNORECASE)
+DEFAULT_MEDIA_HOSTS = (".amocrm.ru", ".amocrm.com", ".kommo.com")
+_HOST_SUFFIX = re.compile(r"\.?[a-z0-9-]+(\.[a-z0-9-]+)*", re.IGNORECASE)
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 PLACEHOLDER = "is still the placeholder copied from .env.example"
 
@@ -218,6 +220,8 @@ class Settings(BaseSettings):
     CALL_SOURCE: str = Field(default="telegram-bridge", min_length=1)
     TIMEZONE: str = "UTC"
     RECOVERY_LOOKBACK_DAYS: int = Field(default=7, ge=1, le=365)
+    # Host suffixes manager media may come from, besides the hosts of AMOJO_/AMOCRM_BASE_URL.
+    MEDIA_ALLOWED_HOSTS: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MEDIA_HOSTS
     LOG_LEVEL: str = "INFO"
 
     @model_validator(mode="wrap")
@@ -247,6 +251,20 @@ class Settings(BaseSettings):
                 return frozenset(int(part) for part in parts if part)
             except ValueError:
                 raise ValueError("must be comma-separated Telegram user ids") from None
+        return value
+
+    @field_validator("MEDIA_ALLOWED_HOSTS", mode="before")
+    @classmethod
+    def _parse_media_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            hosts = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+            bad = [host for host in hosts if not _HOST_SUFFIX.fullmatch(host)]
+            if bad:
+                raise ValueError(
+                    "must be comma-separated host names or suffixes like .amocrm.ru "
+                    "(no scheme, port or path)"
+                )
+            return hosts
         return value
 
     @field_validator("LOG_LEVEL")
@@ -330,6 +348,11 @@ class Settings(BaseSettings):
     def public_base_url(self) -> str:
         """Public listener base without a trailing slash."""
         return _strip_slash(str(self.PUBLIC_BASE_URL))
+
+    @property
+    def media_hosts(self) -> set[str]:
+        """The configured amoCRM hosts: media from them is always fetched."""
+        return {url.host for url in (self.AMOJO_BASE_URL, self.AMOCRM_BASE_URL) if url.host}
 
     @property
     def uses_oauth(self) -> bool:

@@ -31,6 +31,7 @@ from bot.limits import (
     TELEGRAM_UPLOAD_LIMIT,
 )
 from bot.manager.mapping import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
+from bot.manager.media import MAX_REDIRECTS, MediaPolicy, MediaRefused
 from bot.manager.typing_indicator import TypingIndicator
 from bot.phones import mask_phone, normalise_phone
 from storage import Customer, Job, MessageLink, NewJob, Repository
@@ -129,16 +130,19 @@ class ManagerMessageDelivery:
         time_window: int = 0,
         media_transport: httpx.AsyncBaseTransport | None = None,
         typing: TypingIndicator | None = None,
+        media_policy: MediaPolicy | None = None,
     ) -> None:
         self.bot = bot
         self.typing = typing
         self.repo = repo
         self.throttle = throttle
         self.time_window = time_window
+        self.media_policy = media_policy or MediaPolicy((), ())
+        # Redirects are followed by hand: each hop is checked against the media policy.
         self._http = httpx.AsyncClient(
             transport=media_transport,
             timeout=AMOJO_MEDIA_TIMEOUT_SECONDS,
-            follow_redirects=True,
+            follow_redirects=False,
             headers={"User-Agent": "tg-amocrm-bridge"},
         )
 
@@ -239,11 +243,12 @@ class ManagerMessageDelivery:
             if link.direction == "out" and link.chat_id == chat_id
         ]
         reply_to = await self._reply_target(message, chat_id)
+        media_refused: str | None = None
         for index in range(len(done), len(parts)):
             markup = buttons.keyboard if index == len(parts) - 1 else None
             reply = reply_to if index == 0 else None
             try:
-                sent = await self._send_part(chat_id, message, parts[index], markup, reply)
+                sent, refused = await self._send_part(chat_id, message, parts[index], markup, reply)
             except TelegramForbiddenError as exc:
                 return self._failed_blocked(message, chat_id, exc.message)
             except TelegramBadRequest as exc:
@@ -263,6 +268,8 @@ class ManagerMessageDelivery:
                         )
                     ]
                 )
+            if refused is not None:
+                media_refused = refused
         logger.info(
             "message %s delivered to chat %d in %d part(s)", message.amo_id, chat_id, len(parts)
         )
@@ -276,7 +283,15 @@ class ManagerMessageDelivery:
                     chat_id, message.conversation_amo_id, message.receiver_amo_id
                 )
 
-        return Done(followups=[status_job(message.amo_id, DELIVERED)], record=record)
+        status = status_job(message.amo_id, DELIVERED)
+        if media_refused is not None:
+            status = status_job(
+                message.amo_id,
+                FAILED,
+                ERROR_OTHER,
+                f"The file was not sent ({media_refused}); the customer got the text.",
+            )
+        return Done(followups=[status], record=record)
 
     def _failed_blocked(self, message: ManagerMessage, chat_id: int, description: str) -> Done:
         blocked = "blocked" in description.lower()
@@ -298,7 +313,8 @@ class ManagerMessageDelivery:
         part: Part,
         markup: Keyboard | None,
         reply_to: int | None,
-    ) -> Message:
+    ) -> tuple[Message, str | None]:
+        """The sent message, and why its media was refused (None: it was not)."""
         common: dict[str, Any] = {"reply_markup": markup}
         if reply_to is not None:
             common["reply_parameters"] = ReplyParameters(
@@ -306,12 +322,18 @@ class ManagerMessageDelivery:
             )
         if part.media_kind is None:
             await self.throttle.wait(chat_id)
-            return await self.bot.send_message(chat_id, part.text, **common)
-        upload = await self._download(message, part.media_kind)
+            return await self.bot.send_message(chat_id, part.text, **common), None
+        try:
+            upload = await self._download(message, part.media_kind)
+        except MediaRefused as exc:
+            logger.warning("media of %s refused: %s", message.amo_id, exc)
+            await self.throttle.wait(chat_id)
+            text = message.refused_text(part.text)
+            return await self.bot.send_message(chat_id, text, **common), str(exc)
         if upload is not None:
             try:
                 await self.throttle.wait(chat_id)
-                return await self._send_media(chat_id, part, upload, common)
+                return await self._send_media(chat_id, part, upload, common), None
             except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
                 if "chat not found" in exc.message.lower():
                     raise
@@ -322,7 +344,7 @@ class ManagerMessageDelivery:
                     exc.message,
                 )
         await self.throttle.wait(chat_id)
-        return await self.bot.send_message(chat_id, message.link_text(part.text), **common)
+        return await self.bot.send_message(chat_id, message.link_text(part.text), **common), None
 
     async def _send_media(
         self, chat_id: int, part: Part, upload: BufferedInputFile, common: dict[str, Any]
@@ -346,19 +368,31 @@ class ManagerMessageDelivery:
         limit = TELEGRAM_PHOTO_UPLOAD_LIMIT if kind == "photo" else TELEGRAM_UPLOAD_LIMIT
         if message.file_size > limit:
             return None
-        async with self._http.stream("GET", message.media) as response:
-            if response.status_code == 429 or response.status_code >= 500:
-                raise RetryLater(f"media download: HTTP {response.status_code}")
-            if response.status_code >= 400:
-                logger.warning(
-                    "media of %s: HTTP %d, sending the link", message.amo_id, response.status_code
-                )
+        url = await self.media_policy.check(message.media)
+        for _ in range(MAX_REDIRECTS):
+            async with self._http.stream("GET", url) as response:
+                if not response.is_redirect:
+                    return await self._read_upload(message, response, limit)
+                location = response.headers.get("Location", "")
+            url = await self.media_policy.check(url.join(location))
+        raise MediaRefused(f"the media address redirects more than {MAX_REDIRECTS} times")
+
+    async def _read_upload(
+        self, message: ManagerMessage, response: httpx.Response, limit: int
+    ) -> BufferedInputFile | None:
+        """The body of a media answer as an upload (None: unusable, send the link)."""
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryLater(f"media download: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            logger.warning(
+                "media of %s: HTTP %d, sending the link", message.amo_id, response.status_code
+            )
+            return None
+        content = bytearray()
+        async for chunk in response.aiter_bytes():
+            content.extend(chunk)
+            if len(content) > limit:
                 return None
-            content = bytearray()
-            async for chunk in response.aiter_bytes():
-                content.extend(chunk)
-                if len(content) > limit:
-                    return None
         if not content:
             return None
         name = message.file_name or _default_name(message)

@@ -87,6 +87,12 @@ class ManagerMessage:
         """Telegram media kind, or None for text."""
         return MEDIA_KINDS.get(self.type) if self.media else None
 
+    def refused_text(self, caption: str) -> str:
+        """Text that stands in for media the bridge will not fetch: the caption and a note."""
+        label = self.file_name or TYPE_LABELS.get(self.type, "Attachment")
+        line = f"📎 {label}: not delivered"
+        return f"{caption}\n\n{line}" if caption else line
+
     def link_text(self, caption: str) -> str:
         """Text that stands in for media Telegram would not take: the caption and the link."""
         label = self.file_name or TYPE_LABELS.get(self.type, "Attachment")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 import bot.manager.delivery
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
@@ -424,3 +427,56 @@ async def test_typing_and_reaction_hooks_are_stored_in_both_shapes(
     assert len(typing) == 2 and len(reactions) == 2
     assert {job.lane for job in typing + reactions} == {"chat:621"}
     assert all(set(job.payload) == {"hook", "received_at"} for job in typing + reactions)
+
+
+@contextlib.asynccontextmanager
+async def internal_service(secret: bytes) -> AsyncIterator[str]:
+    """A server inside "our network" (127.0.0.2: loopback, not a configured amoCRM host)."""
+    hits: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=secret, content_type="application/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.2", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.2:{port}"
+    finally:
+        await runner.cleanup()
+        assert hits == [], f"the bridge fetched {hits} from the internal service"
+
+
+@pytest.mark.parametrize("how", ["direct", "redirect", "allowed-suffix-to-loopback"])
+async def test_media_from_inside_the_network_is_never_fetched(
+    fakes: Fakes, bridges: BridgeFactory, how: str
+) -> None:
+    bridge = await bridges.start(MEDIA_ALLOWED_HOSTS="localhost")
+    await customer_says(fakes, 617, 1)
+    secret = b"root:x:0:0:internal secret"
+    async with internal_service(secret) as internal:
+        target = f"{internal}/latest/meta-data"
+        if how == "redirect":  # from the configured amoCRM host, on to the inside
+            url = fakes.amojo.add_redirect("innocent.pdf", target)
+        elif how == "allowed-suffix-to-loopback":  # an allowed name resolving to 127.0.0.1
+            port = target.split(":")[2].split("/", maxsplit=1)[0]
+            url = f"http://localhost:{port}/latest/meta-data"
+        else:
+            url = target
+        hook = fakes.amojo.message_hook(
+            "tg-617", msg_type="file", text="Счёт", media=url, file_name="invoice.pdf"
+        )
+        amo_id = await post(fakes, bridge, hook)
+        status = await status_of(fakes, amo_id)
+
+    assert status["status"] == -1
+    assert "not sent" in status["error"]
+    [sent] = sends(fakes, 617)
+    assert sent.method.lower() == "sendmessage"
+    assert sent.params["text"] == "Счёт\n\n📎 invoice.pdf: not delivered"
+    assert all(secret not in call.files.get("document", b"") for call in fakes.telegram.calls)

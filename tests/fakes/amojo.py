@@ -175,6 +175,7 @@ class FakeAmojo(FakeServer):
         self.delay_before = False
         self._failures: list[_Failure] = []
         self._media: dict[str, tuple[str, bytes]] = {}
+        self._redirects: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         base = "/v2/origin/custom"
@@ -242,6 +243,11 @@ class FakeAmojo(FakeServer):
     def add_media(self, name: str, content_type: str, content: bytes) -> str:
         """Serve content under /attachments/{name}; returns its URL."""
         self._media[name] = (content_type, content)
+        return f"{self.url}/attachments/{name}"
+
+    def add_redirect(self, name: str, location: str) -> str:
+        """Answer /attachments/{name} with a 302 to `location`; returns its URL."""
+        self._redirects[name] = location
         return f"{self.url}/attachments/{name}"
 
     def sign_hook(self, body: bytes) -> str:
@@ -911,6 +917,8 @@ class FakeAmojo(FakeServer):
 
     async def _attachment(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
+        if name in self._redirects:
+            raise web.HTTPFound(self._redirects[name])
         if name not in self._media:
             return web.Response(status=404)
         self.media_downloads.append(name)
