@@ -700,6 +700,19 @@ class Repository:
         )
         return [_job(row) for row in rows]
 
+    async def newest_dead(self, limit: int) -> tuple[list[Job], int]:
+        """The `limit` most recently dead-lettered jobs, newest first, and how many there are.
+
+        Both read the partial index of dead jobs only: bounded however long the history.
+        """
+        rows = await self._all(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'dead' "
+            "ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        total = await self._all("SELECT count(*) FROM jobs WHERE state = 'dead'")
+        return [_job(row) for row in rows], int(total[0][0])
+
     async def queue_stats(self) -> dict[str, QueueStats]:
         """Pending and dead counts and the oldest pending job, per queue."""
         rows = await self._all(

@@ -77,10 +77,9 @@ class DeadLetterDesk:
 
     async def list_failed(self, caller: Caller) -> str:
         """Text listing the newest dead letters."""
-        dead = await self.repo.jobs(state=JobState.DEAD, limit=100_000)
-        newest = sorted(dead, key=lambda job: job.updated_at, reverse=True)[:FAILED_LIST_LIMIT]
-        await self._audit(caller, "failed", "", f"{len(dead)} dead")
-        return format_failed(newest, len(dead), time.time())
+        newest, total = await self.repo.newest_dead(FAILED_LIST_LIMIT)
+        await self._audit(caller, "failed", "", f"{total} dead")
+        return format_failed(newest, total, time.time())
 
     async def retry(self, caller: Caller, args: str | None) -> str:
         """Re-drive one dead job (`<id>`) or all of them (`all`)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 
 import pytest
 
@@ -154,3 +156,26 @@ async def test_a_long_failed_list_arrives_in_parts_within_telegram_limits(
     assert all(len(part) <= 4096 for part in parts())
     assert parts()[0].startswith("Dead-lettered jobs: 25")
     assert parts()[-1].endswith("Re-drive: /retry <id> or /retry all")
+
+
+async def test_failed_reads_only_the_newest_twenty_of_a_long_history(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    TOTAL = 100_050  # noqa: N806 - more than any "load them all, then sort" cap
+    running = await start(bridges)
+    now = time.time()
+    with sqlite3.connect(running.bridge.settings.DATABASE_PATH) as db:
+        db.executemany(
+            "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, state, attempts, "
+            "created_at, next_attempt_at, updated_at, last_error) "
+            "VALUES ('amojo', 'customer.message', ?, ?, '{}', 'dead', 1, ?, ?, ?, ?)",
+            [
+                (f"chat:{n}", f"old-{n}", now - 20000 + n / 10, now, now - 20000 + n / 10, f"r{n}")
+                for n in range(TOTAL)
+            ],
+        )
+    listing = await Operator(fakes).says("/failed")
+
+    assert listing.startswith(f"Dead-lettered jobs: {TOTAL} (newest 20)")
+    reasons = [line.strip() for line in listing.splitlines() if line.startswith("  ")]
+    assert reasons == [f"r{n}" for n in range(TOTAL - 1, TOTAL - 21, -1)]
