@@ -34,7 +34,7 @@ from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.customer.sender import CustomerMessageSender
-from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, TELEGRAM_QUEUE
+from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, STAFF_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
 from bot.jobs.worker import Backoff, JobKind, Worker
 from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
@@ -325,6 +325,7 @@ async def create_bridge(
         raise
 
     intake = Intake(repo)
+    staff = StaffDesk(settings, repo, crm)
     typing_indicator = TypingIndicator(bot)
     deps: dict[str, Any] = {
         "settings": settings,
@@ -334,7 +335,7 @@ async def create_bridge(
         "crm": crm,
         "channel": channel,
         "metrics": metrics,
-        "staff": StaffDesk(settings, repo, crm),
+        "staff": staff,
         "reactions": CustomerReactions(repo),
         "dead_letters": DeadLetterDesk(repo, metrics),
     }
@@ -404,6 +405,8 @@ async def create_bridge(
             direction="to_telegram",
             message_kinds=frozenset({KIND_AMO_MESSAGE}),
         ),
+        # Staff commands wait on amoCRM (paced to 6 rps, 429s): apart from customers' updates.
+        Worker(repo, STAFF_QUEUE, staff.kinds(), metrics=metrics, backoff=backoff, concurrency=4),
         # A few history reads at a time, paced: recovery must not crowd out live traffic.
         Worker(
             repo, RECOVERY_QUEUE, recovery.kinds(), metrics=metrics, backoff=backoff, concurrency=4

@@ -45,13 +45,15 @@ async def answer_later(repo: Repository, message: Message, text: str) -> None:
     A direct `message.answer` is neither paced nor retried: flood control (429) loses it.
     A text over Telegram's limit becomes several messages, each its own job (retry-safe).
     """
-    parts = split_text(text)
-    await repo.enqueue(
-        *(
-            notice_job(message.chat.id, f"answer:{message.message_id}:{number}", part)
-            for number, part in enumerate(parts)
-        )
-    )
+    await repo.enqueue(*answer_jobs(message.chat.id, message.message_id, text))
+
+
+def answer_jobs(chat_id: int, message_id: int, text: str) -> list[NewJob]:
+    """The notice jobs that answer message `message_id` in `chat_id` (one per part)."""
+    return [
+        notice_job(chat_id, f"answer:{message_id}:{number}", part)
+        for number, part in enumerate(split_text(text))
+    ]
 
 
 def _markup(payload: dict[str, Any]) -> Markup | None:

@@ -3,3 +3,4 @@
 AMOJO_QUEUE = "amojo"
 TELEGRAM_QUEUE = "telegram"
 RECOVERY_QUEUE = "recovery"
+STAFF_QUEUE = "staff"  # staff commands that call amoCRM: never run inside Telegram polling

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -13,13 +14,19 @@ from aiogram.types import BotCommand, BotCommandScopeChat
 
 from bot import ids
 from bot.amocrm.crm import CrmClient, CrmError, NewCall
+from bot.jobs.queues import STAFF_QUEUE
+from bot.jobs.worker import Done, JobKind
+from bot.notices import answer_jobs
 from bot.settings import Settings
 from bot.staff import commands
 from bot.staff.commands import UsageError, format_age
-from storage import Gap, Repository
+from storage import Gap, Job, NewJob, Repository
 from storage.crm import AuditEntry, record_audit
+from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
+
+KIND_STAFF_COMMAND = "staff.command"
 
 MENU = [
     BotCommand(command="talk", description="Look up a talk: /talk 117"),
@@ -59,8 +66,31 @@ class StaffDesk:
         self.repo = repo
         self.crm = crm
 
+    def kinds(self) -> dict[str, JobKind]:
+        """Job kinds of the staff queue."""
+        return {KIND_STAFF_COMMAND: JobKind(run=self.run_job)}
+
+    async def run_job(self, job: Job) -> Done:
+        """Run a queued command: its answer and its audit entry are stored with the job's end."""
+        invocation = Invocation(**job.payload["invocation"])
+        text, entry = await self.execute(invocation)
+
+        async def record(tx: Transaction) -> None:
+            await record_audit(tx, entry)
+
+        return Done(
+            followups=answer_jobs(invocation.chat_id, invocation.message_id, text), record=record
+        )
+
     async def run(self, invocation: Invocation) -> str:
         """Execute one command, record it in the audit table, and return the reply text."""
+        text, entry = await self.execute(invocation)
+        async with self.repo.transaction() as tx:
+            await record_audit(tx, entry)
+        return text
+
+    async def execute(self, invocation: Invocation) -> tuple[str, AuditEntry]:
+        """The reply text of one command and its audit entry (not stored yet)."""
         handler = {
             "talk": self._talk,
             "close": self._close,
@@ -77,21 +107,17 @@ class StaffDesk:
         except httpx.HTTPError as exc:
             logger.warning("/%s: amoCRM unreachable: %s", invocation.command, exc)
             reply = Reply(f"amoCRM is unreachable ({type(exc).__name__}); try again.", "network")
-        async with self.repo.transaction() as tx:
-            await record_audit(
-                tx,
-                AuditEntry(
-                    at=time.time(),
-                    user_id=invocation.user_id,
-                    chat_id=invocation.chat_id,
-                    message_id=invocation.message_id,
-                    command=invocation.command,
-                    args=invocation.args or "",
-                    result=reply.result,
-                ),
-            )
+        entry = AuditEntry(
+            at=time.time(),
+            user_id=invocation.user_id,
+            chat_id=invocation.chat_id,
+            message_id=invocation.message_id,
+            command=invocation.command,
+            args=invocation.args or "",
+            result=reply.result,
+        )
         logger.info("operator %d ran /%s: %s", invocation.user_id, invocation.command, reply.result)
-        return reply.text
+        return reply.text, entry
 
     async def _talk(self, invocation: Invocation) -> Reply:
         talk_id = commands.parse_talk(invocation.args)
@@ -187,3 +213,14 @@ def describe_recovery(gap: Gap | None, now: float) -> str:
         progress = f"{gap.scanned}/{total} conversations read, {gap.recovered} recovered"
         return f"{head}; recovering: {progress}"
     return f"{head}; recovered {gap.recovered} message(s) from {gap.scanned} conversation(s)"
+
+
+def staff_job(invocation: Invocation) -> NewJob:
+    """The job that runs a command outside Telegram polling (once per command message)."""
+    return NewJob(
+        queue=STAFF_QUEUE,
+        kind=KIND_STAFF_COMMAND,
+        lane=f"staff:{invocation.chat_id}",
+        dedup_key=f"staff:{invocation.chat_id}:{invocation.message_id}",
+        payload={"invocation": dataclasses.asdict(invocation)},
+    )

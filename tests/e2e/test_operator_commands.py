@@ -164,7 +164,8 @@ async def test_call_is_logged_once_and_reports_where_it_went(
         "uniq": f"tg-call-{OPERATOR}-1",
     }
     assert (call["call_status"], call["call_result"]) == (4, "Asked about delivery")
-    assert len(crm_calls(fakes, "/api/v4/calls")) == 2
+    # The repeated update finds the command's job already stored: amoCRM is asked once.
+    assert len(crm_calls(fakes, "/api/v4/calls")) == 1
 
 
 async def test_call_defaults_to_outbound_contact(fakes: Fakes, staff_bridge: RunningBridge) -> None:
@@ -350,3 +351,19 @@ async def test_burst_of_commands_stays_within_seven_per_second(
     assert all(r.status != 429 for r in fakes.crm.requests)
     assert fakes.crm.max_rate(1.0) <= 7
     assert len(crm_calls(fakes, "/api/v4/talks")) == 12
+
+
+async def test_a_command_waiting_on_amocrm_does_not_hold_up_customers(
+    fakes: Fakes, staff_bridge: RunningBridge
+) -> None:
+    fakes.crm.add_talk(117)
+    fakes.crm.fail("/api/v4/talks/117", 429, times=2, headers={"Retry-After": "3"})
+    fakes.telegram.push_update(private_message_update(OPERATOR, 1, text="/talk 117"))
+    fakes.telegram.push_update(private_message_update(CUSTOMER, 1, text="Здравствуйте"))
+
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, timeout=3, what="customer")
+    assert fakes.telegram.sent_messages(OPERATOR) == []  # amoCRM still says "wait"
+    await fakes.telegram.wait_for(
+        lambda: len(fakes.telegram.sent_messages(OPERATOR)) == 1, timeout=15, what="the answer"
+    )
+    assert fakes.telegram.sent_messages(OPERATOR)[0].params["text"].startswith("Talk 117")
