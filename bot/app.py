@@ -115,14 +115,27 @@ class Bridge:
             deps.connect_pending = None if reason is None else f"connect pending: {reason}"
 
         waiting("amoCRM or amojo was down at start")
-        try:
-            channel, _ = await connect_with_retry(
-                self.settings, self.amojo, self.crm, self.repo, waiting=waiting, use_stored=False
-            )
-        except StartupError as exc:
-            deps.connect_pending = f"connect refused: {exc}"
-            logger.error("connect refused: %s", exc)
-            return
+        delay = 1.0
+        while True:
+            try:
+                channel, _ = await connect_with_retry(
+                    self.settings,
+                    self.amojo,
+                    self.crm,
+                    self.repo,
+                    waiting=waiting,
+                    use_stored=False,
+                )
+                break
+            except StartupError as exc:
+                deps.connect_pending = f"connect refused: {exc}"
+                logger.error("connect refused: %s", exc)
+                return
+            except Exception as exc:
+                waiting(f"connect failed unexpectedly ({type(exc).__name__}); retrying")
+                logger.exception("background connect failed; retrying in %.0f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
         self.channel.scope_id, self.channel.account_id = channel.scope_id, channel.account_id
         self.connected = True
         deps.connect_pending = None
@@ -217,13 +230,20 @@ class Bridge:
 
             self.dp.startup.register(polling_started)
             self.dp.shutdown.register(polling_stops)
-        await self.dp.start_polling(
-            self.bot,
-            handle_as_tasks=False,
-            allowed_updates=self.dp.resolve_used_update_types(),
-            handle_signals=handle_signals,
-            close_bot_session=False,
-        )
+        try:
+            await self.dp.start_polling(
+                self.bot,
+                handle_as_tasks=False,
+                allowed_updates=self.dp.resolve_used_update_types(),
+                handle_signals=handle_signals,
+                close_bot_session=False,
+            )
+        except BaseException:
+            # Cancelled inside aiogram's startup hooks (which run no shutdown hooks): sends in
+            # flight still get their grace period.
+            if self.workers_running:
+                await self.on_shutdown()
+            raise
 
     def request_stop(self) -> None:
         """Stop polling gracefully (as aiogram does on SIGTERM): shutdown hooks then run."""
@@ -234,7 +254,7 @@ class Bridge:
         """Release connections (after polling has stopped)."""
         if self.reconnect is not None:
             self.reconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.reconnect
         await self.bot.session.close()
         if self.delivery is not None:

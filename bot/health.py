@@ -24,6 +24,9 @@ UNHEALTHY_AFTER_SECONDS: dict[str, float | None] = {
     AMOJO: 5 * 60,
     AMOCRM: None,
 }
+# amoCRM's REST API is called only now and then (staff commands): with no call to end it, an
+# outage is taken as over this long after its last failure.
+QUIET_END_SECONDS: dict[str, float] = {AMOCRM: 10 * 60}
 # Outcomes of a call that say the service is down or refusing us (not "this request is wrong").
 DOWN_OUTCOMES = frozenset({"error", "network", "timeout", "401", "403", "429"})
 
@@ -36,6 +39,7 @@ class Outage:
     problem: str
     since: float
     fatal: bool = False
+    last_failure: float = 0.0
 
     def describe(self, now: float) -> str:
         """`Telegram failing for 42 s: …`."""
@@ -56,13 +60,15 @@ class Outages:
 
     def down(self, service: str, problem: str, *, fatal: bool = False) -> None:
         """`service` failed just now (its outage keeps the time it started)."""
-        outage = self._current.get(service)
+        now = self._clock()
+        outage = self.failing(service)
         if outage is None:
-            self._current[service] = Outage(service, problem, self._clock(), fatal)
+            self._current[service] = Outage(service, problem, now, fatal, now)
             logger.warning("%s failing: %s", service, problem)
             return
         outage.problem = problem
         outage.fatal = fatal
+        outage.last_failure = now
 
     def up(self, service: str) -> None:
         """`service` answered: its outage, if any, is over."""
@@ -81,11 +87,17 @@ class Outages:
 
     def active(self) -> list[Outage]:
         """Every service failing now, longest first."""
-        return sorted(self._current.values(), key=lambda outage: outage.since)
+        current = (self.failing(service) for service in list(self._current))
+        return sorted((o for o in current if o is not None), key=lambda outage: outage.since)
 
     def failing(self, service: str) -> Outage | None:
-        """The outage of one service."""
-        return self._current.get(service)
+        """The outage of one service (one quiet for long enough is over)."""
+        outage = self._current.get(service)
+        quiet = QUIET_END_SECONDS.get(service)
+        if outage is not None and quiet is not None and self._clock() - outage.last_failure > quiet:
+            del self._current[service]
+            return None
+        return outage
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -44,38 +44,42 @@ def configure_logging(level: str) -> None:
 class StopSignals:
     """SIGTERM and SIGINT: stop polling gracefully once it runs, cancel start-up before that.
 
-    A second signal cancels whatever runs (the shutdown itself is bounded anyway).
+    Only the first signal acts; later ones are logged (the shutdown is bounded anyway, and a
+    second cancel could cut the clean-up short and leave the database's threads running).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, early: Callable[[], bool] = lambda: False) -> None:
         self.received: signal.Signals | None = None
+        self._early = early
         self._task: asyncio.Task[object] | None = None
         self._graceful: Callable[[], None] | None = None
 
-    def install(self) -> None:
-        """Handle the signals in the running loop, on behalf of the current task."""
+    def install(self) -> bool:
+        """Handle the signals in the running loop for the current task; True if one came already."""
         loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        return self._early()
 
     def remove(self) -> None:
-        """Give the signals back to their defaults."""
+        """Stop acting on signals; a late one is ignored while the process exits."""
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
     def graceful(self, stop: Callable[[], None] | None) -> None:
         """From now on the first signal calls `stop` (None: it cancels start-up again)."""
         self._graceful = stop
-        if stop is not None and self.received is not None:
-            stop()  # the signal came while polling was starting
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        first = self.received is None
+        if self.received is not None:
+            logger.info("%s received: already stopping", sig.name)
+            return
         self.received = sig
         logger.info("%s received: stopping", sig.name)
-        if first and self._graceful is not None:
+        if self._graceful is not None:
             self._graceful()
         elif self._task is not None:
             self._task.cancel()
@@ -92,13 +96,19 @@ async def open_storage(settings: Settings) -> Repository:
         ) from None
 
 
-async def main(settings: Settings) -> int:
-    """Run the bridge; the exit code of `python -m bot`."""
+async def main(settings: Settings, early_signal: Callable[[], bool] = lambda: False) -> int:
+    """Run the bridge; the exit code of `python -m bot`.
+
+    `early_signal` tells whether a stop signal came before the loop could handle signals.
+    """
     configure_logging(settings.LOG_LEVEL)
     for warning in settings.warnings():
         logger.warning("settings: %s", warning)
-    stop = StopSignals()
-    stop.install()
+    stop = StopSignals(early_signal)
+    if stop.install():
+        logger.info("stopped before start-up")
+        stop.remove()
+        return 0
     try:
         return await start_and_run(settings, stop)
     except StartupError as exc:

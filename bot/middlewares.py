@@ -16,6 +16,7 @@ from aiogram.client.session.middlewares.base import (
 )
 from aiogram.exceptions import (
     TelegramAPIError,
+    TelegramConflictError,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -122,6 +123,15 @@ class TelegramCallMetrics(BaseRequestMiddleware):
                 TELEGRAM,
                 f"Telegram rejects TELEGRAM_BOT_TOKEN of bot {bot.id} (401 Unauthorized): "
                 "was it revoked in @BotFather? Set the new token and restart",
+                fatal=True,
+            )
+            raise
+        except TelegramConflictError:
+            outcome = "409"
+            outages.down(
+                TELEGRAM,
+                "Telegram answers 409 Conflict: another process polls with this bot's token "
+                "(a second bridge?) or it has a webhook; no customer update comes in",
                 fatal=True,
             )
             raise

@@ -46,7 +46,7 @@ URL_EXAMPLES = {
 PLACEHOLDER_MARK = "replace-with"
 PLACEHOLDER_HOSTS = {
     "AMOCRM_BASE_URL": ("example.amocrm.ru", "example.kommo.com"),
-    "PUBLIC_BASE_URL": ("example.com", "example.org", "example.net"),
+    "PUBLIC_BASE_URL": ("example.com", "example.org", "example.net", "your-company.com"),
 }
 _BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]+")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)

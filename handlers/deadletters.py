@@ -21,13 +21,13 @@ def _caller(message: Message) -> Caller:
     return Caller(user_id=user_id, chat_id=message.chat.id, message_id=message.message_id)
 
 
-@router.message(Command("failed"))
+@router.message(Command("failed", ignore_case=True))
 async def cmd_failed(message: Message, dead_letters: DeadLetterDesk, repo: Repository) -> None:
     """List the newest dead-lettered jobs."""
     await answer_later(repo, message, await dead_letters.list_failed(_caller(message)))
 
 
-@router.message(Command("retry"))
+@router.message(Command("retry", ignore_case=True))
 async def cmd_retry(
     message: Message, command: CommandObject, dead_letters: DeadLetterDesk, repo: Repository
 ) -> None:

@@ -42,7 +42,7 @@ router.message.filter(PrivateChat(), IsOperator(), OwnNewMessage())
 router.edited_message.filter(PrivateChat(), IsOperator())
 
 
-@router.message(Command("talk", "close", "call", "status", "help"))
+@router.message(Command("talk", "close", "call", "status", "help", ignore_case=True))
 async def cmd_staff(message: Message, command: CommandObject, repo: Repository) -> None:
     """Queue a staff command; its answer comes in the operator's chat."""
     user_id = message.from_user.id if message.from_user else 0

@@ -17,7 +17,7 @@ import aiohttp
 import httpx
 
 from bot.amocrm.amojo import AmojoClient, AmojoError
-from bot.amocrm.crm import CrmAuthError, CrmClient, CrmError
+from bot.amocrm.crm import CrmAuthError, CrmClient, CrmError, CrmUnreadable
 from bot.health import AMOCRM, AMOJO, describe_exception
 from bot.settings import Settings, StartupError
 from storage import Repository
@@ -65,7 +65,14 @@ async def resolve_account_id(settings: Settings, crm: CrmClient) -> str:
         raise StartupError(
             f"AMOCRM_AUTH_CODE: amoCRM at {host} gave no OAuth token: {exc.message}"
         ) from None
+    except CrmUnreadable as exc:
+        raise ServiceDown(AMOCRM, host, step, exc.message) from None
     except CrmError as exc:
+        if 300 <= exc.status < 400:
+            raise StartupError(
+                f"AMOCRM_BASE_URL: amoCRM at {host} answers with a redirect ({exc.message}); "
+                "use the address it redirects to, with https://"
+            ) from None
         if _crm_transient(exc.status):
             hint = " (the account is not paid)" if exc.status == 402 else ""
             raise ServiceDown(AMOCRM, host, step, f"HTTP {exc.status}{hint}") from None
@@ -117,6 +124,9 @@ async def connect_channel(
         raise StartupError(describe_connect_refusal(exc)) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise ServiceDown(AMOJO, amojo.host, "connect", describe_exception(exc)) from None
+    except (ValueError, KeyError, TypeError) as exc:  # a 2xx that is not connect's answer
+        problem = f"an answer without a scope_id ({type(exc).__name__})"
+        raise ServiceDown(AMOJO, amojo.host, "connect", problem) from None
     async with repo.transaction() as tx:
         await tx.set_kv(KV_SCOPE_ID, result.scope_id)
         await tx.set_kv(KV_ACCOUNT_ID, account_id)
@@ -126,6 +136,11 @@ async def connect_channel(
 
 def describe_connect_refusal(exc: AmojoError) -> str:
     """A 4xx answer to connect, naming the setting to check."""
+    if 300 <= exc.status < 400:
+        return (
+            f"AMOJO_BASE_URL: amojo answers connect with a redirect ({exc.status}); use the "
+            "address it redirects to, with https:// (amojo.kommo.com for Kommo accounts)"
+        )
     if exc.status in (401, 403):
         return (
             f"AMOJO_CHANNEL_SECRET: amojo refused the connect request ({exc.status}: bad "

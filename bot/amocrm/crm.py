@@ -60,6 +60,10 @@ class CrmError(Exception):
         return None
 
 
+class CrmUnreadable(CrmError):
+    """A success status with a body that is not the API's (a maintenance page, a proxy)."""
+
+
 class CrmAuthError(CrmError):
     """No usable token: the grant was refused, revoked or never made."""
 
@@ -493,6 +497,9 @@ class CrmClient:
                 raise CrmError(
                     status, problem_message(response), response.text, retry_after(response)
                 )
+            if 300 <= status < 400:
+                location = response.headers.get("Location", "?")
+                raise CrmError(status, f"redirected to {location}", response.text)
             self.last_success_at = time.time()
             return response
 
@@ -520,7 +527,11 @@ class CrmClient:
     async def account_amojo_id(self) -> str:
         """The account's amojo id (`GET /api/v4/account?with=amojo_id`)."""
         response = await self.request("GET", "/api/v4/account", params={"with": "amojo_id"})
-        amojo_id = response.json().get("amojo_id")
+        try:
+            data = response.json()
+        except ValueError:
+            raise CrmUnreadable(response.status_code, "the account answer is not JSON") from None
+        amojo_id = data.get("amojo_id") if isinstance(data, dict) else None
         if not amojo_id:
             raise CrmError(response.status_code, "the account answer has no amojo_id")
         return str(amojo_id)

@@ -190,15 +190,19 @@ def parse_phone(raw: str) -> str:
 def _split_phone(words: list[str]) -> tuple[str, list[str]]:
     """The phone as typed, which may span words (`+7 916 123-45-67`), and the words after it.
 
-    Words made of digits and `+ - ( ) .` join the phone until it has a full number's ten
-    digits; the word after it is always left for the duration.
+    A phone spans words only when it starts like one written in groups: with `+` or `(`, or
+    with a 1–3 digit country or trunk code (`8 916 …`, `7 916 …`, `916 123 …`). Then words of
+    digits and `- ( ) .` join it until it has a full number's ten digits; the word after it
+    is always left for the duration. `1234567 150 4` stays phone, duration, status.
     """
+    first = words[0]
+    grouped = first.startswith(("+", "(")) or (first.isdigit() and len(first) <= 3)
     taken = 1
     while (
-        taken < len(words) - 1
+        grouped
+        and taken < len(words) - 1
         and len(phone_digits(" ".join(words[:taken]))) < FULL_PHONE_DIGITS
         and _PHONE_WORD.fullmatch(words[taken])
-        and _PHONE_WORD.fullmatch(words[0])
     ):
         taken += 1
     return " ".join(words[:taken]), words[taken:]

@@ -7,6 +7,7 @@ that is down is waited for while `/healthz` says what for; a signal at any stage
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 
+from bot.app import Transports, create_bridge
 from tests.fakes.factories import private_message_update
 from tests.harness import (
     CHANNEL_SECRET,
     CRM_TOKEN,
+    FAST_BACKOFF,
     TOKEN,
     BridgeFactory,
     BridgeProcess,
@@ -310,3 +314,96 @@ async def test_an_unexpected_error_exits_1_instead_of_hanging(fakes: Fakes, tmp_
             await process.wait()
     assert process.returncode == 1, output.decode()
     assert "unexpected error" in output.decode()
+
+
+@pytest.mark.parametrize("stage", ["connect-wait", "restart-listening"])
+async def test_two_quick_signals_still_exit_0(fakes: Fakes, spawn: Any, stage: str) -> None:
+    if stage == "restart-listening":
+        first = await spawn()
+        await first.wait_healthy()
+        assert await first.stop_with(signal.SIGTERM) == 0
+    else:
+        fakes.amojo.set_down(503)
+    child = await spawn()
+    await child.wait_health(lambda status, body: True, what="the listener")
+    child.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.02)
+    code = await child.stop_with(signal.SIGTERM, STOP_WITHIN_SECONDS)
+    assert code == 0, child.log()
+    assert_clean(child.log())
+
+
+async def test_telegram_409_conflict_is_unhealthy(fakes: Fakes, bridges: BridgeFactory) -> None:
+    running = await bridges.start()
+    fakes.telegram.fail(
+        "getUpdates",
+        status=409,
+        description="Conflict: terminated by other getUpdates request",
+        times=1000,
+    )
+    status, body = await wait_health(running.url, has_problem("409 Conflict"))
+    assert status == 503 and body["status"] == "unhealthy"
+
+
+async def test_cancelled_inside_startup_hooks_still_gives_sends_their_grace(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    settings = bridges.settings(free_port())
+    bridge = await create_bridge(settings, backoff=FAST_BACKOFF)
+    blocked = asyncio.Event()
+
+    async def slow_startup_hook() -> None:  # e.g. setMyCommands on a slow Telegram
+        blocked.set()
+        await asyncio.Event().wait()
+
+    bridge.dp.startup.register(slow_startup_hook)
+    task = asyncio.create_task(bridge.run_polling(handle_signals=False))
+    await asyncio.wait_for(blocked.wait(), 10)
+    assert bridge.workers_running
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not bridge.workers_running  # on_shutdown ran: workers stopped with their grace
+    assert not bridge.listener.running
+    await bridge.close()
+
+
+class FlakyCrm(httpx.AsyncBaseTransport):
+    """amoCRM through a proxy: first 503, then an answer nobody expects, then the real one."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls == 1:
+            return httpx.Response(503)
+        if self.calls == 2:
+            return httpx.Response(200, text="<html>maintenance</html>")
+        if self.calls == 3:
+            raise RuntimeError("a proxy bug")
+        return await self.inner.handle_async_request(request)
+
+
+async def test_background_connect_survives_unexpected_answers(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    first = await bridges.start()
+    await first.stop()
+    bridges.running.clear()
+    flaky = FlakyCrm()
+    bridge = await create_bridge(
+        bridges.settings(free_port()), backoff=FAST_BACKOFF, transports=Transports(crm=flaky)
+    )
+    task = asyncio.create_task(bridge.run_polling(handle_signals=False))
+    try:
+        await wait_until(lambda: len(fakes.amojo.connects) == 2, timeout=20, what="re-connect")
+        assert bridge.listener.deps.connect_pending is None
+    finally:
+        with contextlib.suppress(RuntimeError):
+            await bridge.dp.stop_polling()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
+        await bridge.close()
+        await flaky.inner.aclose()

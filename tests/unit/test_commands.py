@@ -123,6 +123,11 @@ def test_call_replies() -> None:
         ("8 (916) 123 45 67 90 in", ("+79161234567", 90, "inbound", None, "")),
         ("79161234567 150 4", ("+79161234567", 150, "outbound", 4, "")),
         ("+1 916 123-4567 1m5s", ("+19161234567", 65, "outbound", None, "")),
+        # A phone in one piece never swallows the duration (7–9 digit numbers too).
+        ("1234567 150 4", ("+1234567", 150, "outbound", 4, "")),
+        ("612345678 120 4", ("+612345678", 120, "outbound", 4, "")),
+        ("1234567 150 talked", ("+1234567", 150, "outbound", 4, "")),
+        ("123-45-67 90 in", ("+1234567", 90, "inbound", None, "")),
     ],
 )
 def test_call_phone_may_be_written_with_spaces(args: str, expected: tuple[object, ...]) -> None:

@@ -64,3 +64,12 @@ def test_when_an_outage_makes_the_bridge_unhealthy() -> None:
     assert [o.unhealthy(clock.now) for o in outages.active()] == [True, False]
     outages.down(AMOJO, "refused", fatal=True)
     assert outages.failing(AMOJO).unhealthy(clock.now)  # type: ignore[union-attr]
+
+
+def test_an_amocrm_outage_ends_after_quiet_time_without_any_call() -> None:
+    clock = Clock()
+    outages = Outages(clock)
+    outages.observe(AMOCRM, "503", "acme.amocrm.ru answered HTTP 503")
+    outages.down(TELEGRAM, "unreachable")
+    clock.now += 11 * 60  # no staff command since: nothing will end it by answering
+    assert [o.service for o in outages.active()] == [TELEGRAM]
