@@ -36,6 +36,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python -m tests.bench.inbound
 	$(BIN)/python -m tests.bench.outbound
 	$(BIN)/python -m tests.bench.recovery
+	$(BIN)/python -m tests.bench.storage
 
 clean:
 	rm -rf $(VENV) build *.egg-info

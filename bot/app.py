@@ -34,6 +34,7 @@ from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.customer.sender import CustomerMessageSender
+from bot.jobs.pruner import Pruner
 from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, STAFF_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
 from bot.jobs.worker import Backoff, JobKind, Worker
@@ -96,6 +97,10 @@ class Bridge:
     connected: bool = True  # False: running on the stored scope, connect retried meanwhile
     reconnect: asyncio.Task[None] | None = None
     stopping: asyncio.Task[None] | None = None
+    pruner: Pruner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pruner = Pruner(self.repo, self.settings.JOB_RETENTION_DAYS)
 
     async def start_listener(self) -> None:
         """Serve file links and full health (hooks are taken since the connect)."""
@@ -141,9 +146,10 @@ class Bridge:
         deps.connect_pending = None
 
     def start_workers(self) -> None:
-        """Resume every pending job and run new ones."""
+        """Resume every pending job and run new ones; prune finished ones now and then."""
         for worker in self.workers:
             worker.start()
+        self.pruner.start()
 
     async def on_startup(self) -> None:
         """Dispatcher startup hook: listener first, then workers (each only once)."""
@@ -167,6 +173,7 @@ class Bridge:
                 # Not confirmed to Telegram either: it sends these updates again after restart.
                 logger.exception("shutdown: the last customer updates were not stored")
         await self.typing_indicator.close()
+        await self.pruner.stop()
         await asyncio.gather(*(worker.stop(self.shutdown_grace) for worker in self.workers))
         self.workers_running = False
 

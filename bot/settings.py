@@ -220,6 +220,7 @@ class Settings(BaseSettings):
     CALL_SOURCE: str = Field(default="telegram-bridge", min_length=1)
     TIMEZONE: str = "UTC"
     RECOVERY_LOOKBACK_DAYS: int = Field(default=7, ge=1, le=365)
+    JOB_RETENTION_DAYS: int = Field(default=7, ge=1, le=3650)
     # Host suffixes manager media may come from, besides the hosts of AMOJO_/AMOCRM_BASE_URL.
     MEDIA_ALLOWED_HOSTS: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MEDIA_HOSTS
     LOG_LEVEL: str = "INFO"

@@ -117,4 +117,80 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX customers_last_message ON customers (last_message_at);
         """,
     ),
+    (
+        9,
+        """
+        CREATE TABLE job_keys (
+            dedup_key TEXT PRIMARY KEY,
+            finished_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX job_keys_finished ON job_keys (finished_at);
+        CREATE TABLE queue_counts (
+            queue TEXT NOT NULL,
+            state TEXT NOT NULL,
+            jobs INTEGER NOT NULL,
+            PRIMARY KEY (queue, state)
+        ) WITHOUT ROWID;
+        INSERT INTO queue_counts (queue, state, jobs)
+            SELECT queue, state, count(*) FROM jobs WHERE state IN ('pending', 'dead')
+            GROUP BY queue, state;
+        CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs
+        WHEN NEW.state IN ('pending', 'dead') BEGIN
+            INSERT INTO queue_counts (queue, state, jobs) VALUES (NEW.queue, NEW.state, 1)
+                ON CONFLICT (queue, state) DO UPDATE SET jobs = jobs + 1;
+        END;
+        CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs
+        WHEN OLD.state IS NOT NEW.state BEGIN
+            UPDATE queue_counts SET jobs = jobs - 1 WHERE queue = OLD.queue AND state = OLD.state;
+            INSERT INTO queue_counts (queue, state, jobs)
+                SELECT NEW.queue, NEW.state, 1 WHERE NEW.state IN ('pending', 'dead')
+                ON CONFLICT (queue, state) DO UPDATE SET jobs = jobs + 1;
+        END;
+        CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs
+        WHEN OLD.state IN ('pending', 'dead') BEGIN
+            UPDATE queue_counts SET jobs = jobs - 1 WHERE queue = OLD.queue AND state = OLD.state;
+        END;
+        CREATE INDEX jobs_pending_oldest ON jobs (queue, id) WHERE state = 'pending';
+        """,
+    ),
+    (
+        10,
+        # The head (oldest pending job) of every lane, kept by triggers: a worker wake reads
+        # the due heads only, not every pending job of a backlog.
+        """
+        CREATE TABLE lane_heads (
+            queue TEXT NOT NULL,
+            lane TEXT NOT NULL,
+            job_id INTEGER NOT NULL,
+            next_attempt_at REAL NOT NULL,
+            PRIMARY KEY (queue, lane)
+        ) WITHOUT ROWID;
+        CREATE INDEX lane_heads_due ON lane_heads (queue, next_attempt_at);
+        INSERT INTO lane_heads (queue, lane, job_id, next_attempt_at)
+            SELECT j.queue, j.lane, j.id, j.next_attempt_at FROM jobs AS j
+            WHERE j.state = 'pending' AND j.id = (
+                SELECT min(p.id) FROM jobs AS p
+                WHERE p.queue = j.queue AND p.lane = j.lane AND p.state = 'pending'
+            );
+        CREATE TRIGGER lane_head_insert AFTER INSERT ON jobs WHEN NEW.state = 'pending' BEGIN
+            INSERT OR IGNORE INTO lane_heads (queue, lane, job_id, next_attempt_at)
+                VALUES (NEW.queue, NEW.lane, NEW.id, NEW.next_attempt_at);
+        END;
+        CREATE TRIGGER lane_head_update AFTER UPDATE OF state, next_attempt_at ON jobs
+        WHEN OLD.state = 'pending' OR NEW.state = 'pending' BEGIN
+            DELETE FROM lane_heads WHERE queue = NEW.queue AND lane = NEW.lane;
+            INSERT INTO lane_heads (queue, lane, job_id, next_attempt_at)
+                SELECT queue, lane, id, next_attempt_at FROM jobs INDEXED BY jobs_pending_lane
+                WHERE queue = NEW.queue AND lane = NEW.lane AND state = 'pending'
+                ORDER BY id LIMIT 1;
+        END;
+        CREATE TRIGGER lane_head_delete AFTER DELETE ON jobs WHEN OLD.state = 'pending' BEGIN
+            DELETE FROM lane_heads WHERE queue = OLD.queue AND lane = OLD.lane;
+            INSERT INTO lane_heads (queue, lane, job_id, next_attempt_at)
+                SELECT queue, lane, id, next_attempt_at FROM jobs INDEXED BY jobs_pending_lane
+                WHERE queue = OLD.queue AND lane = OLD.lane AND state = 'pending'
+                ORDER BY id LIMIT 1;
+        END;
+        """,
+    ),
 ]

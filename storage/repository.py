@@ -139,6 +139,15 @@ _GAP_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PruneStep:
+    """Where a pruning pass stands: the last job id looked at, and what it deleted."""
+
+    last_id: int
+    deleted: int
+    done: bool
+
+
 @dataclass(slots=True)
 class QueueStats:
     """Depth and age of one queue."""
@@ -167,6 +176,7 @@ _JOB_COLUMNS = (
     "id, queue, kind, lane, dedup_key, payload, state, attempts, created_at, "
     "next_attempt_at, updated_at, last_error, redriven_at"
 )
+_JOINED_JOB_COLUMNS = ", ".join(f"jobs.{name.strip()}" for name in _JOB_COLUMNS.split(","))
 _CUSTOMER_COLUMNS = (
     "chat_id, user_id, name, username, language_code, phone, last_message_at, blocked, "
     "amo_conversation_id, amo_user_id, amo_chat_id"
@@ -236,11 +246,13 @@ async def _insert_new_jobs(conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -
                 now,
                 now,
             ]
+        # A key is new when no job has it, and no pruned job had it (job_keys).
         rows = await conn.execute_fetchall(
             "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
-            "created_at, updated_at) VALUES "
+            "created_at, updated_at) SELECT * FROM (VALUES "
             + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
+            + ") AS v WHERE NOT EXISTS (SELECT 1 FROM job_keys AS k WHERE k.dedup_key = "
+            "v.column4) ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
             params,
         )
         inserted.update(str(row[0]) for row in rows)
@@ -523,6 +535,43 @@ class Transaction:
         cursor = await self._conn.execute(sql, params)
         return cursor.rowcount
 
+    async def prune_batch(self, after_id: int, finished_before: float, size: int) -> PruneStep:
+        """Delete the finished jobs among the `size` jobs after `after_id` (keeping their keys)."""
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT id, state, updated_at, dedup_key, created_at FROM jobs WHERE id > ? "
+                "ORDER BY id LIMIT ?",
+                (after_id, size),
+            )
+        )
+        if not rows:
+            return PruneStep(after_id, 0, done=True)
+        old = [
+            (row[0], row[3], row[2])
+            for row in rows
+            if row[1] == "done" and row[2] < finished_before
+        ]
+        if old:
+            await self._conn.executemany(
+                "INSERT OR IGNORE INTO job_keys (dedup_key, finished_at) VALUES (?, ?)",
+                [(key, finished) for _, key, finished in old],
+            )
+            await self._conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i, _, _ in old])
+        # Jobs are stored in id order: once one was created after the cutoff, so were the rest.
+        last = rows[-1]
+        return PruneStep(
+            int(last[0]), len(old), done=len(rows) < size or last[4] >= finished_before
+        )
+
+    async def prune_keys(self, finished_before: float, size: int) -> int:
+        """Forget up to `size` dedup keys of jobs finished before `finished_before`."""
+        cursor = await self._conn.execute(
+            "DELETE FROM job_keys WHERE dedup_key IN (SELECT dedup_key FROM job_keys "
+            "WHERE finished_at < ? LIMIT ?)",
+            (finished_before, size),
+        )
+        return cursor.rowcount
+
 
 class Repository:
     """All persistence of the bridge."""
@@ -660,10 +709,8 @@ class Repository:
     ) -> list[Job]:
         """The head job of each lane that is due now, oldest first, skipping busy lanes."""
         rows = await self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs AS j WHERE j.queue = ? AND j.state = 'pending' "
-            "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs AS p "
-            "WHERE p.queue = j.queue AND p.lane = j.lane AND p.state = 'pending' "
-            "AND p.id < j.id) ORDER BY j.id LIMIT ?",
+            f"SELECT {_JOINED_JOB_COLUMNS} FROM lane_heads AS h JOIN jobs ON jobs.id = h.job_id "
+            "WHERE h.queue = ? AND h.next_attempt_at <= ? ORDER BY h.job_id LIMIT ?",
             (queue, now, limit + len(busy_lanes)),
         )
         jobs = [_job(row) for row in rows]
@@ -713,20 +760,54 @@ class Repository:
         total = await self._all("SELECT count(*) FROM jobs WHERE state = 'dead'")
         return [_job(row) for row in rows], int(total[0][0])
 
+    async def prune(
+        self, finished_before: float, keys_before: float, *, batch: int = 2000
+    ) -> tuple[int, int]:
+        """Delete jobs finished before `finished_before` and keys older than `keys_before`.
+
+        A finished job's dedup key moves to `job_keys`, so the same hook or update still counts
+        as a duplicate until the key expires. Short transactions: hooks get the writer between.
+        Returns (jobs deleted, keys forgotten).
+        """
+        jobs = keys = 0
+        after_id = 0
+        while True:
+            async with self.transaction() as tx:
+                step = await tx.prune_batch(after_id, finished_before, batch)
+            jobs += step.deleted
+            after_id = step.last_id
+            if step.done:
+                break
+            await asyncio.sleep(0)
+        while True:
+            async with self.transaction() as tx:
+                forgotten = await tx.prune_keys(keys_before, batch)
+            keys += forgotten
+            if forgotten < batch:
+                break
+            await asyncio.sleep(0)
+        return jobs, keys
+
     async def queue_stats(self) -> dict[str, QueueStats]:
         """Pending and dead counts and the oldest pending job, per queue."""
-        rows = await self._all(
-            "SELECT queue, state, count(*), min(created_at) FROM jobs "
-            "WHERE state IN ('pending', 'dead') GROUP BY queue, state"
-        )
+        # Counters kept by triggers, and each queue's oldest pending job from its index: a few
+        # rows read however long the history and the backlog.
+        rows = await self._all("SELECT queue, state, jobs FROM queue_counts WHERE jobs > 0")
         stats: dict[str, QueueStats] = {}
-        for queue, state, count, oldest in rows:
+        for queue, state, count in rows:
             entry = stats.setdefault(queue, QueueStats())
             if state == "pending":
                 entry.pending = count
-                entry.oldest_pending_created_at = oldest
             else:
                 entry.dead = count
+        for queue, entry in stats.items():
+            if entry.pending:
+                oldest = await self._all(
+                    "SELECT created_at FROM jobs INDEXED BY jobs_pending_oldest "
+                    "WHERE queue = ? AND state = 'pending' ORDER BY id LIMIT 1",
+                    (queue,),
+                )
+                entry.oldest_pending_created_at = oldest[0][0] if oldest else None
         return stats
 
     async def last_gap(self) -> Gap | None:
@@ -815,6 +896,18 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def _statements(script: str) -> list[str]:
+    """A script's statements; a trigger's body keeps its own semicolons."""
+    statements, buffer = [], ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    return statements
+
+
 async def _migrate(conn: aiosqlite.Connection) -> None:
     await conn.execute("PRAGMA journal_mode = WAL")
     rows = await conn.execute_fetchall("PRAGMA user_version")
@@ -824,9 +917,8 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
             continue
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            for statement in _statements(script):
+                await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {version}")
         except BaseException:
             await conn.rollback()
