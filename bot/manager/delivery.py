@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from bot.limits import (
     AMOJO_DELIVERY_ERROR_MAX_CHARS,
     AMOJO_MEDIA_TIMEOUT_SECONDS,
     DELIVERY_GIVE_UP_SECONDS,
+    MEDIA_DOWNLOAD_DEADLINE_SECONDS,
     TELEGRAM_PHOTO_UPLOAD_LIMIT,
     TELEGRAM_UPLOAD_LIMIT,
 )
@@ -369,12 +371,19 @@ class ManagerMessageDelivery:
         if message.file_size > limit:
             return None
         url = await self.media_policy.check(message.media)
-        for _ in range(MAX_REDIRECTS):
-            async with self._http.stream("GET", url) as response:
-                if not response.is_redirect:
-                    return await self._read_upload(message, response, limit)
-                location = response.headers.get("Location", "")
-            url = await self.media_policy.check(url.join(location))
+        try:
+            # A whole download, however slowly its bytes drip in, gets this long.
+            async with asyncio.timeout(MEDIA_DOWNLOAD_DEADLINE_SECONDS):
+                for _ in range(MAX_REDIRECTS):
+                    async with self._http.stream("GET", url) as response:
+                        if not response.is_redirect:
+                            return await self._read_upload(message, response, limit)
+                        location = response.headers.get("Location", "")
+                    url = await self.media_policy.check(url.join(location))
+        except TimeoutError:
+            raise RetryLater(
+                f"media download took over {MEDIA_DOWNLOAD_DEADLINE_SECONDS:.0f} s"
+            ) from None
         raise MediaRefused(f"the media address redirects more than {MAX_REDIRECTS} times")
 
     async def _read_upload(

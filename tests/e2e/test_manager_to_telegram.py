@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -480,3 +481,39 @@ async def test_media_from_inside_the_network_is_never_fetched(
     assert sent.method.lower() == "sendmessage"
     assert sent.params["text"] == "Счёт\n\n📎 invoice.pdf: not delivered"
     assert all(secret not in call.files.get("document", b"") for call in fakes.telegram.calls)
+
+
+async def test_a_media_download_that_drips_forever_is_cut_off(
+    fakes: Fakes, bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.manager.delivery, "MEDIA_DOWNLOAD_DEADLINE_SECONDS", 0.5)
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/pdf"})
+        await response.prepare(request)
+        for _ in range(600):
+            await response.write(b"x")
+            await asyncio.sleep(0.05)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/slow.pdf", drip)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        await customer_says(fakes, 618, 1)
+        hook = fakes.amojo.message_hook(
+            "tg-618", msg_type="file", media=f"http://127.0.0.1:{port}/slow.pdf"
+        )
+        await post(fakes, bridge, hook)
+
+        async def cut_off() -> bool:
+            jobs = await bridge.bridge.repo.jobs(kind=KIND_AMO_MESSAGE)
+            return any("took over" in (job.last_error or "") for job in jobs)
+
+        await wait_until(cut_off, timeout=10, what="the download cut off and retried later")
+    finally:
+        await runner.cleanup()
