@@ -221,6 +221,7 @@ class Settings(BaseSettings):
     TIMEZONE: str = "UTC"
     RECOVERY_LOOKBACK_DAYS: int = Field(default=7, ge=1, le=365)
     JOB_RETENTION_DAYS: int = Field(default=7, ge=1, le=3650)
+    METRICS_TOKEN: SecretStr | None = None  # when set, GET /metrics needs "Bearer <token>"
     # Host suffixes manager media may come from, besides the hosts of AMOJO_/AMOCRM_BASE_URL.
     MEDIA_ALLOWED_HOSTS: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MEDIA_HOSTS
     LOG_LEVEL: str = "INFO"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
 import socket
 import time
@@ -48,6 +49,7 @@ class WebDeps:
     starting: str | None = None
     # Set while a restart runs on the stored scope and the connect is still being retried.
     connect_pending: str | None = None
+    metrics_token: str | None = None
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -143,8 +145,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition (behind METRICS_TOKEN when it is set)."""
     deps = request.app[DEPS]
+    if deps.metrics_token is not None:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {deps.metrics_token}".encode()):
+            raise web.HTTPUnauthorized(
+                text="metrics need Authorization: Bearer <METRICS_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     try:
         await queue_report(deps.repo, deps.metrics)
     except StorageError:
@@ -264,7 +273,13 @@ class Listener:
         self, settings: Settings, repo: Repository, metrics: Metrics, traffic: HookTraffic
     ) -> None:
         self.settings = settings
-        self.deps = WebDeps(repo=repo, metrics=metrics, starting="opening the listener")
+        token = settings.METRICS_TOKEN
+        self.deps = WebDeps(
+            repo=repo,
+            metrics=metrics,
+            starting="opening the listener",
+            metrics_token=token.get_secret_value() if token is not None else None,
+        )
         self.traffic = traffic
         self.heartbeat = Heartbeat(repo, metrics)
         self.runner: web.AppRunner | None = None

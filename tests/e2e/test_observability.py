@@ -6,7 +6,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.factories import private_message_update
-from tests.harness import Fakes, RunningBridge, wait_until
+from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -139,3 +139,19 @@ async def test_healthz_reports_an_unreachable_database(bridge: RunningBridge) ->
     assert status == 503
     assert body["database"] is False
     assert "database unreachable" in body["problems"]  # type: ignore[operator]
+
+
+async def test_metrics_token_guards_metrics_only(bridges: BridgeFactory) -> None:
+    running = await bridges.start(METRICS_TOKEN="s3cret-metrics")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{running.url}/metrics") as response:
+            assert response.status == 401
+        wrong = {"Authorization": "Bearer nope"}
+        async with http.get(f"{running.url}/metrics", headers=wrong) as response:
+            assert response.status == 401
+        right = {"Authorization": "Bearer s3cret-metrics"}
+        async with http.get(f"{running.url}/metrics", headers=right) as response:
+            assert response.status == 200
+            assert "bridge_jobs_total" in await response.text()
+        async with http.get(f"{running.url}/healthz") as response:
+            assert response.status == 200
