@@ -386,7 +386,7 @@ async def create_bridge(
         time_window=settings.TIME_WINDOW_SECONDS,
         media_transport=transports.media,
         typing=typing_indicator,
-        media_policy=MediaPolicy(settings.media_hosts, settings.MEDIA_ALLOWED_HOSTS),
+        media_policy=MediaPolicy(settings.media_origins, settings.MEDIA_ALLOWED_HOSTS),
     )
     telegram_kinds.update(delivery.kinds())
     amojo_kinds.update(DeliveryStatusReporter(amojo, channel).kinds())

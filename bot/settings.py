@@ -260,11 +260,15 @@ class Settings(BaseSettings):
     def _parse_media_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             hosts = tuple(part.strip().lower() for part in value.split(",") if part.strip())
-            bad = [host for host in hosts if not _HOST_SUFFIX.fullmatch(host)]
+            bad = [
+                host
+                for host in hosts
+                if not _HOST_SUFFIX.fullmatch(host) or "." not in host.lstrip(".")
+            ]
             if bad:
                 raise ValueError(
                     "must be comma-separated host names or suffixes like .amocrm.ru "
-                    "(no scheme, port or path)"
+                    "(no scheme, port or path; not a bare top-level domain)"
                 )
             return hosts
         return value
@@ -352,9 +356,9 @@ class Settings(BaseSettings):
         return _strip_slash(str(self.PUBLIC_BASE_URL))
 
     @property
-    def media_hosts(self) -> set[str]:
-        """The configured amoCRM hosts: media from them is always fetched."""
-        return {url.host for url in (self.AMOJO_BASE_URL, self.AMOCRM_BASE_URL) if url.host}
+    def media_origins(self) -> list[str]:
+        """The configured amoCRM addresses: media from them is always fetched."""
+        return [self.amojo_base_url, self.amocrm_base_url]
 
     @property
     def uses_oauth(self) -> bool:

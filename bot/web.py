@@ -208,6 +208,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
 
 # Served inline (amoCRM previews them); anything else is a download. A customer's file must
 # never run as a page on the bridge's origin: an HTML or SVG "document" would be script there.
+# PDF is a download too: it may carry script, and browsers' viewers do not run sandboxed.
 INLINE_TYPES = frozenset(
     {
         "image/jpeg",
@@ -222,7 +223,6 @@ INLINE_TYPES = frozenset(
         "audio/mp4",
         "audio/x-m4a",
         "audio/wav",
-        "application/pdf",
         "text/plain",
     }
 )

@@ -11,7 +11,7 @@ from aiogram.types import Message
 from bot.notices import answer_later
 from bot.settings import Settings
 from bot.staff.commands import is_unknown_command, unknown_command_text
-from bot.staff.desk import Invocation, staff_job
+from bot.staff.desk import QUEUED_COMMANDS, Invocation, StaffDesk, staff_job
 from handlers.filters import OwnNewMessage, PrivateChat
 from storage import Repository
 
@@ -43,8 +43,10 @@ router.edited_message.filter(PrivateChat(), IsOperator())
 
 
 @router.message(Command("talk", "close", "call", "status", "help", ignore_case=True))
-async def cmd_staff(message: Message, command: CommandObject, repo: Repository) -> None:
-    """Queue a staff command; its answer comes in the operator's chat."""
+async def cmd_staff(
+    message: Message, command: CommandObject, staff: StaffDesk, repo: Repository
+) -> None:
+    """Run or queue a staff command; its answer comes in the operator's chat."""
     user_id = message.from_user.id if message.from_user else 0
     invocation = Invocation(
         user_id=user_id,
@@ -53,9 +55,12 @@ async def cmd_staff(message: Message, command: CommandObject, repo: Repository) 
         command=command.command.lower(),
         args=command.args,
     )
-    # Run by the staff worker: a command waiting on amoCRM (a 429, a slow answer) must not hold
-    # up the customers' updates behind it in polling.
-    await repo.enqueue(staff_job(invocation))
+    if invocation.command in QUEUED_COMMANDS:
+        # Run by the staff worker: a command waiting on amoCRM (a 429, a slow answer) must not
+        # hold up the customers' updates behind it in polling.
+        await repo.enqueue(staff_job(invocation))
+    else:  # /status, /help: local answers, at once
+        await answer_later(repo, message, await staff.run(invocation))
 
 
 @router.message(UnknownCommand())

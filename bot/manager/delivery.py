@@ -33,7 +33,13 @@ from bot.limits import (
     TELEGRAM_UPLOAD_LIMIT,
 )
 from bot.manager.mapping import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
-from bot.manager.media import MAX_REDIRECTS, MediaPolicy, MediaRefused
+from bot.manager.media import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    MediaPolicy,
+    MediaRefused,
+    MediaUnresolved,
+)
 from bot.manager.typing_indicator import TypingIndicator
 from bot.phones import mask_phone, normalise_phone
 from storage import Customer, Job, MessageLink, NewJob, Repository
@@ -62,6 +68,11 @@ TEXT_PHONE_SHARED = (
     "Several Telegram customers shared this phone with the bot, so the bridge cannot tell "
     "which one is meant. Answer in the chat the customer wrote from."
 )
+
+
+def refusal_key(amo_id: str) -> str:
+    """Where a delivery remembers that its media was refused (reported with its status)."""
+    return f"media.refused:{amo_id}"
 
 
 def status_job(amo_id: str, status: int, error_code: int | None = None, error: str = "") -> NewJob:
@@ -245,7 +256,6 @@ class ManagerMessageDelivery:
             if link.direction == "out" and link.chat_id == chat_id
         ]
         reply_to = await self._reply_target(message, chat_id)
-        media_refused: str | None = None
         for index in range(len(done), len(parts)):
             markup = buttons.keyboard if index == len(parts) - 1 else None
             reply = reply_to if index == 0 else None
@@ -270,8 +280,9 @@ class ManagerMessageDelivery:
                         )
                     ]
                 )
-            if refused is not None:
-                media_refused = refused
+                if refused is not None:
+                    # Kept with the part: a retry of a later part must still report it.
+                    await tx.set_kv(refusal_key(message.amo_id), refused)
         logger.info(
             "message %s delivered to chat %d in %d part(s)", message.amo_id, chat_id, len(parts)
         )
@@ -286,6 +297,7 @@ class ManagerMessageDelivery:
                 )
 
         status = status_job(message.amo_id, DELIVERED)
+        media_refused = await self.repo.get_kv(refusal_key(message.amo_id))
         if media_refused is not None:
             status = status_job(
                 message.amo_id,
@@ -366,24 +378,32 @@ class ManagerMessageDelivery:
         return await self.bot.send_document(chat_id, upload, caption=caption, **common)
 
     async def _download(self, message: ManagerMessage, kind: str) -> BufferedInputFile | None:
-        """The hook's media as an upload, or None when it cannot be uploaded (too big, gone)."""
+        """The hook's media as an upload, or None when it cannot be uploaded (too big, gone).
+
+        MediaRefused when the URL (or a redirect) points anywhere but amoCRM's file hosts.
+        """
+        try:
+            url = await self.media_policy.check(message.media)
+        except MediaUnresolved as exc:
+            raise RetryLater(str(exc)) from None
         limit = TELEGRAM_PHOTO_UPLOAD_LIMIT if kind == "photo" else TELEGRAM_UPLOAD_LIMIT
         if message.file_size > limit:
             return None
-        url = await self.media_policy.check(message.media)
         try:
             # A whole download, however slowly its bytes drip in, gets this long.
             async with asyncio.timeout(MEDIA_DOWNLOAD_DEADLINE_SECONDS):
-                for _ in range(MAX_REDIRECTS):
+                for _ in range(MAX_REDIRECTS + 1):
                     async with self._http.stream("GET", url) as response:
-                        if not response.is_redirect:
+                        location = response.headers.get("Location")
+                        if response.status_code not in REDIRECT_STATUSES or not location:
                             return await self._read_upload(message, response, limit)
-                        location = response.headers.get("Location", "")
                     url = await self.media_policy.check(url.join(location))
         except TimeoutError:
             raise RetryLater(
                 f"media download took over {MEDIA_DOWNLOAD_DEADLINE_SECONDS:.0f} s"
             ) from None
+        except MediaUnresolved as exc:
+            raise RetryLater(str(exc)) from None
         raise MediaRefused(f"the media address redirects more than {MAX_REDIRECTS} times")
 
     async def _read_upload(
@@ -392,7 +412,7 @@ class ManagerMessageDelivery:
         """The body of a media answer as an upload (None: unusable, send the link)."""
         if response.status_code == 429 or response.status_code >= 500:
             raise RetryLater(f"media download: HTTP {response.status_code}")
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             logger.warning(
                 "media of %s: HTTP %d, sending the link", message.amo_id, response.status_code
             )

@@ -18,10 +18,41 @@ import httpx
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# getaddrinfo's "no such name" answers: anything else (EAI_AGAIN…) may pass.
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+# Python counts these as global, yet they reach inside (NAT64, IPv4-compatible, site-local).
+_NOT_PUBLIC = (
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("fec0::/10"),
+)
+
+
+def is_public(address: str) -> bool:
+    """Whether an address is on the public internet (not private, loopback, link-local…)."""
+    ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return is_public(str(ip.ipv4_mapped))
+        if any(ip in network for network in _NOT_PUBLIC):
+            return False
+    return ip.is_global
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return url.scheme, (url.host or "").lower().rstrip("."), port
 
 
 class MediaRefused(Exception):
     """The URL is not one the bridge fetches; the message says why (for the manager)."""
+
+
+class MediaUnresolved(Exception):
+    """The media host's name could not be looked up just now (the DNS may answer later)."""
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -35,11 +66,12 @@ class MediaPolicy:
 
     def __init__(
         self,
-        configured_hosts: Iterable[str],
+        configured_origins: Iterable[str],
         allowed_suffixes: Iterable[str],
         resolver: Resolver = resolve,
     ) -> None:
-        self.configured = {host.lower().rstrip(".") for host in configured_hosts if host}
+        # The configured amoCRM's own addresses: scheme, host and port exactly as configured.
+        self.configured = {origin(httpx.URL(url)) for url in configured_origins if url}
         self.suffixes = tuple(
             suffix.lower().strip().lstrip(".") for suffix in allowed_suffixes if suffix.strip()
         )
@@ -57,7 +89,7 @@ class MediaPolicy:
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise MediaRefused(f"the media address is not http(s): {parsed.scheme or '?'}://")
         host = parsed.host.lower().rstrip(".")
-        if host in self.configured:
+        if origin(parsed) in self.configured:
             return parsed
         if not self._suffix_allowed(host):
             raise MediaRefused(
@@ -65,9 +97,13 @@ class MediaPolicy:
             )
         try:
             addresses = await self._resolve(host, parsed.port or 443)
-        except OSError:
-            raise MediaRefused(f"the media host {host} does not resolve") from None
-        private = [a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_global]
+        except socket.gaierror as exc:
+            if exc.errno in _NO_SUCH_NAME:
+                raise MediaRefused(f"the media host {host} does not exist") from None
+            raise MediaUnresolved(f"the media host {host} did not resolve: {exc}") from None
+        except OSError as exc:
+            raise MediaUnresolved(f"the media host {host} did not resolve: {exc}") from None
+        private = [address for address in addresses if not is_public(address)]
         if not addresses or private:
             raise MediaRefused(f"the media host {host} resolves to a private address")
         return parsed

@@ -68,11 +68,29 @@ class StaffDesk:
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds of the staff queue."""
-        return {KIND_STAFF_COMMAND: JobKind(run=self.run_job)}
+        return {
+            KIND_STAFF_COMMAND: JobKind(
+                run=self.run_job, on_dead=self.on_dead, give_up_after=STAFF_GIVE_UP_SECONDS
+            )
+        }
+
+    async def on_dead(self, job: Job, reason: str) -> list[NewJob]:
+        """A command that could not be run still gets an answer (and the audit says so)."""
+        invocation = _invocation(job)
+        if invocation is None:
+            return []
+        text = f"/{invocation.command} failed: {reason}"
+        entry = _audit_entry(invocation, "failed")
+        async with self.repo.transaction() as tx:
+            await record_audit(tx, entry)
+        return answer_jobs(invocation.chat_id, invocation.message_id, text)
 
     async def run_job(self, job: Job) -> Done:
         """Run a queued command: its answer and its audit entry are stored with the job's end."""
-        invocation = Invocation(**job.payload["invocation"])
+        invocation = _invocation(job)
+        if invocation is None:
+            logger.warning("staff job %d: unreadable payload; dropped", job.id)
+            return Done()
         text, entry = await self.execute(invocation)
 
         async def record(tx: Transaction) -> None:
@@ -97,9 +115,12 @@ class StaffDesk:
             "call": self._call,
             "status": self._status,
             "help": self._help,
-        }[invocation.command]
+        }.get(invocation.command)
         try:
-            reply = await handler(invocation)
+            if handler is None:  # stored by another version of the bridge
+                reply = Reply(f"/{invocation.command} is not a command of this bridge.", "usage")
+            else:
+                reply = await handler(invocation)
         except UsageError as exc:
             reply = Reply(str(exc), "usage")
         except CrmError as exc:
@@ -107,15 +128,7 @@ class StaffDesk:
         except httpx.HTTPError as exc:
             logger.warning("/%s: amoCRM unreachable: %s", invocation.command, exc)
             reply = Reply(f"amoCRM is unreachable ({type(exc).__name__}); try again.", "network")
-        entry = AuditEntry(
-            at=time.time(),
-            user_id=invocation.user_id,
-            chat_id=invocation.chat_id,
-            message_id=invocation.message_id,
-            command=invocation.command,
-            args=invocation.args or "",
-            result=reply.result,
-        )
+        entry = _audit_entry(invocation, reply.result)
         logger.info("operator %d ran /%s: %s", invocation.user_id, invocation.command, reply.result)
         return reply.text, entry
 
@@ -213,6 +226,30 @@ def describe_recovery(gap: Gap | None, now: float) -> str:
         progress = f"{gap.scanned}/{total} conversations read, {gap.recovered} recovered"
         return f"{head}; recovering: {progress}"
     return f"{head}; recovered {gap.recovered} message(s) from {gap.scanned} conversation(s)"
+
+
+# Commands that ask amoCRM run in the staff queue; the others answer from inside polling.
+QUEUED_COMMANDS = frozenset({"talk", "close", "call"})
+STAFF_GIVE_UP_SECONDS = 10 * 60  # an operator waits for an answer, not for hours
+
+
+def _invocation(job: Job) -> Invocation | None:
+    try:
+        return Invocation(**job.payload["invocation"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _audit_entry(invocation: Invocation, result: str) -> AuditEntry:
+    return AuditEntry(
+        at=time.time(),
+        user_id=invocation.user_id,
+        chat_id=invocation.chat_id,
+        message_id=invocation.message_id,
+        command=invocation.command,
+        args=invocation.args or "",
+        result=result,
+    )
 
 
 def staff_job(invocation: Invocation) -> NewJob:

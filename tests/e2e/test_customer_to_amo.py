@@ -62,7 +62,7 @@ async def test_photo_link_serves_the_telegram_bytes(fakes: Fakes, bridge: Runnin
     [
         ("text/html", "application/octet-stream", "attachment"),
         ("image/svg+xml", "application/octet-stream", "attachment"),
-        ("application/pdf", "application/pdf", "inline"),
+        ("application/pdf", "application/octet-stream", "attachment"),
         ("image/png", "image/png", "inline"),
     ],
 )

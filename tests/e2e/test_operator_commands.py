@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bot.staff.desk import Invocation, staff_job
 from storage.crm import audit_entries, load_token_pair
 from tests.fakes.factories import private_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
@@ -367,3 +368,25 @@ async def test_a_command_waiting_on_amocrm_does_not_hold_up_customers(
         lambda: len(fakes.telegram.sent_messages(OPERATOR)) == 1, timeout=15, what="the answer"
     )
     assert fakes.telegram.sent_messages(OPERATOR)[0].params["text"].startswith("Talk 117")
+
+
+async def test_a_command_that_cannot_be_run_is_still_answered(
+    fakes: Fakes, staff_bridge: RunningBridge
+) -> None:
+    fakes.crm.fail("/api/v4/talks/117", 200, times=100, body={})  # not a talk at all
+    reply = await Operator(fakes).ask("/talk 117")
+    assert reply.startswith("/talk failed: ")
+    [entry] = await audit_entries(staff_bridge.bridge.repo)
+    assert (entry.command, entry.result) == ("talk", "failed")
+
+
+async def test_a_stored_command_this_version_does_not_know_is_answered(
+    fakes: Fakes, staff_bridge: RunningBridge
+) -> None:
+    invocation = Invocation(OPERATOR, OPERATOR, 41, "stats", None)
+    await staff_bridge.bridge.repo.enqueue(staff_job(invocation))
+    await fakes.telegram.wait_for(
+        lambda: len(fakes.telegram.sent_messages(OPERATOR)) == 1, what="the answer"
+    )
+    text = fakes.telegram.sent_messages(OPERATOR)[0].params["text"]
+    assert text == "/stats is not a command of this bridge."

@@ -176,6 +176,7 @@ class FakeAmojo(FakeServer):
         self._failures: list[_Failure] = []
         self._media: dict[str, tuple[str, bytes]] = {}
         self._redirects: dict[str, str] = {}
+        self._dripping: dict[str, tuple[str, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         base = "/v2/origin/custom"
@@ -243,6 +244,11 @@ class FakeAmojo(FakeServer):
     def add_media(self, name: str, content_type: str, content: bytes) -> str:
         """Serve content under /attachments/{name}; returns its URL."""
         self._media[name] = (content_type, content)
+        return f"{self.url}/attachments/{name}"
+
+    def add_dripping_media(self, name: str, content_type: str, byte_every: float) -> str:
+        """Serve an endless body under /attachments/{name}, one byte every `byte_every` s."""
+        self._dripping[name] = (content_type, byte_every)
         return f"{self.url}/attachments/{name}"
 
     def add_redirect(self, name: str, location: str) -> str:
@@ -919,6 +925,13 @@ class FakeAmojo(FakeServer):
         name = request.match_info["name"]
         if name in self._redirects:
             raise web.HTTPFound(self._redirects[name])
+        if name in self._dripping:
+            content_type, every = self._dripping[name]
+            response = web.StreamResponse(headers={"Content-Type": content_type})
+            await response.prepare(request)
+            while True:
+                await response.write(b"x")
+                await asyncio.sleep(every)
         if name not in self._media:
             return web.Response(status=404)
         self.media_downloads.append(name)

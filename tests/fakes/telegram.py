@@ -245,6 +245,7 @@ class _Failure:
     retry_after: int | None
     times: int
     chat_id: int | str | None
+    after: int = 0  # calls that pass before the failures start
 
 
 @dataclass
@@ -462,8 +463,12 @@ class FakeTelegram(FakeServer):
         retry_after: int | None = None,
         times: int = 1,
         chat_id: int | str | None = None,
+        after: int = 0,
     ) -> None:
-        """Answer the next `times` calls of method (optionally only for chat_id) with an error."""
+        """Answer `times` calls of method (optionally only for chat_id) with an error.
+
+        The failures start after `after` calls have passed.
+        """
         if description is None:
             if status == 429:
                 description = f"Too Many Requests: retry after {retry_after or 1}"
@@ -471,7 +476,7 @@ class FakeTelegram(FakeServer):
             else:
                 description = DEFAULT_DESCRIPTIONS.get(status, "Internal Server Error")
         self._failures.append(
-            _Failure(method.lower(), status, description, retry_after, times, chat_id)
+            _Failure(method.lower(), status, description, retry_after, times, chat_id, after)
         )
 
     def set_down(self, down: bool) -> None:
@@ -639,6 +644,9 @@ class FakeTelegram(FakeServer):
             if failure.method != method or failure.times <= 0:
                 continue
             if failure.chat_id is not None and str(failure.chat_id) != str(chat_id):
+                continue
+            if failure.after > 0:
+                failure.after -= 1
                 continue
             failure.times -= 1
             raise ApiError(failure.status, failure.description, failure.retry_after)

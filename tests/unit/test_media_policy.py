@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
-from bot.manager.media import MediaPolicy, MediaRefused
+from bot.manager.media import MediaPolicy, MediaRefused, MediaUnresolved
 
 ADDRESSES = {
     "drive-b.amocrm.ru": ["185.3.140.10"],
     "files.kommo.com": ["2a00:1450:4010:c05::8b"],
     "evil.amocrm.ru": ["10.0.0.5"],
     "mixed.kommo.com": ["185.3.140.11", "169.254.169.254"],
+    "nat64.kommo.com": ["64:ff9b::a00:5"],
+    "mapped.kommo.com": ["::ffff:10.0.0.5"],
+    "sitelocal.kommo.com": ["fec0::1"],
 }
 
 
 async def fake_resolve(host: str, port: int) -> list[str]:
+    if host == "flaky.amocrm.ru":
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
     if host not in ADDRESSES:
-        raise OSError("no such host")
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     return ADDRESSES[host]
 
 
-POLICY = MediaPolicy({"amojo.amocrm.ru", "127.0.0.1"}, (".amocrm.ru", "kommo.com"), fake_resolve)
+POLICY = MediaPolicy(
+    ["https://amojo.amocrm.ru", "http://127.0.0.1:8080"], (".amocrm.ru", "kommo.com"), fake_resolve
+)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +53,11 @@ async def test_allowed(url: str) -> None:
         ("https://amocrm.ru.evil.com/a.jpg", "not one amoCRM uses"),
         ("https://evil.amocrm.ru/a.jpg", "private address"),
         ("https://mixed.kommo.com/a.jpg", "private address"),
-        ("https://gone.amocrm.ru/a.jpg", "does not resolve"),
+        ("https://gone.amocrm.ru/a.jpg", "does not exist"),
+        ("http://127.0.0.1:6379/", "not one amoCRM uses"),  # the configured host, another port
+        ("https://nat64.kommo.com/a", "private address"),
+        ("https://mapped.kommo.com/a", "private address"),
+        ("https://sitelocal.kommo.com/a", "private address"),
         ("http://10.0.0.5/a.jpg", "not one amoCRM uses"),
         ("http://[::1]/a.jpg", "not one amoCRM uses"),
         ("file:///etc/passwd", "not http(s)"),
@@ -55,3 +67,14 @@ async def test_allowed(url: str) -> None:
 async def test_refused(url: str, why: str) -> None:
     with pytest.raises(MediaRefused, match=re.escape(why)):
         await POLICY.check(url)
+
+
+async def test_a_dns_hiccup_is_not_a_refusal() -> None:
+    with pytest.raises(MediaUnresolved):
+        await POLICY.check("https://flaky.amocrm.ru/a.jpg")
+
+
+async def test_the_configured_amojo_over_http_is_checked_like_any_host() -> None:
+    # https://amojo.amocrm.ru is configured; http:// to it is not the same address.
+    with pytest.raises(MediaRefused, match="does not exist"):
+        await POLICY.check("http://amojo.amocrm.ru/attachments/a.jpg")
