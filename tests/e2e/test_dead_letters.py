@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import time
@@ -164,16 +165,36 @@ async def test_failed_reads_only_the_newest_twenty_of_a_long_history(
     TOTAL = 100_050  # noqa: N806 - more than any "load them all, then sort" cap
     running = await start(bridges)
     now = time.time()
-    with sqlite3.connect(running.bridge.settings.DATABASE_PATH) as db:
-        db.executemany(
-            "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, state, attempts, "
-            "created_at, next_attempt_at, updated_at, last_error) "
-            "VALUES ('amojo', 'customer.message', ?, ?, '{}', 'dead', 1, ?, ?, ?, ?)",
-            [
-                (f"chat:{n}", f"old-{n}", now - 20000 + n / 10, now, now - 20000 + n / 10, f"r{n}")
-                for n in range(TOTAL)
-            ],
+
+    # The bridge writes meanwhile (heartbeat) on this event loop: insert from a thread, with
+    # the write lock taken first.
+    def insert() -> None:
+        db = sqlite3.connect(
+            running.bridge.settings.DATABASE_PATH, timeout=30, isolation_level=None
         )
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, state, attempts, "
+                "created_at, next_attempt_at, updated_at, last_error) "
+                "VALUES ('amojo', 'customer.message', ?, ?, '{}', 'dead', 1, ?, ?, ?, ?)",
+                [
+                    (
+                        f"chat:{n}",
+                        f"old-{n}",
+                        now - 20000 + n / 10,
+                        now,
+                        now - 20000 + n / 10,
+                        f"r{n}",
+                    )
+                    for n in range(TOTAL)
+                ],
+            )
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    await asyncio.to_thread(insert)
     listing = await Operator(fakes).says("/failed")
 
     assert listing.startswith(f"Dead-lettered jobs: {TOTAL} (newest 20)")
