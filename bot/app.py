@@ -387,6 +387,7 @@ async def create_bridge(
         media_transport=transports.media,
         typing=typing_indicator,
         media_policy=MediaPolicy(settings.media_origins, settings.MEDIA_ALLOWED_HOSTS),
+        spool_dir=settings.DATABASE_PATH.parent / "media-spool",
     )
     telegram_kinds.update(delivery.kinds())
     amojo_kinds.update(DeliveryStatusReporter(amojo, channel).kinds())

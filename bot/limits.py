@@ -32,6 +32,8 @@ AMOJO_REFUSAL_GIVE_UP_SECONDS = 6 * 60 * 60
 AMOJO_REQUEST_TIMEOUT_SECONDS = 5.0
 AMOJO_MEDIA_TIMEOUT_SECONDS = 60.0  # connect, and between two chunks
 MEDIA_DOWNLOAD_DEADLINE_SECONDS = 300.0  # one whole manager media download
+MEDIA_CONCURRENCY = 4  # manager media downloads/uploads at once
+MEDIA_CHUNK_BYTES = 256 * 1024
 AMOJO_DELIVERY_ERROR_MAX_CHARS = 500
 AMOJO_HISTORY_PAGE_LIMIT = 50  # spec §5.3: at most 50 a page
 # Recovery reads history at most this fast, beside the live traffic (amojo's limit is undocumented).

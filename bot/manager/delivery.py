@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +20,7 @@ from aiogram.exceptions import (
     TelegramEntityTooLarge,
     TelegramForbiddenError,
 )
-from aiogram.types import BufferedInputFile, Message, ReplyParameters
+from aiogram.types import FSInputFile, InputFile, Message, ReplyParameters
 
 from bot import ids
 from bot.amocrm.amojo import AmojoClient
@@ -28,6 +33,8 @@ from bot.limits import (
     AMOJO_DELIVERY_ERROR_MAX_CHARS,
     AMOJO_MEDIA_TIMEOUT_SECONDS,
     DELIVERY_GIVE_UP_SECONDS,
+    MEDIA_CHUNK_BYTES,
+    MEDIA_CONCURRENCY,
     MEDIA_DOWNLOAD_DEADLINE_SECONDS,
     TELEGRAM_PHOTO_UPLOAD_LIMIT,
     TELEGRAM_UPLOAD_LIMIT,
@@ -144,6 +151,7 @@ class ManagerMessageDelivery:
         media_transport: httpx.AsyncBaseTransport | None = None,
         typing: TypingIndicator | None = None,
         media_policy: MediaPolicy | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.bot = bot
         self.typing = typing
@@ -151,6 +159,12 @@ class ManagerMessageDelivery:
         self.throttle = throttle
         self.time_window = time_window
         self.media_policy = media_policy or MediaPolicy((), ())
+        self.spool_dir = spool_dir or Path(tempfile.gettempdir())
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.spool_dir.glob("media-*"):  # from a process killed mid-upload
+            leftover.unlink(missing_ok=True)
+        self._media_slots = asyncio.Semaphore(MEDIA_CONCURRENCY)
+        self._url_locks: dict[str, asyncio.Lock] = {}
         # Redirects are followed by hand: each hop is checked against the media policy.
         self._http = httpx.AsyncClient(
             transport=media_transport,
@@ -337,31 +351,82 @@ class ManagerMessageDelivery:
         if part.media_kind is None:
             await self.throttle.wait(chat_id)
             return await self.bot.send_message(chat_id, part.text, **common), None
+        sent = await self._send_media_part(chat_id, message, part, common)
+        if sent is not None:
+            return sent
+        await self.throttle.wait(chat_id)
+        return await self.bot.send_message(chat_id, message.link_text(part.text), **common), None
+
+    async def _send_media_part(
+        self, chat_id: int, message: ManagerMessage, part: Part, common: dict[str, Any]
+    ) -> tuple[Message, str | None] | None:
+        """Send a media part; None when only its link can go (too big, gone, refused by Telegram).
+
+        A file Telegram has already is re-sent by its file_id (a broadcast downloads it once:
+        the same URL's sends wait for the first upload). Downloads are spooled to disk, and at
+        most MEDIA_CONCURRENCY run at once, so memory does not grow with file sizes.
+        """
+        assert part.media_kind is not None
+        url = message.media
+        cache_key = f"media.file_id:{part.media_kind}:{hashlib.sha256(url.encode()).hexdigest()}"
+        lock = self._url_locks.setdefault(url, asyncio.Lock())
         try:
-            upload = await self._download(message, part.media_kind)
+            async with lock:
+                file_id = await self.repo.get_kv(cache_key)
+                if file_id is not None:
+                    try:
+                        await self.throttle.wait(chat_id)
+                        return await self._send_media(chat_id, part, file_id, common), None
+                    except TelegramBadRequest as exc:
+                        if "chat not found" in exc.message.lower():
+                            raise
+                        logger.info("file_id of %s refused (%s); uploading", url, exc.message)
+                async with self._media_slots:
+                    return await self._upload(chat_id, message, part, common, cache_key)
+        finally:
+            if not lock.locked():
+                self._url_locks.pop(url, None)
+
+    async def _upload(
+        self,
+        chat_id: int,
+        message: ManagerMessage,
+        part: Part,
+        common: dict[str, Any],
+        cache_key: str,
+    ) -> tuple[Message, str | None] | None:
+        assert part.media_kind is not None
+        try:
+            spooled = await self._download(message, part.media_kind)
         except MediaRefused as exc:
             logger.warning("media of %s refused: %s", message.amo_id, exc)
             await self.throttle.wait(chat_id)
             text = message.refused_text(part.text)
             return await self.bot.send_message(chat_id, text, **common), str(exc)
-        if upload is not None:
-            try:
-                await self.throttle.wait(chat_id)
-                return await self._send_media(chat_id, part, upload, common), None
-            except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
-                if "chat not found" in exc.message.lower():
-                    raise
-                logger.info(
-                    "Telegram refused %s of message %s (%s); sending the link instead",
-                    part.media_kind,
-                    message.amo_id,
-                    exc.message,
-                )
-        await self.throttle.wait(chat_id)
-        return await self.bot.send_message(chat_id, message.link_text(part.text), **common), None
+        if spooled is None:
+            return None
+        try:
+            await self.throttle.wait(chat_id)
+            sent = await self._send_media(chat_id, part, spooled, common)
+        except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
+            if "chat not found" in exc.message.lower():
+                raise
+            logger.info(
+                "Telegram refused %s of message %s (%s); sending the link instead",
+                part.media_kind,
+                message.amo_id,
+                exc.message,
+            )
+            return None
+        finally:
+            _discard(str(spooled.path))
+        file_id = sent_file_id(sent)
+        if file_id is not None:
+            await self.repo.set_kv(cache_key, file_id)
+        return sent, None
 
     async def _send_media(
-        self, chat_id: int, part: Part, upload: BufferedInputFile, common: dict[str, Any]
+        self, chat_id: int, part: Part, upload: InputFile | str, common: dict[str, Any]
     ) -> Message:
         caption = part.text or None
         match part.media_kind:
@@ -377,7 +442,7 @@ class ManagerMessageDelivery:
                 return await self.bot.send_sticker(chat_id, upload, **common)
         return await self.bot.send_document(chat_id, upload, caption=caption, **common)
 
-    async def _download(self, message: ManagerMessage, kind: str) -> BufferedInputFile | None:
+    async def _download(self, message: ManagerMessage, kind: str) -> FSInputFile | None:
         """The hook's media as an upload, or None when it cannot be uploaded (too big, gone).
 
         MediaRefused when the URL (or a redirect) points anywhere but amoCRM's file hosts.
@@ -408,8 +473,8 @@ class ManagerMessageDelivery:
 
     async def _read_upload(
         self, message: ManagerMessage, response: httpx.Response, limit: int
-    ) -> BufferedInputFile | None:
-        """The body of a media answer as an upload (None: unusable, send the link)."""
+    ) -> FSInputFile | None:
+        """The body of a media answer spooled to disk as an upload (None: unusable)."""
         if response.status_code == 429 or response.status_code >= 500:
             raise RetryLater(f"media download: HTTP {response.status_code}")
         if response.status_code >= 300:
@@ -417,15 +482,42 @@ class ManagerMessageDelivery:
                 "media of %s: HTTP %d, sending the link", message.amo_id, response.status_code
             )
             return None
-        content = bytearray()
-        async for chunk in response.aiter_bytes():
-            content.extend(chunk)
-            if len(content) > limit:
-                return None
-        if not content:
-            return None
         name = message.file_name or _default_name(message)
-        return BufferedInputFile(bytes(content), filename=name)
+        size = 0
+        spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - handed on to the upload
+            dir=self.spool_dir, prefix="media-", delete=False
+        )
+        try:
+            with spool:
+                async for chunk in response.aiter_bytes(MEDIA_CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > limit:
+                        _discard(spool.name)
+                        return None
+                    spool.write(chunk)
+        except BaseException:
+            _discard(spool.name)
+            raise
+        if size == 0:
+            _discard(spool.name)
+            return None
+        return FSInputFile(spool.name, filename=name, chunk_size=MEDIA_CHUNK_BYTES)
+
+
+def _discard(path: str) -> None:
+    """Remove a spooled file (a fast local unlink; a missing one is fine)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def sent_file_id(sent: Message) -> str | None:
+    """The file_id Telegram gave the file of a sent media message."""
+    if sent.photo:
+        return sent.photo[-1].file_id
+    for media in (sent.video, sent.voice, sent.audio, sent.sticker, sent.animation, sent.document):
+        if media is not None:
+            return str(media.file_id)
+    return None
 
 
 def _default_name(message: ManagerMessage) -> str:

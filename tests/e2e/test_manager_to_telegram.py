@@ -528,3 +528,29 @@ async def test_an_oversized_file_from_a_refused_host_does_not_leak_its_link(
     assert status["status"] == -1
     [sent] = sends(fakes, 620)
     assert sent.params["text"] == "Счёт\n\n📎 invoice.pdf: not delivered"
+
+
+async def test_a_broadcast_file_is_downloaded_once_and_resent_by_file_id(
+    fakes: Fakes, bridge: RunningBridge
+) -> None:
+    chats = (621, 622, 623)
+    for chat in chats:
+        await customer_says(fakes, chat, 1)
+    pdf = b"%PDF-1.4 " + b"y" * 5000
+    url = fakes.amojo.add_media("price.pdf", "application/pdf", pdf)
+    hooks = [
+        fakes.amojo.message_hook(f"tg-{chat}", msg_type="file", media=url, file_name="price.pdf")
+        for chat in chats
+    ]
+    amo_ids = [await post(fakes, bridge, hook) for hook in hooks]  # a Salesbot broadcast
+    for amo_id in amo_ids:
+        assert (await status_of(fakes, amo_id))["status"] == 1
+
+    assert fakes.amojo.media_downloads == ["price.pdf"]
+    calls = [sends(fakes, chat)[0] for chat in chats]
+    uploads = [call for call in calls if "document" in call.files]
+    by_id = [call for call in calls if "document" not in call.files]
+    assert len(uploads) == 1 and len(by_id) == 2
+    assert {call.params["document"] for call in by_id} == {uploads[0].result["document"]["file_id"]}
+    spool = bridge.bridge.settings.DATABASE_PATH.parent / "media-spool"
+    assert list(spool.iterdir()) == []  # nothing left on disk
