@@ -166,6 +166,13 @@ MIGRATIONS: list[tuple[int, str]] = [
             PRIMARY KEY (queue, lane)
         ) WITHOUT ROWID;
         CREATE INDEX lane_heads_due ON lane_heads (queue, next_attempt_at);
+        CREATE INDEX lane_heads_order ON lane_heads (queue, job_id);
+        CREATE TABLE media_files (
+            key TEXT PRIMARY KEY,
+            file_id TEXT NOT NULL,
+            stored_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX media_files_stored ON media_files (stored_at);
         INSERT INTO lane_heads (queue, lane, job_id, next_attempt_at)
             SELECT j.queue, j.lane, j.id, j.next_attempt_at FROM jobs AS j
             WHERE j.state = 'pending' AND j.id = (

@@ -564,13 +564,31 @@ class Transaction:
         )
 
     async def prune_keys(self, finished_before: float, size: int) -> int:
-        """Forget up to `size` dedup keys of jobs finished before `finished_before`."""
+        """Forget up to `size` dedup keys (and remembered file_ids) older than the cutoff."""
         cursor = await self._conn.execute(
             "DELETE FROM job_keys WHERE dedup_key IN (SELECT dedup_key FROM job_keys "
             "WHERE finished_at < ? LIMIT ?)",
             (finished_before, size),
         )
-        return cursor.rowcount
+        files = await self._conn.execute(
+            "DELETE FROM media_files WHERE key IN (SELECT key FROM media_files "
+            "WHERE stored_at < ? LIMIT ?)",
+            (finished_before, size),
+        )
+        return cursor.rowcount + files.rowcount
+
+    async def remember_media_file(self, key: str, file_id: str) -> None:
+        """Telegram's file_id of a file sent once (a broadcast re-sends it by id)."""
+        await self._conn.execute(
+            "INSERT INTO media_files (key, file_id, stored_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET file_id = excluded.file_id, "
+            "stored_at = excluded.stored_at",
+            (key, file_id, time.time()),
+        )
+
+    async def delete_kv(self, key: str) -> None:
+        """Forget one key."""
+        await self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
 
 class Repository:
@@ -692,6 +710,11 @@ class Repository:
         async with self.transaction() as tx:
             return await tx.enqueue(jobs)
 
+    async def media_file_id(self, key: str) -> str | None:
+        """The file_id remembered for a media key, if any."""
+        rows = await self._all("SELECT file_id FROM media_files WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
     async def get_kv(self, key: str) -> str | None:
         """Read a small named value."""
         rows = await self._all("SELECT value FROM kv WHERE key = ?", (key,))
@@ -709,7 +732,9 @@ class Repository:
     ) -> list[Job]:
         """The head job of each lane that is due now, oldest first, skipping busy lanes."""
         rows = await self._all(
-            f"SELECT {_JOINED_JOB_COLUMNS} FROM lane_heads AS h JOIN jobs ON jobs.id = h.job_id "
+            # Heads in job order, skipping the ones not due: one index walk, however many lanes.
+            f"SELECT {_JOINED_JOB_COLUMNS} FROM lane_heads AS h INDEXED BY lane_heads_order "
+            "JOIN jobs ON jobs.id = h.job_id "
             "WHERE h.queue = ? AND h.next_attempt_at <= ? ORDER BY h.job_id LIMIT ?",
             (queue, now, limit + len(busy_lanes)),
         )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -159,12 +161,10 @@ class ManagerMessageDelivery:
         self.throttle = throttle
         self.time_window = time_window
         self.media_policy = media_policy or MediaPolicy((), ())
-        self.spool_dir = spool_dir or Path(tempfile.gettempdir())
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.spool_dir.glob("media-*"):  # from a process killed mid-upload
-            leftover.unlink(missing_ok=True)
+        self._spool = MediaSpool(spool_dir)
+        self.spool_dir = self._spool.path
         self._media_slots = asyncio.Semaphore(MEDIA_CONCURRENCY)
-        self._url_locks: dict[str, asyncio.Lock] = {}
+        self._transfers: set[str] = set()  # media URLs being downloaded and uploaded now
         # Redirects are followed by hand: each hop is checked against the media policy.
         self._http = httpx.AsyncClient(
             transport=media_transport,
@@ -174,8 +174,9 @@ class ManagerMessageDelivery:
         )
 
     async def aclose(self) -> None:
-        """Close the media download pool."""
+        """Close the media download pool and give the spool folder back."""
         await self._http.aclose()
+        self._spool.close()
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds this sender runs (queue "telegram")."""
@@ -303,6 +304,8 @@ class ManagerMessageDelivery:
         bind = recipient.bind
 
         async def record(tx: Transaction) -> None:
+            if media_refused is not None:
+                await tx.delete_kv(refusal_key(message.amo_id))  # reported with the status
             # amo's chat id lets a later gap be recovered from this chat's history.
             await tx.set_amo_chat_id(chat_id, message.conversation_amo_id)
             if bind:
@@ -368,24 +371,28 @@ class ManagerMessageDelivery:
         """
         assert part.media_kind is not None
         url = message.media
-        cache_key = f"media.file_id:{part.media_kind}:{hashlib.sha256(url.encode()).hexdigest()}"
-        lock = self._url_locks.setdefault(url, asyncio.Lock())
+        cache_key = f"{part.media_kind}:{hashlib.sha256(url.encode()).hexdigest()}"
+        file_id = await self.repo.media_file_id(cache_key)
+        if file_id is not None:
+            try:
+                await self.throttle.wait(chat_id)
+                return await self._send_media(chat_id, part, file_id, common), None
+            except TelegramBadRequest as exc:
+                if "chat not found" in exc.message.lower():
+                    raise
+                logger.info("file_id of %s refused (%s); uploading", url, exc.message)
+        # Waiting here would hold one of the worker's slots (other chats' messages queue behind
+        # it): when the file is being fetched already, or 4 are in transfer, come back shortly.
+        if url in self._transfers:
+            raise RetryLater("the same file is being uploaded for another chat", delay=1.0)
+        if self._media_slots.locked():
+            raise RetryLater(f"{MEDIA_CONCURRENCY} media transfers under way", delay=1.0)
+        self._transfers.add(url)
         try:
-            async with lock:
-                file_id = await self.repo.get_kv(cache_key)
-                if file_id is not None:
-                    try:
-                        await self.throttle.wait(chat_id)
-                        return await self._send_media(chat_id, part, file_id, common), None
-                    except TelegramBadRequest as exc:
-                        if "chat not found" in exc.message.lower():
-                            raise
-                        logger.info("file_id of %s refused (%s); uploading", url, exc.message)
-                async with self._media_slots:
-                    return await self._upload(chat_id, message, part, common, cache_key)
+            async with self._media_slots:
+                return await self._upload(chat_id, message, part, common, cache_key)
         finally:
-            if not lock.locked():
-                self._url_locks.pop(url, None)
+            self._transfers.discard(url)
 
     async def _upload(
         self,
@@ -422,7 +429,8 @@ class ManagerMessageDelivery:
             _discard(str(spooled.path))
         file_id = sent_file_id(sent)
         if file_id is not None:
-            await self.repo.set_kv(cache_key, file_id)
+            async with self.repo.transaction() as tx:
+                await tx.remember_media_file(cache_key, file_id)
         return sent, None
 
     async def _send_media(
@@ -484,9 +492,13 @@ class ManagerMessageDelivery:
             return None
         name = message.file_name or _default_name(message)
         size = 0
-        spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - handed on to the upload
-            dir=self.spool_dir, prefix="media-", delete=False
-        )
+        try:
+            spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - handed on to the upload
+                dir=self.spool_dir, prefix="media-", delete=False
+            )
+        except OSError as exc:
+            logger.error("media of %s not spooled (%s); sending the link", message.amo_id, exc)
+            return None
         try:
             with spool:
                 async for chunk in response.aiter_bytes(MEDIA_CHUNK_BYTES):
@@ -495,6 +507,10 @@ class ManagerMessageDelivery:
                         _discard(spool.name)
                         return None
                     spool.write(chunk)
+        except OSError as exc:  # the disk is full, a quota: the customer still gets the link
+            _discard(spool.name)
+            logger.error("media of %s not spooled (%s); sending the link", message.amo_id, exc)
+            return None
         except BaseException:
             _discard(spool.name)
             raise
@@ -502,6 +518,37 @@ class ManagerMessageDelivery:
             _discard(spool.name)
             return None
         return FSInputFile(spool.name, filename=name, chunk_size=MEDIA_CHUNK_BYTES)
+
+
+class MediaSpool:
+    """This process's folder for media in transfer, under `root` (a lock marks it in use).
+
+    At start, folders of processes that are gone (killed mid-upload) are removed; a folder
+    another running bridge holds is left alone.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root or Path(tempfile.gettempdir()) / "tg-amocrm-bridge-media"
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in self.root.glob("spool-*"):
+            self._remove_if_abandoned(folder)
+        self.path = Path(tempfile.mkdtemp(prefix="spool-", dir=self.root))
+        self._lock = (self.path / ".lock").open("w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    @staticmethod
+    def _remove_if_abandoned(folder: Path) -> None:
+        try:
+            with (folder / ".lock").open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # held by a running bridge (or unreadable): not ours to remove
+
+    def close(self) -> None:
+        """Remove the folder (nothing is in transfer any more)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._lock.close()
 
 
 def _discard(path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -553,4 +554,20 @@ async def test_a_broadcast_file_is_downloaded_once_and_resent_by_file_id(
     assert len(uploads) == 1 and len(by_id) == 2
     assert {call.params["document"] for call in by_id} == {uploads[0].result["document"]["file_id"]}
     spool = bridge.bridge.settings.DATABASE_PATH.parent / "media-spool"
-    assert list(spool.iterdir()) == []  # nothing left on disk
+    assert list(spool.rglob("media-*")) == []  # nothing left on disk
+
+
+async def test_a_full_disk_still_gets_the_customer_the_link(
+    fakes: Fakes, bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_space)
+    await customer_says(fakes, 624, 1)
+    url = fakes.amojo.add_media("big.pdf", "application/pdf", b"%PDF" + b"z" * 2000)
+    hook = fakes.amojo.message_hook("tg-624", msg_type="file", media=url, file_name="big.pdf")
+    amo_id = await post(fakes, bridge, hook)
+    assert (await status_of(fakes, amo_id))["status"] == 1
+    [sent] = sends(fakes, 624)
+    assert sent.params["text"] == f"📎 big.pdf: {url}"
