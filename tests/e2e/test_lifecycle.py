@@ -398,8 +398,12 @@ async def test_background_connect_survives_unexpected_answers(
     )
     task = asyncio.create_task(bridge.run_polling(handle_signals=False))
     try:
-        await wait_until(lambda: len(fakes.amojo.connects) == 2, timeout=20, what="re-connect")
-        assert bridge.listener.deps.connect_pending is None
+        await wait_until(
+            lambda: len(fakes.amojo.connects) == 2 and bridge.listener.deps.connect_pending is None,
+            timeout=20,
+            what="the background re-connect done",
+        )
+        assert bridge.connected
     finally:
         with contextlib.suppress(RuntimeError):
             await bridge.dp.stop_polling()
