@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bot.health import AMOCRM, AMOJO, Outages
+from bot.health import AMOCRM, AMOJO, Outages, describe_exception
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -141,3 +143,35 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class CallRecord:
+    """What one call to an external API came to (filled in by its caller)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.outcome = "error"
+        self.problem = ""
+
+    def answered(self, status: int, ok: bool) -> None:
+        """The service answered with `status` (`ok`: a success)."""
+        self.outcome = "ok" if ok else str(status)
+        self.problem = f"{self.host} answered HTTP {status}"
+
+
+@contextlib.contextmanager
+def observed_call(metrics: Metrics | None, api: str, host: str) -> Iterator[CallRecord]:
+    """Time one call and record its outcome (and outage) however it ends; a cancel says nothing."""
+    call = CallRecord(host)
+    started = time.perf_counter()
+    try:
+        yield call
+    except Exception as exc:
+        call.outcome, call.problem = "error", f"{host} unreachable: {describe_exception(exc)}"
+        raise
+    except BaseException:
+        call.outcome = "cancelled"
+        raise
+    finally:
+        if metrics is not None:
+            metrics.observe_call(api, call.outcome, time.perf_counter() - started, call.problem)

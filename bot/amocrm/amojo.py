@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.health import describe_exception
 from bot.limits import (
     AMOJO_CLOCK_OFFSET_MAX_SECONDS,
     AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS,
@@ -23,7 +22,7 @@ from bot.limits import (
     AMOJO_REFUSAL_GIVE_UP_SECONDS,
     AMOJO_REQUEST_TIMEOUT_SECONDS,
 )
-from bot.metrics import Metrics
+from bot.metrics import Metrics, observed_call
 
 logger = logging.getLogger(__name__)
 
@@ -286,10 +285,7 @@ class AmojoClient:
     async def _send(self, method: str, path: str, body: bytes) -> tuple[AmojoAnswer, float | None]:
         moment = datetime.now(UTC) + timedelta(seconds=self.clock_correction)
         headers = signed_headers(self._secret, method, path, body, http_date(moment))
-        started = time.perf_counter()
-        outcome = "error"
-        problem = ""
-        try:
+        with observed_call(self._metrics, "amojo", self.host) as call:
             async with self._http().request(
                 method,
                 self._base_url + path,
@@ -304,17 +300,7 @@ class AmojoClient:
                     server_clock_offset(response.headers.get("Date"), time.time()),
                 )
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            outcome = "ok" if answer.status < 300 else str(answer.status)
-            problem = f"{self.host} answered HTTP {answer.status}"
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                problem = f"{self.host} unreachable: {describe_exception(exc)}"
-            else:
-                outcome = "cancelled"
-            raise
-        finally:
-            if self._metrics is not None:
-                self._metrics.observe_call("amojo", outcome, time.perf_counter() - started, problem)
+            call.answered(answer.status, ok=answer.status < 300)
         if answer.status < 300:
             self._learn_clock(answer)
         return answer, retry_after

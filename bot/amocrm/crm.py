@@ -14,14 +14,13 @@ from typing import Any, Protocol
 import httpx
 from aiolimiter import AsyncLimiter
 
-from bot.health import describe_exception
 from bot.limits import (
     AMOCRM_PACED_RATE_PER_SECOND,
     AMOCRM_RATE_LIMIT_MAX_WAIT_SECONDS,
     AMOCRM_RATE_LIMIT_RETRIES,
     AMOCRM_TOKEN_REFRESH_MARGIN_SECONDS,
 )
-from bot.metrics import Metrics
+from bot.metrics import Metrics, observed_call
 from bot.settings import Settings
 from storage import Repository
 from storage.crm import TokenPair, load_token_pair, save_token_pair
@@ -505,24 +504,12 @@ class CrmClient:
 
     async def _send(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
         await self._pacer.wait()
-        started = time.perf_counter()
-        outcome = "error"
-        try:
+        with observed_call(self._metrics, API, self.host) as call:
             response = await self._http.request(
                 method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs
             )
-            outcome = "ok" if response.status_code < 400 else str(response.status_code)
-            problem = f"{self.host} answered HTTP {response.status_code}"
+            call.answered(response.status_code, ok=response.status_code < 400)
             return response
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                problem = f"{self.host} unreachable: {describe_exception(exc)}"
-            else:
-                outcome = "cancelled"
-            raise
-        finally:
-            if self._metrics is not None:
-                self._metrics.observe_call(API, outcome, time.perf_counter() - started, problem)
 
     async def account_amojo_id(self) -> str:
         """The account's amojo id (`GET /api/v4/account?with=amojo_id`)."""
