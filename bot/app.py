@@ -103,10 +103,7 @@ class Bridge:
         self.pruner = Pruner(self.repo, self.settings.JOB_RETENTION_DAYS)
 
     async def start_listener(self) -> None:
-        """Serve file links and full health (hooks are taken since the connect)."""
-        if not self.listener.running:
-            await self.listener.start()
-        await self.listener.take_hooks(self.channel)
+        """Serve file links and full health (`create_bridge` listens and takes hooks already)."""
         self.listener.complete(bot=self.bot, files=self.files, amojo=self.amojo)
         self.listener.waiting(None)
         if not self.connected and self.reconnect is None:

@@ -89,14 +89,15 @@ class ManagerMessage:
 
     def refused_text(self, caption: str) -> str:
         """Text that stands in for media the bridge will not fetch: the caption and a note."""
-        label = self.file_name or TYPE_LABELS.get(self.type, "Attachment")
-        line = f"📎 {label}: not delivered"
-        return f"{caption}\n\n{line}" if caption else line
+        return self._stand_in(caption, "not delivered")
 
     def link_text(self, caption: str) -> str:
         """Text that stands in for media Telegram would not take: the caption and the link."""
+        return self._stand_in(caption, self.media)
+
+    def _stand_in(self, caption: str, what: str) -> str:
         label = self.file_name or TYPE_LABELS.get(self.type, "Attachment")
-        line = f"📎 {label}: {self.media}"
+        line = f"📎 {label}: {what}"
         return f"{caption}\n\n{line}" if caption else line
 
 
