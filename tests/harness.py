@@ -69,23 +69,14 @@ async def wait_listening(
 
     `started`: also wait until start-up is over (no "starting: …" problem).
     """
-    async with aiohttp.ClientSession() as http:
 
-        async def answering() -> bool:
-            if alive is not None:
-                alive()
-            try:
-                async with http.get(f"{url}/healthz") as response:
-                    if response.status not in statuses:
-                        return False
-                    if not started:
-                        return True
-                    problems = (await response.json()).get("problems", [])
-                    return not any(problem.startswith("starting:") for problem in problems)
-            except aiohttp.ClientError:
-                return False
+    def listening(status: int, body: dict[str, Any]) -> bool:
+        if status not in statuses:
+            return False
+        problems = body.get("problems", [])
+        return not started or not any(problem.startswith("starting:") for problem in problems)
 
-        await wait_until(answering, timeout=timeout, what=f"GET {url}/healthz")
+    await wait_health(url, listening, timeout, f"GET {url}/healthz", alive=alive)
 
 
 async def wait_health(
