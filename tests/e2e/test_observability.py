@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -155,3 +158,20 @@ async def test_metrics_token_guards_metrics_only(bridges: BridgeFactory) -> None
             assert "bridge_jobs_total" in await response.text()
         async with http.get(f"{running.url}/healthz") as response:
             assert response.status == 200
+
+
+async def test_a_database_error_is_named_in_healthz_without_its_raw_text(
+    bridges: BridgeFactory,
+) -> None:
+    running = await bridges.start()
+
+    def break_the_counters() -> None:
+        with sqlite3.connect(running.bridge.settings.DATABASE_PATH, timeout=30) as db:
+            db.execute("ALTER TABLE queue_counts RENAME TO queue_counts_gone")
+
+    await asyncio.to_thread(break_the_counters)
+    async with aiohttp.ClientSession() as http, http.get(f"{running.url}/healthz") as response:
+        body = await response.json()
+    assert response.status == 503
+    assert "database error (see the bridge's log)" in body["problems"]
+    assert "queue_counts" not in str(body)  # the raw "no such table: …" stays in the log
