@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,29 @@ async def test_kill_9_during_delivery_loses_and_repeats_nothing(
     finally:
         for child in children:
             await child.kill()
+
+
+async def test_a_running_bridge_prunes_finished_jobs_past_their_retention(
+    bridges: BridgeFactory,
+) -> None:
+    first = await bridges.start()
+    db_path = first.bridge.settings.DATABASE_PATH
+    await first.stop()
+    bridges.running.clear()
+    old = time.time() - 8 * 86400
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, state, next_attempt_at, "
+            "created_at, updated_at) VALUES ('amojo', 'k', 'l', 'old-done', '{}', 'done', ?, ?, ?)",
+            (old, old, old),
+        )
+
+    running = await bridges.start(JOB_RETENTION_DAYS="7")
+
+    async def pruned() -> bool:
+        jobs = await running.bridge.repo.jobs(limit=100)
+        return not any(job.dedup_key == "old-done" for job in jobs)
+
+    await wait_until(pruned, what="the old finished job pruned")
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT 1 FROM job_keys WHERE dedup_key = 'old-done'").fetchone()
