@@ -1,6 +1,7 @@
 """SQLite storage: schema, migrations and the repository (the only module that speaks SQL)."""
 
 from storage.repository import (
+    ChatKey,
     Customer,
     CustomerProfile,
     Gap,
@@ -16,6 +17,7 @@ from storage.repository import (
 )
 
 __all__ = [
+    "ChatKey",
     "Customer",
     "CustomerProfile",
     "Gap",

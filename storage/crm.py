@@ -32,6 +32,7 @@ class AuditEntry:
     command: str
     args: str
     result: str
+    bot: int = 0  # the bot the operator wrote to (0: the primary)
 
 
 async def load_token_pair(repo: Repository) -> TokenPair | None:
@@ -66,8 +67,8 @@ async def save_token_pair(tx: Transaction, pair: TokenPair) -> None:
 async def record_audit(tx: Transaction, entry: AuditEntry) -> None:
     """Append one operator action to the audit table."""
     await tx.execute(
-        "INSERT INTO operator_audit (at, user_id, chat_id, message_id, command, args, result) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO operator_audit (at, user_id, chat_id, message_id, command, args, result, "
+        "bot) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             entry.at,
             entry.user_id,
@@ -76,6 +77,7 @@ async def record_audit(tx: Transaction, entry: AuditEntry) -> None:
             entry.command,
             entry.args,
             entry.result,
+            entry.bot,
         ),
     )
 
@@ -83,7 +85,7 @@ async def record_audit(tx: Transaction, entry: AuditEntry) -> None:
 async def audit_entries(repo: Repository, limit: int = 100) -> list[AuditEntry]:
     """The most recent operator actions, oldest first."""
     rows = await repo.reader.execute_fetchall(
-        "SELECT at, user_id, chat_id, message_id, command, args, result FROM "
+        "SELECT at, user_id, chat_id, message_id, command, args, result, bot FROM "
         "(SELECT * FROM operator_audit ORDER BY id DESC LIMIT ?) ORDER BY id",
         (limit,),
     )

@@ -200,4 +200,63 @@ MIGRATIONS: list[tuple[int, str]] = [
         END;
         """,
     ),
+    (
+        11,
+        # Several bots (bot 0 is the primary one, whose chats keep their pre-multi-bot ids):
+        # a chat id alone no longer names a conversation, so customers and message links are
+        # keyed by (bot, chat). Rebuilt, as SQLite cannot change a primary key in place.
+        """
+        CREATE TABLE customers_by_bot (
+            bot INTEGER NOT NULL DEFAULT 0,
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            username TEXT,
+            language_code TEXT,
+            phone TEXT,
+            last_message_at REAL,
+            blocked INTEGER NOT NULL DEFAULT 0,
+            amo_conversation_id TEXT,
+            amo_user_id TEXT,
+            updated_at REAL NOT NULL,
+            amo_chat_id TEXT,
+            PRIMARY KEY (bot, chat_id)
+        );
+        INSERT INTO customers_by_bot (bot, chat_id, user_id, name, username, language_code,
+            phone, last_message_at, blocked, amo_conversation_id, amo_user_id, updated_at,
+            amo_chat_id)
+            SELECT 0, chat_id, user_id, name, username, language_code, phone, last_message_at,
+                blocked, amo_conversation_id, amo_user_id, updated_at, amo_chat_id
+            FROM customers;
+        DROP TABLE customers;
+        ALTER TABLE customers_by_bot RENAME TO customers;
+        CREATE INDEX customers_phone ON customers (phone);
+        CREATE INDEX customers_last_message ON customers (last_message_at);
+        CREATE INDEX customers_amo_conversation ON customers (amo_conversation_id);
+
+        CREATE TABLE message_links_by_bot (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            bot INTEGER NOT NULL DEFAULT 0,
+            chat_id INTEGER NOT NULL,
+            tg_message_id INTEGER NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+            our_msgid TEXT,
+            amo_message_id TEXT,
+            content_hash TEXT,
+            created_at REAL NOT NULL,
+            UNIQUE (bot, chat_id, tg_message_id)
+        );
+        INSERT INTO message_links_by_bot (id, bot, chat_id, tg_message_id, direction, our_msgid,
+            amo_message_id, content_hash, created_at)
+            SELECT id, 0, chat_id, tg_message_id, direction, our_msgid, amo_message_id,
+                content_hash, created_at
+            FROM message_links;
+        DROP TABLE message_links;
+        ALTER TABLE message_links_by_bot RENAME TO message_links;
+        CREATE INDEX message_links_amo ON message_links (amo_message_id);
+        CREATE INDEX message_links_our ON message_links (our_msgid);
+
+        ALTER TABLE operator_audit ADD COLUMN bot INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]

@@ -68,10 +68,23 @@ class Job:
         return max(self.created_at, self.redriven_at or 0.0)
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class ChatKey:
+    """Which conversation: a Telegram chat as one bot sees it.
+
+    `bot` is 0 for the primary bot (the first token; its chats keep the ids they had before
+    there were several bots) and the bot's Telegram id for every other bot.
+    """
+
+    bot: int
+    chat_id: int
+
+
 @dataclass(frozen=True, slots=True)
 class Customer:
     """A Telegram private chat known to the bridge."""
 
+    bot: int
     chat_id: int
     user_id: int
     name: str
@@ -84,12 +97,17 @@ class Customer:
     amo_user_id: str | None
     amo_chat_id: str | None = None
 
+    @property
+    def key(self) -> ChatKey:
+        """The conversation this customer's chat is."""
+        return ChatKey(self.bot, self.chat_id)
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerProfile:
     """What a customer's update tells about them."""
 
-    chat_id: int
+    key: ChatKey
     user_id: int
     name: str
     username: str | None
@@ -101,12 +119,17 @@ class CustomerProfile:
 class MessageLink:
     """One Telegram message paired with its amoCRM counterpart."""
 
-    chat_id: int
+    key: ChatKey
     tg_message_id: int
     direction: str
     our_msgid: str | None = None
     amo_message_id: str | None = None
     content_hash: str | None = None
+
+    @property
+    def chat_id(self) -> int:
+        """The Telegram chat of the message."""
+        return self.key.chat_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +151,7 @@ class Gap:
 class RecoveryTarget:
     """A customer's chat to read from amojo's history after a gap."""
 
-    chat_id: int
+    key: ChatKey
     user_id: int
     name: str
     amo_chat_id: str | None
@@ -163,9 +186,9 @@ class _Listeners:
 
 
 _UPSERT_CUSTOMER = (
-    "INSERT INTO customers (chat_id, user_id, name, username, language_code, "
-    "last_message_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (chat_id) DO UPDATE SET user_id = excluded.user_id, "
+    "INSERT INTO customers (bot, chat_id, user_id, name, username, language_code, "
+    "last_message_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (bot, chat_id) DO UPDATE SET user_id = excluded.user_id, "
     "name = excluded.name, username = excluded.username, "
     "language_code = excluded.language_code, "
     "last_message_at = max(coalesce(customers.last_message_at, 0), "
@@ -178,7 +201,7 @@ _JOB_COLUMNS = (
 )
 _JOINED_JOB_COLUMNS = ", ".join(f"jobs.{name.strip()}" for name in _JOB_COLUMNS.split(","))
 _CUSTOMER_COLUMNS = (
-    "chat_id, user_id, name, username, language_code, phone, last_message_at, blocked, "
+    "bot, chat_id, user_id, name, username, language_code, phone, last_message_at, blocked, "
     "amo_conversation_id, amo_user_id, amo_chat_id"
 )
 
@@ -214,18 +237,26 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
 
 def _customer(row: sqlite3.Row | tuple[Any, ...]) -> Customer:
     return Customer(
-        chat_id=row[0],
-        user_id=row[1],
-        name=row[2],
-        username=row[3],
-        language_code=row[4],
-        phone=row[5],
-        last_message_at=row[6],
-        blocked=bool(row[7]),
-        amo_conversation_id=row[8],
-        amo_user_id=row[9],
-        amo_chat_id=row[10],
+        bot=row[0],
+        chat_id=row[1],
+        user_id=row[2],
+        name=row[3],
+        username=row[4],
+        language_code=row[5],
+        phone=row[6],
+        last_message_at=row[7],
+        blocked=bool(row[8]),
+        amo_conversation_id=row[9],
+        amo_user_id=row[10],
+        amo_chat_id=row[11],
     )
+
+
+_LINK_COLUMNS = "bot, chat_id, tg_message_id, direction, our_msgid, amo_message_id, content_hash"
+
+
+def _link(row: sqlite3.Row | tuple[Any, ...]) -> MessageLink:
+    return MessageLink(ChatKey(row[0], row[1]), *row[2:])
 
 
 async def _insert_new_jobs(conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -> list[bool]:
@@ -351,48 +382,58 @@ class Transaction:
         await self._conn.executemany(
             _UPSERT_CUSTOMER,
             [
-                (p.chat_id, p.user_id, p.name, p.username, p.language_code, p.message_at, now)
+                (
+                    p.key.bot,
+                    p.key.chat_id,
+                    p.user_id,
+                    p.name,
+                    p.username,
+                    p.language_code,
+                    p.message_at,
+                    now,
+                )
                 for p in profiles
             ],
         )
 
-    async def set_customer_phone(self, chat_id: int, phone: str) -> None:
+    async def set_customer_phone(self, key: ChatKey, phone: str) -> None:
         """Remember the phone (normalised, `+digits`) a customer shared as their own."""
         await self._conn.execute(
-            "UPDATE customers SET phone = ?, updated_at = ? WHERE chat_id = ?",
-            (phone, time.time(), chat_id),
+            "UPDATE customers SET phone = ?, updated_at = ? WHERE bot = ? AND chat_id = ?",
+            (phone, time.time(), key.bot, key.chat_id),
         )
 
-    async def set_customer_blocked(self, chat_id: int, blocked: bool) -> None:
+    async def set_customer_blocked(self, key: ChatKey, blocked: bool) -> None:
         """Record that the customer blocked (or unblocked) the bot."""
         await self._conn.execute(
-            "UPDATE customers SET blocked = ?, updated_at = ? WHERE chat_id = ?",
-            (int(blocked), time.time(), chat_id),
+            "UPDATE customers SET blocked = ?, updated_at = ? WHERE bot = ? AND chat_id = ?",
+            (int(blocked), time.time(), key.bot, key.chat_id),
         )
 
     async def bind_amo_conversation(
-        self, chat_id: int, amo_conversation_id: str, amo_user_id: str | None
+        self, key: ChatKey, amo_conversation_id: str, amo_user_id: str | None
     ) -> None:
         """Tie a customer's chat to an amo chat (and amojo user) created on the amo side."""
         await self._conn.execute(
-            "UPDATE customers SET amo_conversation_id = ?, "
-            "amo_user_id = coalesce(?, amo_user_id), updated_at = ? WHERE chat_id = ?",
-            (amo_conversation_id, amo_user_id, time.time(), chat_id),
+            "UPDATE customers SET amo_conversation_id = ?, amo_user_id = coalesce(?, "
+            "amo_user_id), updated_at = ? WHERE bot = ? AND chat_id = ?",
+            (amo_conversation_id, amo_user_id, time.time(), key.bot, key.chat_id),
         )
 
     async def save_links(self, links: Sequence[MessageLink]) -> None:
         """Store message pairs; a later save for the same Telegram message fills in gaps."""
         now = time.time()
         await self._conn.executemany(
-            "INSERT INTO message_links (chat_id, tg_message_id, direction, our_msgid, "
-            "amo_message_id, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (chat_id, tg_message_id) DO UPDATE SET "
+            "INSERT INTO message_links (bot, chat_id, tg_message_id, direction, our_msgid, "
+            "amo_message_id, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (bot, chat_id, tg_message_id) DO UPDATE SET "
             "our_msgid = coalesce(excluded.our_msgid, message_links.our_msgid), "
             "amo_message_id = coalesce(excluded.amo_message_id, message_links.amo_message_id), "
             "content_hash = coalesce(excluded.content_hash, message_links.content_hash)",
             [
                 (
-                    link.chat_id,
+                    link.key.bot,
+                    link.key.chat_id,
                     link.tg_message_id,
                     link.direction,
                     link.our_msgid,
@@ -523,11 +564,12 @@ class Transaction:
         )
         return Gap(*rows[0]) if rows else None
 
-    async def set_amo_chat_id(self, chat_id: int, amo_chat_id: str) -> None:
+    async def set_amo_chat_id(self, key: ChatKey, amo_chat_id: str) -> None:
         """Remember amo's chat id for a customer's chat (needed to read its history)."""
         await self._conn.execute(
-            "UPDATE customers SET amo_chat_id = ? WHERE chat_id = ? AND amo_chat_id IS NOT ?",
-            (amo_chat_id, chat_id, amo_chat_id),
+            "UPDATE customers SET amo_chat_id = ? "
+            "WHERE bot = ? AND chat_id = ? AND amo_chat_id IS NOT ?",
+            (amo_chat_id, key.bot, key.chat_id, amo_chat_id),
         )
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -843,11 +885,11 @@ class Repository:
     async def recovery_targets(self, active_since: float) -> list[RecoveryTarget]:
         """Customers who wrote since `active_since`, most recently active first."""
         rows = await self._all(
-            "SELECT chat_id, user_id, name, amo_chat_id FROM customers "
+            "SELECT bot, chat_id, user_id, name, amo_chat_id FROM customers "
             "WHERE last_message_at >= ? ORDER BY last_message_at DESC",
             (active_since,),
         )
-        return [RecoveryTarget(*row) for row in rows]
+        return [RecoveryTarget(ChatKey(row[0], row[1]), *row[2:]) for row in rows]
 
     async def newest_job_created_at(self) -> float | None:
         """When the newest job was stored (a lower bound of the last moment the bridge ran)."""
@@ -862,19 +904,25 @@ class Repository:
         )
         return int(rows[0][0])
 
-    async def get_customer(self, chat_id: int) -> Customer | None:
-        """A customer by Telegram chat id."""
+    async def get_customer(self, key: ChatKey) -> Customer | None:
+        """A customer by bot and Telegram chat id."""
         rows = await self._all(
-            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE chat_id = ?", (chat_id,)
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE bot = ? AND chat_id = ?",
+            (key.bot, key.chat_id),
         )
         return _customer(rows[0]) if rows else None
 
-    async def customers_with_phone(self, phone: str, limit: int = 10) -> list[Customer]:
-        """Customers who shared this very phone (normalised, `+digits`) as their own."""
+    async def customers_with_phone(
+        self, phone: str, limit: int = 10, *, bot: int | None = None
+    ) -> list[Customer]:
+        """Customers who shared this very phone (normalised, `+digits`) as their own.
+
+        `bot` narrows the search to one bot's customers (None: every bot's).
+        """
         rows = await self._all(
             f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE phone = ? "
-            "ORDER BY updated_at DESC LIMIT ?",
-            (phone, limit),
+            "AND (? IS NULL OR bot = ?) ORDER BY updated_at DESC LIMIT ?",
+            (phone, bot, bot, limit),
         )
         return [_customer(row) for row in rows]
 
@@ -891,23 +939,23 @@ class Repository:
         rows = await self._all("SELECT count(*) FROM customers WHERE blocked = 1")
         return int(rows[0][0])
 
-    async def get_link(self, chat_id: int, tg_message_id: int) -> MessageLink | None:
+    async def get_link(self, key: ChatKey, tg_message_id: int) -> MessageLink | None:
         """The amo side of a Telegram message."""
         rows = await self._all(
-            "SELECT chat_id, tg_message_id, direction, our_msgid, amo_message_id, content_hash "
-            "FROM message_links WHERE chat_id = ? AND tg_message_id = ?",
-            (chat_id, tg_message_id),
+            f"SELECT {_LINK_COLUMNS} FROM message_links "
+            "WHERE bot = ? AND chat_id = ? AND tg_message_id = ?",
+            (key.bot, key.chat_id, tg_message_id),
         )
-        return MessageLink(*rows[0]) if rows else None
+        return _link(rows[0]) if rows else None
 
     async def links_for_amo_message(self, amo_id: str) -> list[MessageLink]:
         """Telegram messages for an amo message id (or our own msgid), in send order."""
         rows = await self._all(
-            "SELECT chat_id, tg_message_id, direction, our_msgid, amo_message_id, content_hash "
-            "FROM message_links WHERE amo_message_id = ? OR our_msgid = ? ORDER BY id",
+            f"SELECT {_LINK_COLUMNS} FROM message_links "
+            "WHERE amo_message_id = ? OR our_msgid = ? ORDER BY id",
             (amo_id, amo_id),
         )
-        return [MessageLink(*row) for row in rows]
+        return [_link(row) for row in rows]
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
