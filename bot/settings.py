@@ -194,7 +194,7 @@ class Settings(BaseSettings):
         case_sensitive=True,
     )
 
-    TELEGRAM_BOT_TOKEN: SecretStr
+    TELEGRAM_BOT_TOKEN: SecretStr  # one token, or several separated by commas (first: primary)
     TELEGRAM_API_URL: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org")
 
     AMOCRM_BASE_URL: AnyHttpUrl
@@ -225,6 +225,10 @@ class Settings(BaseSettings):
     # Host suffixes manager media may come from, besides the hosts of AMOJO_/AMOCRM_BASE_URL.
     MEDIA_ALLOWED_HOSTS: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MEDIA_HOSTS
     LOG_LEVEL: str = "INFO"
+    # One amoCRM source per bot, managed through /api/v4/sources (needs an admin's token).
+    AMOCRM_SOURCES: bool = False
+    AMOCRM_SOURCE_PIPELINES: Annotated[dict[int, int], NoDecode] = Field(default_factory=dict)
+    AMOJO_CHANNEL_CODE: str | None = None  # the channel's code: `origin_code` of the sources
 
     @model_validator(mode="wrap")
     @classmethod
@@ -235,9 +239,22 @@ class Settings(BaseSettings):
             settings = handler(data)
         except ValidationError as exc:
             raise SettingsError(_problems_of(exc) + problems) from None
+        problems += settings._pipeline_problems()
         if problems:
             raise SettingsError(problems)
         return settings
+
+    def _pipeline_problems(self) -> list[Problem]:
+        unknown = sorted(set(self.AMOCRM_SOURCE_PIPELINES) - set(self.bot_ids))
+        if not unknown:
+            return []
+        return [
+            Problem(
+                "AMOCRM_SOURCE_PIPELINES",
+                f"names bot {', '.join(map(str, unknown))}, which is not among the bots of "
+                f"TELEGRAM_BOT_TOKEN ({', '.join(map(str, self.bot_ids))})",
+            )
+        ]
 
     @field_validator(*URL_SETTINGS, "AMOCRM_REDIRECT_URI", mode="before")
     @classmethod
@@ -254,6 +271,25 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("must be comma-separated Telegram user ids") from None
         return value
+
+    @field_validator("AMOCRM_SOURCE_PIPELINES", mode="before")
+    @classmethod
+    def _parse_pipelines(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pipelines: dict[int, int] = {}
+        for part in (item.strip() for item in value.split(",")):
+            if not part:
+                continue
+            bot, sep, pipeline = part.partition(":")
+            if not sep or not bot.strip().isdigit() or not pipeline.strip().isdigit():
+                raise ValueError(
+                    "must be comma-separated <bot_id>:<pipeline_id> pairs, e.g. 123456789:4401"
+                )
+            if int(bot) in pipelines:
+                raise ValueError(f"names bot {int(bot)} twice")
+            pipelines[int(bot)] = int(pipeline)
+        return pipelines
 
     @field_validator("MEDIA_ALLOWED_HOSTS", mode="before")
     @classmethod
@@ -295,17 +331,30 @@ class Settings(BaseSettings):
     def _check_token(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        token = value.strip()
-        if PLACEHOLDER_MARK in token:
-            raise ValueError(f"{PLACEHOLDER}: paste the token @BotFather gave you")
-        if any(ch.isspace() for ch in token):
-            raise ValueError("contains a space: paste the token exactly as @BotFather gave it")
-        if not _BOT_TOKEN.fullmatch(token):
-            raise ValueError(
-                "must look like 123456789:AAE… (the bot id, a colon, then letters, digits, "
-                "'-' and '_'), as issued by @BotFather"
-            )
-        return token
+        tokens = [token.strip() for token in value.split(",")]
+        if len(tokens) > 1 and not all(tokens):
+            raise ValueError("has an empty token between commas")
+        seen: dict[str, int] = {}
+        for position, token in enumerate(tokens, start=1):
+            which = "" if len(tokens) == 1 else f"token {position} ({_bot_of(token)}) "
+            if PLACEHOLDER_MARK in token:
+                raise ValueError(f"{which}{PLACEHOLDER}: paste the token @BotFather gave you")
+            if any(ch.isspace() for ch in token):
+                raise ValueError(
+                    f"{which}contains a space: paste the token exactly as @BotFather gave it"
+                )
+            if not _BOT_TOKEN.fullmatch(token):
+                raise ValueError(
+                    f"{which}must look like 123456789:AAE… (the bot id, a colon, then letters, "
+                    "digits, '-' and '_'), as issued by @BotFather"
+                )
+            bot = token.split(":", 1)[0]
+            if bot in seen:
+                raise ValueError(
+                    f"tokens {seen[bot]} and {position} are both for bot {bot}: each bot once"
+                )
+            seen[bot] = position
+        return ",".join(tokens)
 
     @field_validator("AMOJO_CHANNEL_SECRET", mode="before")
     @classmethod
@@ -334,6 +383,16 @@ class Settings(BaseSettings):
         if value is None:
             return None
         return _check_uuid(value, "or leave it empty to read it from amoCRM")
+
+    @property
+    def bot_tokens(self) -> list[str]:
+        """Every bot's token, the primary bot's first."""
+        return self.TELEGRAM_BOT_TOKEN.get_secret_value().split(",")
+
+    @property
+    def bot_ids(self) -> list[int]:
+        """Every bot's Telegram id (the part of its token before the colon), primary first."""
+        return [int(token.split(":", 1)[0]) for token in self.bot_tokens]
 
     @property
     def telegram_api_url(self) -> str:
@@ -380,6 +439,12 @@ class Settings(BaseSettings):
         ):
             found.append("AMOCRM_ACCESS_TOKEN is set, so the AMOCRM_CLIENT_* settings are unused")
         return found
+
+
+def _bot_of(token: str) -> str:
+    """`bot 123456` from a token (its public part), never the secret after the colon."""
+    bot = token.split(":", 1)[0].strip()
+    return f"bot {bot}" if bot.isdigit() and len(bot) <= 20 else "no bot id"
 
 
 def _check_uuid(value: str, hint: str) -> str:

@@ -24,6 +24,7 @@ SHARED = {
     "bot.health",
     "bot.metrics",
     "bot.telegram_text",
+    "bot.bots",
 }
 BOTH_DIRECTIONS = {"bot.notices", "bot.reactions"}
 TOP = {"bot.app", "bot.launch", "bot.web", "bot.middlewares", "bot.__main__"}

@@ -219,3 +219,40 @@ def test_a_token_with_a_space_exits_2_at_once(tmp_path: Path) -> None:
     found = problems({**VALID, "TELEGRAM_BOT_TOKEN": "123456:AAE token"}, tmp_path)
     assert set(found) == {"TELEGRAM_BOT_TOKEN"}
     assert "contains a space" in found["TELEGRAM_BOT_TOKEN"]
+
+
+def test_several_tokens_are_checked_one_by_one_and_named_by_position() -> None:
+    settings = load_settings(_env_file=None, **{**VALID, "TELEGRAM_BOT_TOKEN": "11:aa, 22:bb"})
+    assert settings.bot_ids == [11, 22]
+    assert settings.bot_tokens == ["11:aa", "22:bb"]
+    for tokens, complaint in [
+        ("11:aa,22:b b", "token 2 (bot 22) contains a space"),
+        ("11:aa,22:SECRET-ONE,22:SECRET-TWO", "tokens 2 and 3 are both for bot 22"),
+        ("11:aa,,22:bb", "empty token between commas"),
+        ("11:aa,no-id-SECRET", "token 2 (no bot id) must look like"),
+    ]:
+        with pytest.raises(SettingsError) as caught:
+            load_settings(_env_file=None, **{**VALID, "TELEGRAM_BOT_TOKEN": tokens})
+        [problem] = caught.value.problems
+        assert problem.variable == "TELEGRAM_BOT_TOKEN"
+        assert complaint in problem.message
+        assert "SECRET" not in str(caught.value) and "b b" not in str(caught.value)
+
+
+def test_source_pipelines_name_configured_bots() -> None:
+    tokens = {"TELEGRAM_BOT_TOKEN": "11:aa,22:bb"}
+    settings = load_settings(
+        _env_file=None, **{**VALID, **tokens, "AMOCRM_SOURCE_PIPELINES": "22:4401, 11:4402"}
+    )
+    assert settings.AMOCRM_SOURCE_PIPELINES == {22: 4401, 11: 4402}
+    assert not settings.AMOCRM_SOURCES
+    for value, complaint in [
+        ("33:1", "names bot 33, which is not among the bots"),
+        ("22-4401", "<bot_id>:<pipeline_id> pairs"),
+        ("22:1,22:2", "names bot 22 twice"),
+    ]:
+        with pytest.raises(SettingsError) as caught:
+            load_settings(_env_file=None, **{**VALID, **tokens, "AMOCRM_SOURCE_PIPELINES": value})
+        [problem] = caught.value.problems
+        assert problem.variable == "AMOCRM_SOURCE_PIPELINES"
+        assert complaint in problem.message
