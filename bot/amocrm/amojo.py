@@ -371,13 +371,20 @@ class AmojoClient:
         return [m for m in messages or [] if isinstance(m, dict)]
 
     async def create_chat(
-        self, scope_id: str, conversation_id: str, user: dict[str, Any]
+        self,
+        scope_id: str,
+        conversation_id: str,
+        user: dict[str, Any],
+        *,
+        source: str | None = None,
     ) -> dict[str, Any]:
-        """Create (or find: an existing conversation's chat is returned) amo's chat (spec §5.1)."""
-        answer = await self.request(
-            "POST",
-            f"/v2/origin/custom/{scope_id}/chats",
-            {"conversation_id": conversation_id, "user": user},
-        )
+        """Create (or find: an existing conversation's chat is returned) amo's chat (spec §5.1).
+
+        `source` is the external id of the amoCRM source the chat belongs to (None: default).
+        """
+        body: dict[str, Any] = {"conversation_id": conversation_id, "user": user}
+        if source is not None:
+            body["source"] = {"external_id": source}
+        answer = await self.request("POST", f"/v2/origin/custom/{scope_id}/chats", body)
         data = answer.json()
         return data if isinstance(data, dict) else {}

@@ -125,12 +125,17 @@ class FakeCrm(FakeServer):
         self.refresh_tokens: set[str] = set()
         self.revoked_refresh_tokens: set[str] = set()
         self.grants: list[tuple[str, bool]] = []
+        # The integration's sources (sources API): id → source, as amoCRM keeps them.
+        self.sources: dict[int, dict[str, Any]] = {}
         self._serial = itertools.count(1)
         self.add_route("GET", "/api/v4/account", self._account)
         self.add_route("GET", "/api/v4/talks/{id}", self._get_talk)
         self.add_route("POST", "/api/v4/talks/{id}/close", self._close_talk)
         self.add_route("POST", "/api/v4/calls", self._add_calls)
         self.add_route("POST", "/oauth2/access_token", self._token, auth=False)
+        self.add_route("GET", "/api/v4/sources", self._list_sources)
+        self.add_route("POST", "/api/v4/sources", self._add_sources)
+        self.add_route("PATCH", "/api/v4/sources", self._update_sources)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
     def add_route(self, method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
@@ -332,6 +337,59 @@ class FakeCrm(FakeServer):
         if "amojo_id" in with_:
             account["amojo_id"] = self.amojo_id
         return hal(account)
+
+    def source_by_external_id(self, external_id: str) -> dict[str, Any] | None:
+        """One of the integration's sources."""
+        return next((s for s in self.sources.values() if s["external_id"] == external_id), None)
+
+    def _source_page(self, sources: list[dict[str, Any]]) -> web.StreamResponse:
+        if not sources:
+            return web.Response(status=204)
+        return hal({"_total_items": len(sources), "_embedded": {"sources": sources}})
+
+    async def _list_sources(self, request: CrmRequest) -> web.StreamResponse:
+        return self._source_page(list(self.sources.values())[:100])
+
+    async def _add_sources(self, request: CrmRequest) -> web.StreamResponse:
+        items = request.json
+        if not isinstance(items, list) or not items or len(items) > 50:
+            return problem(400, "Request validation failed")
+        made = []
+        for item in items:
+            external_id = item.get("external_id") if isinstance(item, dict) else None
+            valid = (
+                isinstance(external_id, str)
+                and 0 < len(external_id) <= 36
+                and all(32 <= ord(char) < 127 for char in external_id)
+                and isinstance(item.get("name"), str)
+                and item["name"]
+            )
+            if not valid or self.source_by_external_id(str(external_id)) is not None:
+                return problem(400, "Request validation failed")
+            source_id = 9000 + next(self._serial)
+            self.sources[source_id] = {
+                "id": source_id,
+                "name": item["name"],
+                "pipeline_id": item.get("pipeline_id", 1300),
+                "external_id": external_id,
+                "default": bool(item.get("default", False)),
+                "origin_code": item.get("origin_code"),
+                "services": [],
+            }
+            made.append(self.sources[source_id])
+        return self._source_page(made)
+
+    async def _update_sources(self, request: CrmRequest) -> web.StreamResponse:
+        items = request.json
+        if not isinstance(items, list) or not items:
+            return problem(400, "Request validation failed")
+        for item in items:
+            source_id = item.get("id") if isinstance(item, dict) else None
+            source = self.sources.get(source_id) if isinstance(source_id, int) else None
+            if source is None or "external_id" in item:  # external_id never changes
+                return problem(400, "Request validation failed")
+            source.update({k: v for k, v in item.items() if k in ("name", "pipeline_id")})
+        return self._source_page([self.sources[item["id"]] for item in items])
 
     async def _get_talk(self, request: CrmRequest) -> web.StreamResponse:
         talk = self.talks.get(int(request.params["id"])) if request.params["id"].isdigit() else None

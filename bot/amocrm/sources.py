@@ -1,0 +1,151 @@
+"""amoCRM sources of the channel, one per bot (`AMOCRM_SOURCES`; spec §10, sources API).
+
+Each bot's chats are tagged with its source, so a manager sees which bot a chat came through,
+new leads land in the bot's pipeline, and write-first offers the bot as the way to write.
+Sources are found by `external_id` (derived from the bot id, never changed once created) and
+created or updated at start; a restart finds and reuses them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bot.amocrm.channel import ServiceDown
+from bot.amocrm.crm import CrmClient, CrmError
+from bot.health import AMOCRM, describe_exception
+from bot.settings import StartupError
+
+logger = logging.getLogger(__name__)
+
+SOURCES_PATH = "/api/v4/sources"
+SOURCES_PER_CALL = 50  # the API's limit for one create or update
+
+
+@dataclass(frozen=True, slots=True)
+class WantedSource:
+    """A source the bridge needs: one per bot."""
+
+    external_id: str
+    name: str
+    pipeline_id: int | None = None
+
+
+class SourceBook:
+    """Which source each chat's messages carry, once the sources are known to exist.
+
+    Until `ready`, a customer message waits (RetryLater in the sender) rather than reaching
+    amoCRM without its source: a chat tagged once keeps its source, an untagged one would land
+    in the default source.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.ready = not enabled
+        self.ids: dict[str, int] = {}  # external_id → amoCRM source id
+
+
+def _sources_of(response: httpx.Response) -> list[dict[str, Any]]:
+    if response.status_code == 204 or not response.content:
+        return []
+    try:
+        data = response.json()
+    except ValueError:
+        raise ServiceDown(AMOCRM, "amoCRM", "sources", "the answer is not JSON") from None
+    embedded = data.get("_embedded") if isinstance(data, dict) else None
+    sources = embedded.get("sources") if isinstance(embedded, dict) else None
+    return [s for s in sources if isinstance(s, dict)] if isinstance(sources, list) else []
+
+
+def _refused(exc: CrmError, host: str) -> Exception:
+    if exc.status == 429 or exc.status >= 500 or exc.status == 402:
+        return ServiceDown(AMOCRM, host, "sources", f"HTTP {exc.status}")
+    if exc.status == 403:
+        return StartupError(
+            f"AMOCRM_SOURCES: amoCRM at {host} refuses the sources API (403: {exc.message}). "
+            "It needs a token of an account administrator and an integration whose widget "
+            'declares "locations": ["lead_sources"] (README → Several bots); or set '
+            "AMOCRM_SOURCES=false"
+        )
+    if exc.status == 401:
+        return StartupError(
+            f"AMOCRM_ACCESS_TOKEN: amoCRM at {host} rejects the token for the sources API "
+            f"(401: {exc.message})"
+        )
+    return StartupError(
+        f"AMOCRM_SOURCES: amoCRM at {host} refused the sources (HTTP {exc.status}: {exc.message})"
+    )
+
+
+async def ensure_sources(
+    crm: CrmClient, wanted: list[WantedSource], origin_code: str | None
+) -> dict[str, int]:
+    """Create the missing sources and fix changed names or pipelines; external_id → id.
+
+    StartupError when amoCRM refuses (no admin rights, no `lead_sources` widget); ServiceDown
+    when it is down (retried by the caller).
+    """
+    try:
+        return await _ensure(crm, wanted, origin_code)
+    except CrmError as exc:
+        raise _refused(exc, crm.host) from None
+    except (httpx.HTTPError, OSError) as exc:
+        raise ServiceDown(AMOCRM, crm.host, "sources", describe_exception(exc)) from None
+
+
+async def _ensure(
+    crm: CrmClient, wanted: list[WantedSource], origin_code: str | None
+) -> dict[str, int]:
+    external_ids = [source.external_id for source in wanted]
+    # All of the integration's sources (at most 100 exist): no filter syntax to get wrong.
+    response = await crm.request("GET", SOURCES_PATH)
+    found = {str(s.get("external_id")): s for s in _sources_of(response)}
+    ids = {key: int(s["id"]) for key, s in found.items() if isinstance(s.get("id"), int)}
+    missing = [source for source in wanted if source.external_id not in ids]
+    changed = [
+        source
+        for source in wanted
+        if source.external_id in ids
+        and (
+            found[source.external_id].get("name") != source.name
+            or (
+                source.pipeline_id is not None
+                and found[source.external_id].get("pipeline_id") != source.pipeline_id
+            )
+        )
+    ]
+    for start in range(0, len(missing), SOURCES_PER_CALL):
+        body = []
+        for source in missing[start : start + SOURCES_PER_CALL]:
+            item: dict[str, Any] = {"name": source.name, "external_id": source.external_id}
+            if source.pipeline_id is not None:
+                item["pipeline_id"] = source.pipeline_id
+            if origin_code:
+                item["origin_code"] = origin_code
+            body.append(item)
+        for made in _sources_of(await crm.request("POST", SOURCES_PATH, json=body)):
+            if isinstance(made.get("id"), int):
+                ids[str(made.get("external_id"))] = int(made["id"])
+        logger.info("amoCRM sources created: %s", ", ".join(i["external_id"] for i in body))
+    for start in range(0, len(changed), SOURCES_PER_CALL):
+        patch = []
+        for wanted_source in changed[start : start + SOURCES_PER_CALL]:
+            update: dict[str, Any] = {
+                "id": ids[wanted_source.external_id],
+                "name": wanted_source.name,
+            }
+            if wanted_source.pipeline_id is not None:
+                update["pipeline_id"] = wanted_source.pipeline_id
+            patch.append(update)
+        await crm.request("PATCH", SOURCES_PATH, json=patch)
+        logger.info("amoCRM sources updated: %s", ", ".join(s.external_id for s in changed))
+    lost = [value for value in external_ids if value not in ids]
+    if lost:
+        raise StartupError(
+            f"AMOCRM_SOURCES: amoCRM did not create the sources {', '.join(lost)} "
+            "(its answer named no id for them)"
+        )
+    return ids
