@@ -28,9 +28,11 @@ from aiogram.methods.base import Response
 from aiogram.types import File, Message, Update, User
 
 from bot.amocrm.amojo import AmojoClient
-from bot.amocrm.channel import Channel, connect_with_retry
+from bot.amocrm.channel import Channel, ServiceDown, connect_with_retry
 from bot.amocrm.crm import CrmClient, build_crm_client
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
+from bot.amocrm.sources import SourceBook, WantedSource, ensure_sources
+from bot.bots import Bots
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.customer.sender import CustomerMessageSender
@@ -46,6 +48,7 @@ from bot.metrics import Metrics
 from bot.middlewares import (
     CommitIntakeBeforeGetUpdates,
     DurableIntakeMiddleware,
+    StopRevokedPolling,
     TelegramCallMetrics,
     telegram_host,
 )
@@ -56,11 +59,12 @@ from bot.staff.dead_letters import DeadLetterDesk
 from bot.staff.desk import StaffDesk, publish_operator_menu
 from bot.web import Listener
 from handlers import build_routers
-from storage import Repository, StorageError, open_repository
+from storage import ChatKey, Repository, StorageError, open_repository
 
 logger = logging.getLogger(__name__)
 
 KV_FILES_KEY = "files.key"
+KV_PRIMARY_BOT = "telegram.primary_bot"
 
 _ANSWER_MODELS: list[Any] = []
 
@@ -80,7 +84,7 @@ class Bridge:
 
     settings: Settings
     repo: Repository
-    bot: Bot
+    bots: Bots
     dp: Dispatcher
     amojo: AmojoClient
     crm: CrmClient
@@ -89,6 +93,7 @@ class Bridge:
     files: FileLinks
     typing_indicator: TypingIndicator
     listener: Listener
+    sources: SourceBook = field(default_factory=lambda: SourceBook(False))
     delivery: ManagerMessageDelivery | None = None
     intake: Intake | None = None
     workers: list[Worker] = field(default_factory=list)
@@ -102,9 +107,14 @@ class Bridge:
     def __post_init__(self) -> None:
         self.pruner = Pruner(self.repo, self.settings.JOB_RETENTION_DAYS)
 
+    @property
+    def bot(self) -> Bot:
+        """The primary bot."""
+        return self.bots.primary
+
     async def start_listener(self) -> None:
         """Serve file links and full health (`create_bridge` listens and takes hooks already)."""
-        self.listener.complete(bot=self.bot, files=self.files, amojo=self.amojo)
+        self.listener.complete(bots=self.bots, files=self.files, amojo=self.amojo)
         self.listener.waiting(None)
         if not self.connected and self.reconnect is None:
             self.reconnect = asyncio.create_task(self._connect_again(), name="amojo-reconnect")
@@ -175,18 +185,25 @@ class Bridge:
         self.workers_running = False
 
     async def wait_for_telegram(self, max_delay: float = 30.0) -> None:
-        """Return once the Bot API answers (deleteWebhook, getMe), retrying while it is down.
+        """Return once the Bot API answers for every bot, retrying while it is down.
 
-        A token Telegram rejects is a StartupError: retrying would not help. While Telegram is
-        down, hooks are taken and `/healthz` reports the outage (503 after a few minutes).
+        A token Telegram rejects is a StartupError naming it: retrying would not help. While
+        Telegram is down, hooks are taken and `/healthz` reports the outage.
         """
+        for position, bot in enumerate(self.bots, start=1):
+            await self._wait_for_bot(bot, position, max_delay)
+            self.metrics.bot_polling.labels(str(bot.id)).set(1)
+
+    async def _wait_for_bot(self, bot: Bot, position: int, max_delay: float) -> None:
+        """deleteWebhook and getMe of one bot (getMe also tells its name for the logs)."""
         delay = 0.5
         since = time.time()
-        host = telegram_host(self.bot)
+        host = telegram_host(bot)
+        which = f"token {position} (bot {bot.id})" if len(self.bots) > 1 else f"bot {bot.id}"
         while True:
             try:
-                await self.bot.delete_webhook(drop_pending_updates=False)
-                await self.bot.me()
+                await bot.delete_webhook(drop_pending_updates=False)
+                await bot.me()
                 return
             except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as exc:
                 down_for = int(time.time() - since)
@@ -202,9 +219,43 @@ class Bridge:
                 delay = min(delay * 2, max_delay)
             except (TelegramUnauthorizedError, TelegramNotFound) as exc:
                 raise StartupError(
-                    f"TELEGRAM_BOT_TOKEN: Telegram at {host} rejects the token of bot "
-                    f"{self.bot.id} ({exc.message}); check it with @BotFather"
+                    f"TELEGRAM_BOT_TOKEN: Telegram at {host} rejects the token of {which} "
+                    f"({exc.message}); check it with @BotFather"
                 ) from None
+
+    async def ensure_sources(self, max_delay: float = 60.0) -> None:
+        """With AMOCRM_SOURCES, make sure every bot has its amoCRM source (retried while down).
+
+        Customer messages wait for this (a chat without its source would land in the default
+        one); a refusal (no admin rights, no `lead_sources` widget) is a StartupError.
+        """
+        if not self.sources.enabled or self.sources.ready:
+            return
+        pipelines = self.settings.AMOCRM_SOURCE_PIPELINES
+        wanted = []
+        for key in self.bots.each_key():
+            bot = self.bots.get(key)
+            me = await bot.me() if bot is not None else None
+            name = f"Telegram: {me.full_name}" if me is not None else self.bots.label(key)
+            bot_id = self.bots.telegram_id(key)
+            wanted.append(WantedSource(self.bots.source(key), name, pipelines.get(bot_id)))
+        delay = 1.0
+        while True:
+            try:
+                ids = await ensure_sources(self.crm, wanted, self.settings.AMOJO_CHANNEL_CODE)
+                break
+            except ServiceDown as exc:
+                logger.warning("amoCRM sources not checked yet: %s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+        self.sources.ids = ids
+        self.sources.ready = True
+        logger.info(
+            "amoCRM sources: %s",
+            ", ".join(
+                f"{self.bots.label(k)} → {self.bots.source(k)}" for k in self.bots.each_key()
+            ),
+        )
 
     async def run_polling(
         self,
@@ -221,6 +272,7 @@ class Bridge:
         await self.on_startup()
         try:
             await self.wait_for_telegram()
+            await self.ensure_sources()
         except BaseException:
             await self.on_shutdown()
             raise
@@ -236,7 +288,7 @@ class Bridge:
             self.dp.shutdown.register(polling_stops)
         try:
             await self.dp.start_polling(
-                self.bot,
+                *self.bots,
                 handle_as_tasks=False,
                 allowed_updates=self.dp.resolve_used_update_types(),
                 handle_signals=handle_signals,
@@ -260,7 +312,7 @@ class Bridge:
             self.reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.reconnect
-        await self.bot.session.close()
+        await self.bot.session.close()  # one session for every bot
         if self.delivery is not None:
             await self.delivery.aclose()
         await self.amojo.aclose()
@@ -280,6 +332,25 @@ def prepare_telegram_answers() -> None:
         Response[returning]  # type: ignore[valid-type]
         for returning in (Message, bool, list[Message], File, User, list[Update])
     )
+
+
+async def check_primary_bot(repo: Repository, settings: Settings) -> None:
+    """The first token must stay the database's primary bot: its chats' ids carry no bot id.
+
+    The first start (or the first after the upgrade to several bots) remembers it.
+    """
+    primary = settings.bot_ids[0]
+    stored = await repo.get_kv(KV_PRIMARY_BOT)
+    if stored is None:
+        await repo.set_kv(KV_PRIMARY_BOT, str(primary))
+        return
+    if stored != str(primary):
+        listed = "" if int(stored) in settings.bot_ids else " (it is not listed at all)"
+        raise StartupError(
+            f"TELEGRAM_BOT_TOKEN: the first token is bot {primary}, but the bridge's existing "
+            f"chats belong to primary bot {stored}{listed}. Put bot {stored}'s token first: the "
+            "primary bot's conversation ids carry no bot id, so it cannot change"
+        )
 
 
 async def _files_key(repo: Repository) -> bytes:
@@ -316,16 +387,19 @@ async def create_bridge(
         metrics=metrics,
     )
     crm = build_crm_client(settings, repo, transport=transports.crm, metrics=metrics)
+    # One session (connection pool) for every bot: the token is in each request's URL.
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     try:
-        bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
+        bots = Bots([Bot(token, session=session) for token in settings.bot_tokens])
     except BaseException:
         await session.close()
         await amojo.aclose()
         await crm.aclose()
         raise
-    session.middleware(TelegramCallMetrics(metrics))
+    session.middleware(StopRevokedPolling(bots))
+    session.middleware(TelegramCallMetrics(metrics, bots))
     try:
+        await check_primary_bot(repo, settings)
         if not listener.running:
             await listener.start()  # health answers while the connect waits
         listener.waiting("connecting the channel")
@@ -342,15 +416,20 @@ async def create_bridge(
         listener.waiting("starting the workers")
     except BaseException:
         await listener.stop()
-        await bot.session.close()
+        await session.close()
         await amojo.aclose()
         await crm.aclose()
         await repo.close()
         raise
 
-    intake = Intake(repo)
-    staff = StaffDesk(settings, repo, crm)
-    typing_indicator = TypingIndicator(bot)
+    intake = Intake(repo, bots)
+    staff = StaffDesk(settings, repo, crm, bots)
+    typing_indicator = TypingIndicator(bots)
+    sources = SourceBook(settings.AMOCRM_SOURCES)
+
+    def source_of(chat: ChatKey) -> str | None:
+        return bots.source(chat.bot) if sources.enabled else None
+
     deps: dict[str, Any] = {
         "settings": settings,
         "repo": repo,
@@ -360,8 +439,9 @@ async def create_bridge(
         "channel": channel,
         "metrics": metrics,
         "staff": staff,
-        "reactions": CustomerReactions(repo),
-        "dead_letters": DeadLetterDesk(repo, metrics),
+        "reactions": CustomerReactions(repo, bots),
+        "dead_letters": DeadLetterDesk(repo, metrics, bots),
+        "bridge_bots": bots,
     }
     dp = Dispatcher(**deps)
     dp.update.outer_middleware(DurableIntakeMiddleware(metrics, intake))
@@ -369,15 +449,17 @@ async def create_bridge(
     dp.include_routers(*build_routers())
 
     amojo_kinds: dict[str, JobKind] = {}
-    amojo_kinds.update(CustomerMessageSender(repo, amojo, channel, files).kinds())
-    reaction_sender = ReactionSender(repo, bot, amojo, channel)
+    amojo_kinds.update(
+        CustomerMessageSender(repo, amojo, channel, files, source_of, sources).kinds()
+    )
+    reaction_sender = ReactionSender(repo, bots, amojo, channel)
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
-    # One throttle for every send: Telegram's limits count all of the bot's messages.
+    # One throttle for every send: Telegram's limits count all of a bot's messages.
     throttle = TelegramThrottle(hooks=listener.traffic)
-    telegram_kinds.update(NoticeSender(bot, throttle).kinds())
+    telegram_kinds.update(NoticeSender(bots, throttle).kinds())
     delivery = ManagerMessageDelivery(
-        bot,
+        bots,
         repo,
         throttle,
         time_window=settings.TIME_WINDOW_SECONDS,
@@ -385,6 +467,7 @@ async def create_bridge(
         typing=typing_indicator,
         media_policy=MediaPolicy(settings.media_origins, settings.MEDIA_ALLOWED_HOSTS),
         spool_dir=settings.DATABASE_PATH.parent / "media-spool",
+        sources=settings.AMOCRM_SOURCES,
     )
     telegram_kinds.update(delivery.kinds())
     amojo_kinds.update(DeliveryStatusReporter(amojo, channel).kinds())
@@ -394,7 +477,7 @@ async def create_bridge(
     bridge = Bridge(
         settings=settings,
         repo=repo,
-        bot=bot,
+        bots=bots,
         dp=dp,
         amojo=amojo,
         crm=crm,
@@ -406,9 +489,15 @@ async def create_bridge(
         intake=intake,
         listener=listener,
         connected=connected,
+        sources=sources,
     )
     recovery = HistoryRecovery(
-        repo, amojo, channel, metrics, lookback_days=settings.RECOVERY_LOOKBACK_DAYS
+        repo,
+        amojo,
+        channel,
+        metrics,
+        lookback_days=settings.RECOVERY_LOOKBACK_DAYS,
+        sources=source_of,
     )
     bridge.workers = [
         Worker(

@@ -26,8 +26,8 @@ class Metrics:
         self.queues: set[str] = set()
         self.updates_received = Counter(
             "bridge_telegram_updates_total",
-            "Telegram updates received, by update type",
-            ["type"],
+            "Telegram updates received, by update type and bot (its Telegram id)",
+            ["type", "bot"],
             registry=self.registry,
         )
         self.hooks_received = Counter(
@@ -84,6 +84,18 @@ class Metrics:
             "bridge_api_last_success_timestamp_seconds",
             "Unix time of the last successful call, by api",
             ["api"],
+            registry=self.registry,
+        )
+        self.telegram_calls = Counter(
+            "bridge_telegram_calls_total",
+            "Bot API calls other than getUpdates, by bot (its Telegram id) and outcome",
+            ["bot", "outcome"],
+            registry=self.registry,
+        )
+        self.bot_polling = Gauge(
+            "bridge_telegram_bot_polling",
+            "1 while a bot's updates are polled; 0 once Telegram rejected its token",
+            ["bot"],
             registry=self.registry,
         )
         self.queue_depth = Gauge(

@@ -26,6 +26,7 @@ from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject, Update
 
+from bot.bots import Bots
 from bot.customer.intake import Intake
 from bot.health import TELEGRAM
 from bot.metrics import Metrics
@@ -54,7 +55,9 @@ class DurableIntakeMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         """Run the handler until storage accepts the update."""
         if isinstance(event, Update):
-            self.metrics.updates_received.labels(event.event_type).inc()
+            bot = data.get("bot")
+            label = str(bot.id) if isinstance(bot, Bot) else "?"
+            self.metrics.updates_received.labels(event.event_type, label).inc()
         delay = 0.05
         while True:
             try:
@@ -96,11 +99,44 @@ class CommitIntakeBeforeGetUpdates(BaseRequestMiddleware):
         return await make_request(bot, method)
 
 
-class TelegramCallMetrics(BaseRequestMiddleware):
-    """Bot API session middleware: latency, last success and outages of every call."""
+class StopRevokedPolling(BaseRequestMiddleware):
+    """A bot whose token Telegram rejected is polled no more; the other bots go on.
 
-    def __init__(self, metrics: Metrics) -> None:
+    aiogram retries a failing getUpdates forever, and its multi-bot polling stops every bot
+    when one bot's polling task ends. So the revoked bot's getUpdates waits here until
+    shutdown: that bot stays quiet, its task never ends, the others keep polling.
+    """
+
+    def __init__(self, bots: Bots) -> None:
+        self.bots = bots
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        """Hold a revoked bot's getUpdates until polling stops (it is cancelled then)."""
+        if isinstance(method, GetUpdates) and self.bots.key_of(bot) in self.bots.revoked:
+            await asyncio.Event().wait()
+        return await make_request(bot, method)
+
+
+def bot_service(bot: Bot) -> str:
+    """The outage name of one bot's own problems (its token, a second poller)."""
+    return f"{TELEGRAM} bot {bot.id}"
+
+
+class TelegramCallMetrics(BaseRequestMiddleware):
+    """Bot API session middleware: latency, last success and outages of every call.
+
+    Problems of the Bot API server (network, 5xx) are Telegram's; a rejected token or a
+    conflicting poller belongs to one bot, so another bot's success does not end it.
+    """
+
+    def __init__(self, metrics: Metrics, bots: Bots | None = None) -> None:
         self.metrics = metrics
+        self.bots = bots
 
     async def __call__(
         self,
@@ -116,22 +152,19 @@ class TelegramCallMetrics(BaseRequestMiddleware):
             response = await make_request(bot, method)
             outcome = "ok"
             outages.up(TELEGRAM)
+            outages.up(bot_service(bot))
             return response
         except TelegramUnauthorizedError:
             outcome = "401"
-            outages.down(
-                TELEGRAM,
-                f"Telegram rejects TELEGRAM_BOT_TOKEN of bot {bot.id} (401 Unauthorized): "
-                "was it revoked in @BotFather? Set the new token and restart",
-                fatal=True,
-            )
+            self._revoked(bot)
             raise
         except TelegramConflictError:
             outcome = "409"
             outages.down(
-                TELEGRAM,
-                "Telegram answers 409 Conflict: another process polls with this bot's token "
-                "(a second bridge?) or it has a webhook; no customer update comes in",
+                bot_service(bot),
+                f"Telegram answers 409 Conflict for bot {bot.id}: another process polls with "
+                "this bot's token (a second bridge?) or it has a webhook; no customer update "
+                "comes in",
                 fatal=True,
             )
             raise
@@ -159,6 +192,28 @@ class TelegramCallMetrics(BaseRequestMiddleware):
                     self.metrics.api_last_success.labels("telegram").set(time.time())
             else:
                 self.metrics.observe_call("telegram", outcome, time.perf_counter() - started)
+                self.metrics.telegram_calls.labels(str(bot.id), outcome).inc()
+
+    def _revoked(self, bot: Bot) -> None:
+        """Telegram rejects this bot's token: stop polling it, say so everywhere once."""
+        reason = (
+            f"Telegram rejects TELEGRAM_BOT_TOKEN of bot {bot.id} (401 Unauthorized): "
+            "was it revoked in @BotFather? Set the new token and restart"
+        )
+        self.metrics.outages.down(bot_service(bot), reason, fatal=True)
+        self.metrics.bot_polling.labels(str(bot.id)).set(0)
+        if self.bots is None:
+            return
+        key = self.bots.key_of(bot)
+        if key not in self.bots.revoked:
+            self.bots.revoked[key] = "Telegram rejects its token (401): revoked?"
+            others = len(self.bots) - len(self.bots.revoked)
+            logger.error(
+                "bot %s: %s; its polling stops, %d other bot(s) keep working",
+                self.bots.label(key),
+                reason,
+                others,
+            )
 
 
 def telegram_host(bot: Bot) -> str:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot import ids
+from bot.bots import Bots
 from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import TelegramThrottle
-from bot.jobs.worker import Done, JobKind
+from bot.jobs.worker import Done, GiveUp, JobKind
 from bot.telegram_text import split_text
-from storage import Job, NewJob, Repository
+from storage import ChatKey, Job, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +23,15 @@ KIND_NOTICE = "bot.notice"
 Markup = ReplyKeyboardMarkup | ReplyKeyboardRemove
 
 
-def notice_job(chat_id: int, key: str, text: str, markup: Markup | None = None) -> NewJob:
-    """A job that sends the bot's own text to a customer once."""
+def notice_job(chat: ChatKey, key: str, text: str, markup: Markup | None = None) -> NewJob:
+    """A job that sends the bot's own text to a customer once (through the chat's bot)."""
     return NewJob(
         queue=TELEGRAM_QUEUE,
         kind=KIND_NOTICE,
-        lane=ids.chat_lane(chat_id),
-        dedup_key=f"notice:{chat_id}:{key}",
+        lane=ids.chat_lane(chat),
+        dedup_key=f"notice:{ids.key_text(chat)}:{key}",
         payload={
-            "chat_id": chat_id,
+            **ids.chat_fields(chat),
             "text": text,
             "markup": markup.model_dump(mode="json", exclude_none=True) if markup else None,
             "markup_type": type(markup).__name__ if markup else None,
@@ -39,19 +39,20 @@ def notice_job(chat_id: int, key: str, text: str, markup: Markup | None = None) 
     )
 
 
-async def answer_later(repo: Repository, message: Message, text: str) -> None:
+async def answer_later(repo: Repository, bots: Bots, message: Message, text: str) -> None:
     """Queue the bot's answer to a message for the Telegram worker (paced, retried, once).
 
     A direct `message.answer` is neither paced nor retried: flood control (429) loses it.
     A text over Telegram's limit becomes several messages, each its own job (retry-safe).
     """
-    await repo.enqueue(*answer_jobs(message.chat.id, message.message_id, text))
+    chat = bots.chat(message.bot, message.chat)
+    await repo.enqueue(*answer_jobs(chat, message.message_id, text))
 
 
-def answer_jobs(chat_id: int, message_id: int, text: str) -> list[NewJob]:
-    """The notice jobs that answer message `message_id` in `chat_id` (one per part)."""
+def answer_jobs(chat: ChatKey, message_id: int, text: str) -> list[NewJob]:
+    """The notice jobs that answer message `message_id` in `chat` (one per part)."""
     return [
-        notice_job(chat_id, f"answer:{message_id}:{number}", part)
+        notice_job(chat, f"answer:{message_id}:{number}", part)
         for number, part in enumerate(split_text(text))
     ]
 
@@ -68,8 +69,8 @@ def _markup(payload: dict[str, Any]) -> Markup | None:
 class NoticeSender:
     """Sends notices; a customer who blocked the bot simply does not get them."""
 
-    def __init__(self, bot: Bot, throttle: TelegramThrottle | None = None) -> None:
-        self.bot = bot
+    def __init__(self, bots: Bots, throttle: TelegramThrottle | None = None) -> None:
+        self.bots = bots
         self.throttle = throttle
 
     def kinds(self) -> dict[str, JobKind]:
@@ -78,13 +79,16 @@ class NoticeSender:
 
     async def send_notice(self, job: Job) -> Done:
         """Send one notice."""
-        chat_id = int(job.payload["chat_id"])
+        chat = ids.chat_of(job.payload)
+        bot = self.bots.get(chat.bot)
+        if bot is None:
+            raise GiveUp(f"bot {chat.bot} is no longer in TELEGRAM_BOT_TOKEN")
         if self.throttle is not None:
-            await self.throttle.wait(chat_id)
+            await self.throttle.wait(chat)
         try:
-            await self.bot.send_message(
-                chat_id, job.payload["text"], reply_markup=_markup(job.payload)
+            await bot.send_message(
+                chat.chat_id, job.payload["text"], reply_markup=_markup(job.payload)
             )
         except (TelegramForbiddenError, TelegramBadRequest) as exc:
-            logger.info("notice to chat %d not sent: %s", chat_id, exc.message)
+            logger.info("notice to chat %d not sent: %s", chat.chat_id, exc.message)
         return Done()

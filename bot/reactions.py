@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import MessageReactionUpdated, ReactionTypeEmoji
 from aiogram.types.reaction_type_union import ReactionTypeUnion
@@ -15,9 +14,10 @@ from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import KIND_AMO_REACTION
+from bot.bots import Bots
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind
-from storage import Job, MessageLink, NewJob, Repository
+from storage import ChatKey, Job, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def reaction_changes(update: MessageReactionUpdated) -> list[ReactionChange]:
 def react_target(link: MessageLink) -> dict[str, str] | None:
     """How amojo's `react` names a linked message: our msgid, or amo's id for manager messages."""
     if link.direction == "in":
-        return {"msgid": link.our_msgid or ids.message_id(link.chat_id, link.tg_message_id)}
+        return {"msgid": link.our_msgid or ids.message_id(link.key, link.tg_message_id)}
     if link.amo_message_id:
         return {"id": link.amo_message_id}
     return None
@@ -104,12 +104,14 @@ def react_target(link: MessageLink) -> dict[str, str] | None:
 class CustomerReactions:
     """Turns a customer's reaction update into durable `react`/`unreact` jobs (no network)."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, bots: Bots) -> None:
         self.repo = repo
+        self.bots = bots
 
     async def record(self, update: MessageReactionUpdated, update_id: int) -> int:
         """Store the jobs of one reaction update; returns how many were new."""
         chat_id, message_id = update.chat.id, update.message_id
+        chat = self.bots.chat(update.bot, update.chat)
         changes = reaction_changes(update)
         if not changes:
             return 0
@@ -117,7 +119,7 @@ class CustomerReactions:
         if user is None:
             logger.info("anonymous reaction on message %d in chat %d ignored", message_id, chat_id)
             return 0
-        link = await self.repo.get_link(chat_id, message_id)
+        link = await self.repo.get_link(chat, message_id)
         target = react_target(link) if link is not None else None
         if target is None:
             logger.warning(
@@ -131,12 +133,12 @@ class CustomerReactions:
             NewJob(
                 queue=AMOJO_QUEUE,
                 kind=KIND_CUSTOMER_REACTION,
-                lane=ids.chat_lane(chat_id),
-                dedup_key=f"reaction:{chat_id}:{message_id}:{update_id}:{index}",
+                lane=ids.chat_lane(chat),
+                dedup_key=f"reaction:{ids.key_text(chat)}:{message_id}:{update_id}:{index}",
                 payload={
-                    "chat_id": chat_id,
+                    **ids.chat_fields(chat),
                     "payload": {
-                        "conversation_id": ids.conversation_id(chat_id),
+                        "conversation_id": ids.conversation_id(chat),
                         **target,
                         "user": {"id": ids.user_id(user.id)},
                         "type": change.type,
@@ -157,7 +159,7 @@ class ManagerReaction:
     type: str
     emoji: str | None
     message_refs: tuple[str, ...]
-    chat_id: int | None
+    chat: ChatKey | None
     amo_conversation_id: str | None
 
 
@@ -178,7 +180,7 @@ def parse_reaction_hook(hook: dict[str, Any]) -> ManagerReaction:
         type=str(reaction.get("type") or ""),
         emoji=emoji if isinstance(emoji, str) and emoji else None,
         message_refs=tuple(ref for ref in refs if isinstance(ref, str) and ref),
-        chat_id=ids.chat_id_from_conversation(conversation.get("client_id")),
+        chat=ids.chat_from_conversation(conversation.get("client_id")),
         amo_conversation_id=amo_conversation if isinstance(amo_conversation, str) else None,
     )
 
@@ -186,9 +188,9 @@ def parse_reaction_hook(hook: dict[str, Any]) -> ManagerReaction:
 class ReactionSender:
     """Runs reaction jobs in both directions."""
 
-    def __init__(self, repo: Repository, bot: Bot, amojo: AmojoClient, channel: Channel) -> None:
+    def __init__(self, repo: Repository, bots: Bots, amojo: AmojoClient, channel: Channel) -> None:
         self.repo = repo
-        self.bot = bot
+        self.bots = bots
         self.amojo = amojo
         self.channel = channel
 
@@ -217,21 +219,21 @@ class ReactionSender:
         )
         return Done()
 
-    async def _chat_of(self, reaction: ManagerReaction) -> int | None:
-        if reaction.chat_id is not None:
-            return reaction.chat_id
+    async def _chat_of(self, reaction: ManagerReaction) -> ChatKey | None:
+        if reaction.chat is not None:
+            return reaction.chat
         if reaction.amo_conversation_id:
             customer = await self.repo.customer_by_amo_conversation(reaction.amo_conversation_id)
             if customer is not None:
-                return customer.chat_id
+                return customer.key
         return None
 
     async def _target(self, reaction: ManagerReaction) -> MessageLink | None:
-        chat_id = await self._chat_of(reaction)
+        chat = await self._chat_of(reaction)
         for ref in reaction.message_refs:
             links = await self.repo.links_for_amo_message(ref)
-            if chat_id is not None:
-                links = [link for link in links if link.chat_id == chat_id]
+            if chat is not None:
+                links = [link for link in links if link.key == chat]
             if links:
                 return links[0]
         return None
@@ -261,8 +263,11 @@ class ReactionSender:
                 )
                 return Done()
             emojis.append(ReactionTypeEmoji(emoji=emoji))
+        bot = self.bots.get(link.key.bot)
+        if bot is None:
+            raise GiveUp(f"bot {link.key.bot} is no longer in TELEGRAM_BOT_TOKEN")
         try:
-            await self.bot.set_message_reaction(link.chat_id, link.tg_message_id, emojis)
+            await bot.set_message_reaction(link.chat_id, link.tg_message_id, emojis)
         except (TelegramBadRequest, TelegramForbiddenError) as exc:
             raise GiveUp(f"Telegram refused the reaction: {exc.message}") from exc
         logger.info(

@@ -25,9 +25,8 @@ from storage import Repository, StorageError
 from storage.repository import QueueStats
 
 if TYPE_CHECKING:
-    from aiogram import Bot
-
     from bot.amocrm.channel import Channel
+    from bot.bots import Bots
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class WebDeps:
 
     repo: Repository
     metrics: Metrics
-    bot: Bot | None = None
+    bots: Bots | None = None
     files: FileLinks | None = None
     max_pending_age: float = HEALTH_MAX_PENDING_AGE_SECONDS
     hooks: HookReceiver | None = None
@@ -141,6 +140,16 @@ async def healthz(request: web.Request) -> web.Response:
         "database": database,
         "queues": queues,
     }
+    if deps.bots is not None:
+        body["bots"] = [
+            {
+                "bot": deps.bots.label(key),
+                "id": deps.bots.telegram_id(key),
+                "primary": key == 0,
+                "polling": key not in deps.bots.revoked,
+            }
+            for key in deps.bots.each_key()
+        ]
     return web.json_response(body, status=503 if failing else 200)
 
 
@@ -170,12 +179,14 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     from aiogram.exceptions import TelegramAPIError  # noqa: PLC0415
 
     deps = request.app[DEPS]
-    if deps.files is None or deps.bot is None:
+    if deps.files is None or deps.bots is None:
         raise web.HTTPServiceUnavailable(text="starting up", headers={"Retry-After": "5"})
     ref = deps.files.parse(request.match_info["token"])
     if ref is None:
         raise web.HTTPNotFound(text="unknown or expired file link")
-    bot = deps.bot
+    bot = deps.bots.get(ref.bot)
+    if bot is None:  # its token was taken out of TELEGRAM_BOT_TOKEN since
+        raise web.HTTPNotFound(text="the file's bot is no longer run by this bridge")
     try:
         file = await bot.get_file(ref.file_id)
     except TelegramAPIError as exc:
@@ -331,9 +342,9 @@ class Listener:
         """What start-up waits for (`/healthz` answers 503 with it), or None when it is done."""
         self.deps.starting = reason
 
-    def complete(self, *, bot: Bot, files: FileLinks, amojo: AmojoClient) -> None:
+    def complete(self, *, bots: Bots, files: FileLinks, amojo: AmojoClient) -> None:
         """Serve file links and full health now that the bridge is built."""
-        self.deps.bot = bot
+        self.deps.bots = bots
         self.deps.files = files
         self.deps.amojo = amojo
 

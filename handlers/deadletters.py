@@ -6,6 +6,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
+from bot.bots import Bots
 from bot.notices import answer_later
 from bot.staff.dead_letters import Caller, DeadLetterDesk
 from handlers.filters import OwnNewMessage, PrivateChat
@@ -16,20 +17,31 @@ router = Router(name=__name__)
 router.message.filter(PrivateChat(), IsOperator(), OwnNewMessage())
 
 
-def _caller(message: Message) -> Caller:
+def _caller(message: Message, bots: Bots) -> Caller:
     user_id = message.from_user.id if message.from_user else 0
-    return Caller(user_id=user_id, chat_id=message.chat.id, message_id=message.message_id)
+    chat = bots.chat(message.bot, message.chat)
+    return Caller(
+        user_id=user_id, chat_id=chat.chat_id, message_id=message.message_id, bot=chat.bot
+    )
 
 
 @router.message(Command("failed", ignore_case=True))
-async def cmd_failed(message: Message, dead_letters: DeadLetterDesk, repo: Repository) -> None:
+async def cmd_failed(
+    message: Message, dead_letters: DeadLetterDesk, repo: Repository, bridge_bots: Bots
+) -> None:
     """List the newest dead-lettered jobs."""
-    await answer_later(repo, message, await dead_letters.list_failed(_caller(message)))
+    text = await dead_letters.list_failed(_caller(message, bridge_bots))
+    await answer_later(repo, bridge_bots, message, text)
 
 
 @router.message(Command("retry", ignore_case=True))
 async def cmd_retry(
-    message: Message, command: CommandObject, dead_letters: DeadLetterDesk, repo: Repository
+    message: Message,
+    command: CommandObject,
+    dead_letters: DeadLetterDesk,
+    repo: Repository,
+    bridge_bots: Bots,
 ) -> None:
     """Put one dead-lettered job, or all of them, back in their queue."""
-    await answer_later(repo, message, await dead_letters.retry(_caller(message), command.args))
+    text = await dead_letters.retry(_caller(message, bridge_bots), command.args)
+    await answer_later(repo, bridge_bots, message, text)

@@ -8,6 +8,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
+from bot.bots import Bots
 from bot.notices import answer_later
 from bot.settings import Settings
 from bot.staff.commands import is_unknown_command, unknown_command_text
@@ -44,30 +45,36 @@ router.edited_message.filter(PrivateChat(), IsOperator())
 
 @router.message(Command("talk", "close", "call", "status", "help", ignore_case=True))
 async def cmd_staff(
-    message: Message, command: CommandObject, staff: StaffDesk, repo: Repository
+    message: Message,
+    command: CommandObject,
+    staff: StaffDesk,
+    repo: Repository,
+    bridge_bots: Bots,
 ) -> None:
-    """Run or queue a staff command; its answer comes in the operator's chat."""
+    """Run or queue a staff command; its answer comes in the operator's chat (same bot)."""
     user_id = message.from_user.id if message.from_user else 0
+    chat = bridge_bots.chat(message.bot, message.chat)
     invocation = Invocation(
         user_id=user_id,
-        chat_id=message.chat.id,
+        chat_id=chat.chat_id,
         message_id=message.message_id,
         command=command.command.lower(),
         args=command.args,
+        bot=chat.bot,
     )
     if invocation.command in QUEUED_COMMANDS:
         # Run by the staff worker: a command waiting on amoCRM (a 429, a slow answer) must not
         # hold up the customers' updates behind it in polling.
         await repo.enqueue(staff_job(invocation))
     else:  # /status, /help: local answers, at once
-        await answer_later(repo, message, await staff.run(invocation))
+        await answer_later(repo, bridge_bots, message, await staff.run(invocation))
 
 
 @router.message(UnknownCommand())
-async def unknown_command(message: Message, repo: Repository) -> None:
+async def unknown_command(message: Message, repo: Repository, bridge_bots: Bots) -> None:
     """A slash command the bridge does not know: said so, never bridged to amoCRM."""
     word = (message.text or "").split(maxsplit=1)[0]
-    await answer_later(repo, message, unknown_command_text(word))
+    await answer_later(repo, bridge_bots, message, unknown_command_text(word))
 
 
 @router.edited_message()

@@ -55,9 +55,9 @@ def _string(value: Any, where: str) -> str:
 
 def hook_lane(conversation: dict[str, Any]) -> str:
     """Our chat's lane when the hook names one of our conversations, else the amo chat's lane."""
-    chat_id = ids.chat_id_from_conversation(conversation.get("client_id"))
-    if chat_id is not None:
-        return ids.chat_lane(chat_id)
+    chat = ids.chat_from_conversation(conversation.get("client_id"))
+    if chat is not None:
+        return ids.chat_lane(chat)
     return f"amo:{conversation.get('id')}"
 
 

@@ -21,6 +21,7 @@ class FileRef:
     mime_type: str
     file_size: int
     expires_at: int
+    bot: int = 0  # the bot whose file it is (0: the primary bot)
 
 
 def _b64(data: bytes) -> str:
@@ -42,21 +43,28 @@ class FileLinks:
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:20])
 
-    def token(self, file_id: str, file_name: str, mime_type: str, file_size: int) -> str:
-        """A token that stays valid for the configured time."""
-        claims = {
+    def token(
+        self, file_id: str, file_name: str, mime_type: str, file_size: int, *, bot: int = 0
+    ) -> str:
+        """A token that stays valid for the configured time (a file_id is one bot's only)."""
+        claims: dict[str, str | int] = {
             "f": file_id,
             "n": file_name,
             "m": mime_type,
             "s": file_size,
             "e": int(time.time()) + self._ttl,
         }
+        if bot:
+            claims["b"] = bot
         body = _b64(json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode())
         return f"{body}.{self._sign(body)}"
 
-    def url(self, file_id: str, file_name: str, mime_type: str, file_size: int) -> str:
+    def url(
+        self, file_id: str, file_name: str, mime_type: str, file_size: int, *, bot: int = 0
+    ) -> str:
         """Public URL of a file."""
-        return f"{self._base}/files/{self.token(file_id, file_name, mime_type, file_size)}"
+        token = self.token(file_id, file_name, mime_type, file_size, bot=bot)
+        return f"{self._base}/files/{token}"
 
     def parse(self, token: str, now: float | None = None) -> FileRef | None:
         """The file behind a valid, unexpired token; None otherwise."""
@@ -71,6 +79,7 @@ class FileLinks:
                 mime_type=str(claims["m"]),
                 file_size=int(claims["s"]),
                 expires_at=int(claims["e"]),
+                bot=int(claims.get("b", 0)),
             )
         except (ValueError, KeyError, TypeError):
             return None

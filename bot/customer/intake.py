@@ -10,11 +10,12 @@ from typing import Any
 from aiogram.types import Contact, Message
 
 from bot import ids
+from bot.bots import Bots
 from bot.customer import mapping
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.notices import Markup, notice_job
 from bot.phones import mask_phone, normalise_phone
-from storage import CustomerProfile, MessageLink, NewJob, Repository
+from storage import ChatKey, CustomerProfile, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +31,16 @@ def is_own_contact(message: Message) -> bool:
 
 
 def amojo_job(
-    kind: str, chat_id: int, dedup_key: str, payload: dict[str, Any], content: mapping.Content
+    kind: str, key: ChatKey, dedup_key: str, payload: dict[str, Any], content: mapping.Content
 ) -> NewJob:
     """A job that sends one amojo event for a chat (its media link is made at send time)."""
     return NewJob(
         queue=AMOJO_QUEUE,
         kind=kind,
-        lane=ids.chat_lane(chat_id),
+        lane=ids.chat_lane(key),
         dedup_key=dedup_key,
         payload={
-            "chat_id": chat_id,
+            **ids.chat_fields(key),
             "payload": payload,
             "media": content.media.as_dict() if content.media else None,
         },
@@ -50,8 +51,8 @@ def amojo_job(
 class _Batch:
     """Customer updates handled since the last commit (one getUpdates batch)."""
 
-    customers: dict[int, CustomerProfile] = field(default_factory=dict)
-    phones: dict[int, str] = field(default_factory=dict)
+    customers: dict[ChatKey, CustomerProfile] = field(default_factory=dict)
+    phones: dict[ChatKey, str] = field(default_factory=dict)
     jobs: list[NewJob] = field(default_factory=list)
     # The message pair each job records, by the job's dedup key: stored only when the job is
     # new, so a repeated update never rewrites what amoCRM was last told.
@@ -78,8 +79,9 @@ class Intake:
     for updates already committed — one commit per batch instead of one per message.
     """
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, bots: Bots) -> None:
         self.repo = repo
+        self.bots = bots
         self._batch = _Batch()
         self._flushing = asyncio.Lock()
 
@@ -92,8 +94,8 @@ class Intake:
             try:
                 async with self.repo.transaction() as tx:
                     await tx.upsert_customers(batch.customers.values())
-                    for chat_id, phone in batch.phones.items():
-                        await tx.set_customer_phone(chat_id, phone)
+                    for key, phone in batch.phones.items():
+                        await tx.set_customer_phone(key, phone)
                     new = await tx.insert_jobs(batch.jobs)
                     await tx.save_links(
                         [
@@ -106,12 +108,17 @@ class Intake:
                 self._batch = batch.then(self._batch)
                 raise
 
+    def chat_of(self, message: Message) -> ChatKey:
+        """The conversation a message belongs to (the bot it came to, its chat)."""
+        return self.bots.chat(message.bot, message.chat)
+
     def _touch_customer(self, message: Message) -> None:
         user = message.from_user
         if user is None:
             return
-        self._batch.customers[message.chat.id] = CustomerProfile(
-            chat_id=message.chat.id,
+        key = self.chat_of(message)
+        self._batch.customers[key] = CustomerProfile(
+            key=key,
             user_id=user.id,
             name=mapping.sender_name(user),
             username=user.username,
@@ -121,29 +128,33 @@ class Intake:
 
     async def record_message(self, message: Message) -> None:
         """Record a new customer message for delivery (a repeat of a stored one is ignored)."""
-        chat_id = message.chat.id
+        key = self.chat_of(message)
         reply_to = None
         if message.reply_to_message is not None:
             await self.flush()  # the quoted message may be in this very batch
             quoted = message.reply_to_message.message_id
-            link = await self.repo.get_link(chat_id, quoted)
+            link = await self.repo.get_link(key, quoted)
             if link is not None:
                 reply_to = mapping.reply_reference(link.our_msgid, link.amo_message_id)
             else:
-                reply_to = mapping.reply_reference(ids.message_id(chat_id, quoted), None)
+                reply_to = mapping.reply_reference(ids.message_id(key, quoted), None)
         content = mapping.message_content(message)
-        payload = mapping.new_message_payload(message, content, reply_to)
+        payload = mapping.new_message_payload(key, message, content, reply_to)
         job = amojo_job(
-            KIND_NEW_MESSAGE, chat_id, f"in:{chat_id}:{message.message_id}", payload, content
+            KIND_NEW_MESSAGE,
+            key,
+            f"in:{ids.key_text(key)}:{message.message_id}",
+            payload,
+            content,
         )
         self._touch_customer(message)
         if is_own_contact(message) and message.contact is not None:
             own_phone = self._own_phone(message.contact)
             if own_phone is not None:
-                self._batch.phones[chat_id] = own_phone
+                self._batch.phones[key] = own_phone
         self._batch.jobs.append(job)
         self._batch.links[job.dedup_key] = MessageLink(
-            chat_id=chat_id,
+            key=key,
             tg_message_id=message.message_id,
             direction="in",
             our_msgid=payload["msgid"],
@@ -164,7 +175,7 @@ class Intake:
     ) -> None:
         """Record a reply of the bot itself (the Telegram worker sends it)."""
         self._touch_customer(message)
-        self._batch.jobs.append(notice_job(message.chat.id, key, text, markup))
+        self._batch.jobs.append(notice_job(self.chat_of(message), key, text, markup))
 
     async def record_edit(self, message: Message, update_id: int) -> None:
         """Record an edit of a customer message when its text or caption really changed.
@@ -173,8 +184,8 @@ class Intake:
         to an earlier text (A→B→A→B) is new work each time.
         """
         await self.flush()  # the edited message may be in this very batch
-        chat_id = message.chat.id
-        link = await self.repo.get_link(chat_id, message.message_id)
+        key = self.chat_of(message)
+        link = await self.repo.get_link(key, message.message_id)
         new_hash = mapping.content_hash(message)
         if link is not None and link.content_hash == new_hash:
             return
@@ -182,7 +193,7 @@ class Intake:
             logger.info(
                 "edit of message %d in chat %d that the bridge never saw: sent as new",
                 message.message_id,
-                chat_id,
+                message.chat.id,
             )
             await self.record_message(message)
             return
@@ -190,14 +201,14 @@ class Intake:
         self._touch_customer(message)
         job = amojo_job(
             KIND_EDIT_MESSAGE,
-            chat_id,
-            f"edit:{chat_id}:{message.message_id}:u{update_id}",
-            mapping.edit_message_payload(message, content),
+            key,
+            f"edit:{ids.key_text(key)}:{message.message_id}:u{update_id}",
+            mapping.edit_message_payload(key, message, content),
             content,
         )
         self._batch.jobs.append(job)
         self._batch.links[job.dedup_key] = MessageLink(
-            chat_id=chat_id,
+            key=key,
             tg_message_id=message.message_id,
             direction="in",
             content_hash=new_hash,

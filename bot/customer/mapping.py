@@ -10,6 +10,7 @@ from aiogram.types import Message, User
 
 from bot import ids
 from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
+from storage import ChatKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +218,17 @@ def reply_reference(our_msgid: str | None, amo_message_id: str | None) -> dict[s
 
 
 def new_message_payload(
-    message: Message, content: Content, reply_to: dict[str, Any] | None
+    key: ChatKey, message: Message, content: Content, reply_to: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """The `new_message` payload (without the media link, added when it is sent)."""
+    """The `new_message` payload (without the media link and source, added when it is sent)."""
     chat_id = message.chat.id
     user = message.from_user
     timestamp = int(message.date.timestamp())
     payload: dict[str, Any] = {
         "timestamp": timestamp,
         "msec_timestamp": timestamp * 1000,
-        "msgid": ids.message_id(chat_id, message.message_id),
-        "conversation_id": ids.conversation_id(chat_id),
+        "msgid": ids.message_id(key, message.message_id),
+        "conversation_id": ids.conversation_id(key),
         "sender": sender(user) if user else {"id": ids.user_id(chat_id), "name": str(chat_id)},
         "message": content.message,
         "silent": False,
@@ -237,13 +238,13 @@ def new_message_payload(
     return payload
 
 
-def edit_message_payload(message: Message, content: Content) -> dict[str, Any]:
+def edit_message_payload(key: ChatKey, message: Message, content: Content) -> dict[str, Any]:
     """The `edit_message` payload for an edited customer message."""
     moment = message.edit_date or int(message.date.timestamp())
     return {
         "timestamp": moment,
         "msec_timestamp": moment * 1000,
-        "msgid": ids.message_id(message.chat.id, message.message_id),
-        "conversation_id": ids.conversation_id(message.chat.id),
+        "msgid": ids.message_id(key, message.message_id),
+        "conversation_id": ids.conversation_id(key),
         "message": content.message,
     }

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
+from bot.amocrm.sources import SourceBook
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
-from bot.jobs.worker import Done, GiveUp, JobKind
-from storage import Job, Repository
+from bot.jobs.worker import Done, GiveUp, JobKind, RetryLater
+from storage import ChatKey, Job, Repository
 from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
@@ -31,12 +34,21 @@ class CustomerMessageSender:
     """Sends customer messages with their deterministic msgid, so retries cannot duplicate."""
 
     def __init__(
-        self, repo: Repository, amojo: AmojoClient, channel: Channel, files: FileLinks
+        self,
+        repo: Repository,
+        amojo: AmojoClient,
+        channel: Channel,
+        files: FileLinks,
+        sources: Callable[[ChatKey], str | None] | None = None,
+        book: SourceBook | None = None,
     ) -> None:
         self.repo = repo
         self.amojo = amojo
         self.channel = channel
         self.files = files
+        # The amoCRM source external id of a chat's bot (None: the channel's default source).
+        self.sources = sources or (lambda key: None)
+        self.book = book
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds this sender runs."""
@@ -45,18 +57,29 @@ class CustomerMessageSender:
             KIND_EDIT_MESSAGE: JobKind(run=self.send_edit),
         }
 
-    def _attach_media(self, payload: dict[str, Any], media: dict[str, Any] | None) -> None:
+    def _attach_media(
+        self, key: ChatKey, payload: dict[str, Any], media: dict[str, Any] | None
+    ) -> None:
         if media:
             payload["message"]["media"] = self.files.url(
-                media["file_id"], media["file_name"], media["mime_type"], media["file_size"]
+                media["file_id"],
+                media["file_name"],
+                media["mime_type"],
+                media["file_size"],
+                bot=key.bot,
             )
 
     async def send_new_message(self, job: Job) -> Done:
         """`new_message` for one customer message."""
-        chat_id = int(job.payload["chat_id"])
+        if self.book is not None and not self.book.ready:
+            raise RetryLater("waiting for the amoCRM sources to be checked", delay=2.0)
+        key = ids.chat_of(job.payload)
         payload: dict[str, Any] = job.payload["payload"]
-        self._attach_media(payload, job.payload.get("media"))
-        customer = await self.repo.get_customer(chat_id)
+        self._attach_media(key, payload, job.payload.get("media"))
+        source = self.sources(key)
+        if source is not None:
+            payload["source"] = {"external_id": source}
+        customer = await self.repo.get_customer(key)
         if customer is not None:
             if customer.phone:
                 payload["sender"].setdefault("profile", {})["phone"] = customer.phone
@@ -78,7 +101,7 @@ class CustomerMessageSender:
                 raise GiveUp(f"amojo rejected message {msgid}: {exc}") from exc
             raise
         amo_id = answer.get("new_message", {}).get("msgid") if isinstance(answer, dict) else None
-        logger.info("delivered %s (chat %d) to amoCRM as %s", msgid, chat_id, amo_id)
+        logger.info("delivered %s (chat %d) to amoCRM as %s", msgid, key.chat_id, amo_id)
         if not amo_id:
             return Done()
 
@@ -90,7 +113,7 @@ class CustomerMessageSender:
     async def send_edit(self, job: Job) -> Done:
         """`edit_message` for an edited customer message."""
         payload: dict[str, Any] = job.payload["payload"]
-        self._attach_media(payload, job.payload.get("media"))
+        self._attach_media(ids.chat_of(job.payload), payload, job.payload.get("media"))
         try:
             await self.amojo.send_event(self.channel.scope_id, "edit_message", payload)
         except AmojoError as exc:

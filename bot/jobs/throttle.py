@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from aiolimiter import AsyncLimiter
 
 from bot.limits import TELEGRAM_PER_CHAT_BURST, TELEGRAM_PER_CHAT_INTERVAL, TELEGRAM_SEND_RATE
+from storage import ChatKey
 
 _PRUNE_ABOVE = 10_000
 HOOK_PRIORITY_SECONDS = 0.05
@@ -49,6 +50,8 @@ class HookTraffic:
 class TelegramThrottle:
     """Waits before each send so normal traffic never trips Telegram's flood control.
 
+    Telegram counts each bot's messages apart: every bot has its own overall pace.
+
     https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this
     """
 
@@ -60,13 +63,21 @@ class TelegramThrottle:
         hooks: HookTraffic | None = None,
     ) -> None:
         self.hooks = hooks
-        # Capacity 1: sends are spaced evenly, so no one-second window holds more than the rate.
-        self._global = AsyncLimiter(1, 1 / global_rate)
+        self._global_rate = global_rate
+        self._bots: dict[int, AsyncLimiter] = {}
         self._per_chat_interval = per_chat_interval
         self._per_chat_burst = per_chat_burst
-        self._chats: dict[int, AsyncLimiter] = {}
+        self._chats: dict[ChatKey, AsyncLimiter] = {}
 
-    def _chat(self, chat_id: int) -> AsyncLimiter:
+    def _bot(self, bot: int) -> AsyncLimiter:
+        limiter = self._bots.get(bot)
+        if limiter is None:
+            # Capacity 1: sends are spaced evenly, so no one-second window holds more than the
+            # rate.
+            limiter = self._bots[bot] = AsyncLimiter(1, 1 / self._global_rate)
+        return limiter
+
+    def _chat(self, chat_id: ChatKey) -> AsyncLimiter:
         limiter = self._chats.get(chat_id)
         if limiter is None:
             if len(self._chats) > _PRUNE_ABOVE:
@@ -81,9 +92,9 @@ class TelegramThrottle:
             self._chats[chat_id] = limiter
         return limiter
 
-    async def wait(self, chat_id: int) -> None:
-        """Return when one more message may go to this chat."""
-        await self._chat(chat_id).acquire()
-        await self._global.acquire()
+    async def wait(self, chat: ChatKey) -> None:
+        """Return when one more message may go to this chat (from its bot)."""
+        await self._chat(chat).acquire()
+        await self._bot(chat.bot).acquire()
         if self.hooks is not None:
             await self.hooks.quiet(HOOK_PRIORITY_SECONDS)

@@ -17,6 +17,7 @@ from aiogram.exceptions import (
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
+    TelegramUnauthorizedError,
 )
 
 from bot.limits import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS
@@ -127,6 +128,10 @@ def classify_failure(exc: Exception) -> Decision:
             return Decision(True, f"Telegram flood control: {exc.message}", exc.retry_after)
         case TelegramNetworkError() | TelegramServerError():
             return Decision(True, f"Telegram unavailable: {exc.message}")
+        case TelegramUnauthorizedError():
+            # The bot's token was revoked: kept (until its kind gives up) for a restart with the
+            # new token, as the bot and its chats stay the same.
+            return Decision(True, f"Telegram rejects the bot's token: {exc.message}", 60.0)
         case httpx.TimeoutException() | httpx.TransportError():
             return Decision(True, f"{type(exc).__name__}: {exc}")
         case aiohttp.ClientError() | TimeoutError() | ConnectionError():

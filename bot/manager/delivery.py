@@ -28,6 +28,7 @@ from bot import ids
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
+from bot.bots import Bots
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.throttle import TelegramThrottle
 from bot.jobs.worker import Done, JobKind, RetryLater
@@ -51,7 +52,7 @@ from bot.manager.media import (
 )
 from bot.manager.typing_indicator import TypingIndicator
 from bot.phones import mask_phone, normalise_phone
-from storage import Customer, Job, MessageLink, NewJob, Repository
+from storage import ChatKey, Customer, Job, MessageLink, NewJob, Repository
 from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,17 @@ TEXT_PHONE_UNKNOWN = (
 TEXT_PHONE_SHARED = (
     "Several Telegram customers shared this phone with the bot, so the bridge cannot tell "
     "which one is meant. Answer in the chat the customer wrote from."
+)
+TEXT_BOT_GONE = (
+    "This chat belongs to Telegram bot {bot}, which the bridge no longer runs (its token was "
+    "taken out of TELEGRAM_BOT_TOKEN), so the message was not delivered."
+)
+TEXT_SOURCE_MISMATCH = (
+    "The hook names source {source}, but its conversation belongs to another bot's source; "
+    "the bridge does not guess which bot should send it."
+)
+TEXT_SOURCE_UNKNOWN = (
+    "Write-first through source {source}: no Telegram bot of this bridge has that source."
 )
 
 
@@ -126,9 +138,22 @@ def window_closed_reason(ago: float | None, window: int) -> str:
 class Recipient:
     """Where a manager message goes."""
 
-    chat_id: int
+    chat: ChatKey
     customer: Customer | None
     bind: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The bot that sends, and the chat it sends to."""
+
+    bot: Bot
+    chat: ChatKey
+
+    @property
+    def chat_id(self) -> int:
+        """The Telegram chat id."""
+        return self.chat.chat_id
 
 
 class Undeliverable(Exception):
@@ -145,7 +170,7 @@ class ManagerMessageDelivery:
 
     def __init__(
         self,
-        bot: Bot,
+        bots: Bots,
         repo: Repository,
         throttle: TelegramThrottle,
         *,
@@ -154,8 +179,10 @@ class ManagerMessageDelivery:
         typing: TypingIndicator | None = None,
         media_policy: MediaPolicy | None = None,
         spool_dir: Path | None = None,
+        sources: bool = False,
     ) -> None:
-        self.bot = bot
+        self.bots = bots
+        self.sources = sources  # route by the hook's source (AMOCRM_SOURCES)
         self.typing = typing
         self.repo = repo
         self.throttle = throttle
@@ -205,22 +232,47 @@ class ManagerMessageDelivery:
             logger.info("message %s not delivered (%d): %s", message.amo_id, exc.error_code, exc)
             return Done(followups=[status_job(message.amo_id, FAILED, exc.error_code, exc.reason)])
 
+    def _source_bot(self, message: ManagerMessage) -> int | None:
+        """The bot whose amoCRM source the hook names (None: no source, or sources are off)."""
+        if not self.sources or message.source_external_id is None:
+            return None
+        key = self.bots.key_of_source(message.source_external_id)
+        if key is None:
+            logger.warning(
+                "message %s names source %r, which is none of our bots'",
+                message.amo_id,
+                message.source_external_id,
+            )
+        return key
+
     async def _recipient(self, message: ManagerMessage) -> Recipient:
         client_id = message.conversation_client_id
+        source_bot = self._source_bot(message)
         if client_id is not None:
-            chat_id = ids.chat_id_from_conversation(client_id)
-            if chat_id is None:
+            chat = ids.chat_from_conversation(client_id)
+            if chat is None:
                 raise Undeliverable(
                     ERROR_NO_CONVERSATION,
                     f"Conversation {client_id} is not a Telegram chat of this bridge.",
                 )
-            return Recipient(chat_id, await self.repo.get_customer(chat_id))
+            if source_bot is not None and source_bot != chat.bot:
+                raise Undeliverable(
+                    ERROR_NO_CONVERSATION,
+                    TEXT_SOURCE_MISMATCH.format(source=message.source_external_id),
+                )
+            return Recipient(chat, await self.repo.get_customer(chat))
         # Write-first (spec §3.3): no client_id; amo gives the phone the manager picked.
         bound = await self.repo.customer_by_amo_conversation(message.conversation_amo_id)
         if bound is not None:
-            return Recipient(bound.chat_id, bound)
+            return Recipient(bound.key, bound)
+        if self.sources and message.source_external_id is not None and source_bot is None:
+            raise Undeliverable(
+                ERROR_NO_CONVERSATION,
+                TEXT_SOURCE_UNKNOWN.format(source=message.source_external_id),
+            )
         phone = normalise_phone(message.receiver_phone)
-        matches = await self.repo.customers_with_phone(phone) if phone else []
+        # With sources, the manager picked the bot by its source: only its customers match.
+        matches = await self.repo.customers_with_phone(phone, bot=source_bot) if phone else []
         if not matches:
             logger.info(
                 "write-first to %s: no customer shared this phone",
@@ -234,7 +286,7 @@ class ManagerMessageDelivery:
                 len(matches),
             )
             raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_PHONE_SHARED)
-        return Recipient(matches[0].chat_id, matches[0], bind=True)
+        return Recipient(matches[0].key, matches[0], bind=True)
 
     def _check_allowed(self, recipient: Recipient, received_at: float) -> None:
         customer = recipient.customer
@@ -246,21 +298,24 @@ class ManagerMessageDelivery:
             if ago is None or ago > self.time_window:
                 raise Undeliverable(ERROR_OTHER, window_closed_reason(ago, self.time_window))
 
-    async def _reply_target(self, message: ManagerMessage, chat_id: int) -> int | None:
+    async def _reply_target(self, message: ManagerMessage, chat: ChatKey) -> int | None:
         quoted = message.reply_to or {}
         for key in ("id", "msgid"):
             value = quoted.get(key)
             if not isinstance(value, str) or not value:
                 continue
             for link in await self.repo.links_for_amo_message(value):
-                if link.chat_id == chat_id:
+                if link.key == chat:
                     return link.tg_message_id
         return None
 
     async def _send(self, message: ManagerMessage, recipient: Recipient) -> Done:
-        chat_id = recipient.chat_id
+        chat = recipient.chat
+        bot = self.bots.get(chat.bot)
+        if bot is None:
+            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_BOT_GONE.format(bot=chat.bot))
         if self.typing is not None:
-            self.typing.stop(chat_id)
+            self.typing.stop(chat)
         buttons = keyboard_for(message.markup)
         parts = plan_parts(message, buttons.extra_lines)
         if not parts:
@@ -268,16 +323,18 @@ class ManagerMessageDelivery:
         done = [
             link
             for link in await self.repo.links_for_amo_message(message.amo_id)
-            if link.direction == "out" and link.chat_id == chat_id
+            if link.direction == "out" and link.key == chat
         ]
-        reply_to = await self._reply_target(message, chat_id)
+        reply_to = await self._reply_target(message, chat)
         for index in range(len(done), len(parts)):
             markup = buttons.keyboard if index == len(parts) - 1 else None
             reply = reply_to if index == 0 else None
             try:
-                sent, refused = await self._send_part(chat_id, message, parts[index], markup, reply)
+                sent, refused = await self._send_part(
+                    _Target(bot, chat), message, parts[index], markup, reply
+                )
             except TelegramForbiddenError as exc:
-                return self._failed_blocked(message, chat_id, exc.message)
+                return self._failed_blocked(message, chat, exc.message)
             except TelegramBadRequest as exc:
                 if "chat not found" in exc.message.lower():
                     raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_CHAT_NOT_FOUND) from None
@@ -288,7 +345,7 @@ class ManagerMessageDelivery:
                 await tx.save_links(
                     [
                         MessageLink(
-                            chat_id=chat_id,
+                            key=chat,
                             tg_message_id=sent.message_id,
                             direction="out",
                             amo_message_id=message.amo_id,
@@ -299,7 +356,11 @@ class ManagerMessageDelivery:
                     # Kept with the part: a retry of a later part must still report it.
                     await tx.set_kv(refusal_key(message.amo_id), refused)
         logger.info(
-            "message %s delivered to chat %d in %d part(s)", message.amo_id, chat_id, len(parts)
+            "message %s delivered to chat %d of bot %s in %d part(s)",
+            message.amo_id,
+            chat.chat_id,
+            self.bots.label(chat.bot),
+            len(parts),
         )
         bind = recipient.bind
 
@@ -307,10 +368,10 @@ class ManagerMessageDelivery:
             if media_refused is not None:
                 await tx.delete_kv(refusal_key(message.amo_id))  # reported with the status
             # amo's chat id lets a later gap be recovered from this chat's history.
-            await tx.set_amo_chat_id(chat_id, message.conversation_amo_id)
+            await tx.set_amo_chat_id(chat, message.conversation_amo_id)
             if bind:
                 await tx.bind_amo_conversation(
-                    chat_id, message.conversation_amo_id, message.receiver_amo_id
+                    chat, message.conversation_amo_id, message.receiver_amo_id
                 )
 
         status = status_job(message.amo_id, DELIVERED)
@@ -324,22 +385,22 @@ class ManagerMessageDelivery:
             )
         return Done(followups=[status], record=record)
 
-    def _failed_blocked(self, message: ManagerMessage, chat_id: int, description: str) -> Done:
+    def _failed_blocked(self, message: ManagerMessage, chat: ChatKey, description: str) -> Done:
         blocked = "blocked" in description.lower()
 
         async def record(tx: Transaction) -> None:
             if blocked:
-                await tx.set_customer_blocked(chat_id, True)
+                await tx.set_customer_blocked(chat, True)
 
         reason = TEXT_BLOCKED if blocked else f"Telegram refused the message: {description}"
-        logger.info("message %s not delivered to chat %d: %s", message.amo_id, chat_id, reason)
+        logger.info("message %s not delivered to chat %d: %s", message.amo_id, chat.chat_id, reason)
         return Done(
             followups=[status_job(message.amo_id, FAILED, ERROR_BLOCKED, reason)], record=record
         )
 
     async def _send_part(
         self,
-        chat_id: int,
+        to: _Target,
         message: ManagerMessage,
         part: Part,
         markup: Keyboard | None,
@@ -352,16 +413,16 @@ class ManagerMessageDelivery:
                 message_id=reply_to, allow_sending_without_reply=True
             )
         if part.media_kind is None:
-            await self.throttle.wait(chat_id)
-            return await self.bot.send_message(chat_id, part.text, **common), None
-        sent = await self._send_media_part(chat_id, message, part, common)
+            await self.throttle.wait(to.chat)
+            return await to.bot.send_message(to.chat_id, part.text, **common), None
+        sent = await self._send_media_part(to, message, part, common)
         if sent is not None:
             return sent
-        await self.throttle.wait(chat_id)
-        return await self.bot.send_message(chat_id, message.link_text(part.text), **common), None
+        await self.throttle.wait(to.chat)
+        return await to.bot.send_message(to.chat_id, message.link_text(part.text), **common), None
 
     async def _send_media_part(
-        self, chat_id: int, message: ManagerMessage, part: Part, common: dict[str, Any]
+        self, to: _Target, message: ManagerMessage, part: Part, common: dict[str, Any]
     ) -> tuple[Message, str | None] | None:
         """Send a media part; None when only its link can go (too big, gone, refused by Telegram).
 
@@ -372,11 +433,13 @@ class ManagerMessageDelivery:
         assert part.media_kind is not None
         url = message.media
         cache_key = f"{part.media_kind}:{hashlib.sha256(url.encode()).hexdigest()}"
+        if to.chat.bot:  # a file_id is valid for the bot that got it only
+            cache_key = f"b{to.chat.bot}:{cache_key}"
         file_id = await self.repo.media_file_id(cache_key)
         if file_id is not None:
             try:
-                await self.throttle.wait(chat_id)
-                return await self._send_media(chat_id, part, file_id, common), None
+                await self.throttle.wait(to.chat)
+                return await self._send_media(to, part, file_id, common), None
             except TelegramBadRequest as exc:
                 if "chat not found" in exc.message.lower():
                     raise
@@ -390,13 +453,13 @@ class ManagerMessageDelivery:
         self._transfers.add(url)
         try:
             async with self._media_slots:
-                return await self._upload(chat_id, message, part, common, cache_key)
+                return await self._upload(to, message, part, common, cache_key)
         finally:
             self._transfers.discard(url)
 
     async def _upload(
         self,
-        chat_id: int,
+        to: _Target,
         message: ManagerMessage,
         part: Part,
         common: dict[str, Any],
@@ -407,14 +470,14 @@ class ManagerMessageDelivery:
             spooled = await self._download(message, part.media_kind)
         except MediaRefused as exc:
             logger.warning("media of %s refused: %s", message.amo_id, exc)
-            await self.throttle.wait(chat_id)
+            await self.throttle.wait(to.chat)
             text = message.refused_text(part.text)
-            return await self.bot.send_message(chat_id, text, **common), str(exc)
+            return await to.bot.send_message(to.chat_id, text, **common), str(exc)
         if spooled is None:
             return None
         try:
-            await self.throttle.wait(chat_id)
-            sent = await self._send_media(chat_id, part, spooled, common)
+            await self.throttle.wait(to.chat)
+            sent = await self._send_media(to, part, spooled, common)
         except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
             if "chat not found" in exc.message.lower():
                 raise
@@ -434,21 +497,22 @@ class ManagerMessageDelivery:
         return sent, None
 
     async def _send_media(
-        self, chat_id: int, part: Part, upload: InputFile | str, common: dict[str, Any]
+        self, to: _Target, part: Part, upload: InputFile | str, common: dict[str, Any]
     ) -> Message:
         caption = part.text or None
+        bot, chat_id = to.bot, to.chat_id
         match part.media_kind:
             case "photo":
-                return await self.bot.send_photo(chat_id, upload, caption=caption, **common)
+                return await bot.send_photo(chat_id, upload, caption=caption, **common)
             case "video":
-                return await self.bot.send_video(chat_id, upload, caption=caption, **common)
+                return await bot.send_video(chat_id, upload, caption=caption, **common)
             case "voice":
-                return await self.bot.send_voice(chat_id, upload, caption=caption, **common)
+                return await bot.send_voice(chat_id, upload, caption=caption, **common)
             case "audio":
-                return await self.bot.send_audio(chat_id, upload, caption=caption, **common)
+                return await bot.send_audio(chat_id, upload, caption=caption, **common)
             case "sticker":
-                return await self.bot.send_sticker(chat_id, upload, **common)
-        return await self.bot.send_document(chat_id, upload, caption=caption, **common)
+                return await bot.send_sticker(chat_id, upload, **common)
+        return await bot.send_document(chat_id, upload, caption=caption, **common)
 
     async def _download(self, message: ManagerMessage, kind: str) -> FSInputFile | None:
         """The hook's media as an upload, or None when it cannot be uploaded (too big, gone).

@@ -55,6 +55,7 @@ class ManagerMessage:
     reply_to: dict[str, Any] | None
     media_group_id: str | None
     sent_at: float
+    source_external_id: str | None = None
 
     @classmethod
     def from_hook(cls, hook: dict[str, Any]) -> ManagerMessage:
@@ -65,6 +66,8 @@ class ManagerMessage:
         receiver: dict[str, Any] = envelope.get("receiver") or {}
         reply_to = message.get("reply_to")
         markup = message.get("markup")
+        source = envelope.get("source")
+        source_id = source.get("external_id") if isinstance(source, dict) else None
         return cls(
             amo_id=str(message["id"]),
             type=str(message.get("type") or "text"),
@@ -80,6 +83,7 @@ class ManagerMessage:
             reply_to=reply_to.get("message") if isinstance(reply_to, dict) else None,
             media_group_id=message.get("media_group_id") or None,
             sent_at=float(envelope.get("timestamp") or hook.get("time") or 0),
+            source_external_id=source_id if isinstance(source_id, str) and source_id else None,
         )
 
     @property

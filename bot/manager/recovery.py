@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiolimiter import AsyncLimiter
@@ -28,7 +29,7 @@ from bot.limits import (
 )
 from bot.manager.gaps import GAP_MARGIN_SECONDS, KIND_RECOVER_GAP
 from bot.metrics import Metrics
-from storage import Gap, Job, NewJob, Repository
+from storage import ChatKey, Gap, Job, NewJob, Repository
 from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
@@ -37,14 +38,14 @@ KIND_RECOVER_CHAT = "recovery.chat"
 DAY = 24 * 60 * 60
 
 
-def chat_job(gap_id: int, chat_id: int, since: float, until: float) -> NewJob:
+def chat_job(gap_id: int, chat: ChatKey, since: float, until: float) -> NewJob:
     """The job reading one conversation's history for one gap."""
     return NewJob(
         queue=RECOVERY_QUEUE,
         kind=KIND_RECOVER_CHAT,
-        lane=f"recover:{chat_id}",
-        dedup_key=f"recover:{gap_id}:{chat_id}",
-        payload={"gap_id": gap_id, "chat_id": chat_id, "since": since, "until": until},
+        lane=f"recover:{ids.key_text(chat)}",
+        dedup_key=f"recover:{gap_id}:{ids.key_text(chat)}",
+        payload={"gap_id": gap_id, **ids.chat_fields(chat), "since": since, "until": until},
     )
 
 
@@ -90,7 +91,9 @@ class HistoryRecovery:
         *,
         lookback_days: int,
         rate: float = AMOJO_HISTORY_RATE_PER_SECOND,
+        sources: Callable[[ChatKey], str | None] | None = None,
     ) -> None:
+        self.sources = sources or (lambda chat: None)
         self.repo = repo
         self.amojo = amojo
         self.channel = channel
@@ -111,7 +114,7 @@ class HistoryRecovery:
         since = float(job.payload["started_at"]) - GAP_MARGIN_SECONDS
         until = float(job.payload["ended_at"]) + GAP_MARGIN_SECONDS
         targets = await self.repo.recovery_targets(time.time() - self.lookback)
-        jobs = [chat_job(gap_id, target.chat_id, since, until) for target in targets]
+        jobs = [chat_job(gap_id, target.key, since, until) for target in targets]
         logger.info("gap #%d: reading the history of %d conversation(s)", gap_id, len(jobs))
 
         async def record(tx: Transaction) -> None:
@@ -124,12 +127,13 @@ class HistoryRecovery:
     async def recover_chat(self, job: Job) -> Done:
         """Read one conversation's history back to the gap and store what it missed."""
         gap_id = int(job.payload["gap_id"])
-        chat_id = int(job.payload["chat_id"])
+        chat = ids.chat_of(job.payload)
+        chat_id = chat.chat_id
         since, until = float(job.payload["since"]), float(job.payload["until"])
-        amo_chat_id = await self._amo_chat_id(chat_id)
+        amo_chat_id = await self._amo_chat_id(chat)
         missed: list[tuple[float, NewJob]] = []
         if amo_chat_id is not None:
-            conversation_id = ids.conversation_id(chat_id)
+            conversation_id = ids.conversation_id(chat)
             # History is newest first; reversed, it is the order amoCRM sent them in (also
             # among messages of one millisecond), which the stable sort below keeps.
             entries = await self._history_since(amo_chat_id, since + self._amojo_ahead())
@@ -155,7 +159,7 @@ class HistoryRecovery:
 
         async def record(tx: Transaction) -> None:
             if amo_chat_id is not None:
-                await tx.set_amo_chat_id(chat_id, amo_chat_id)
+                await tx.set_amo_chat_id(chat, amo_chat_id)
             recovered = await tx.enqueue([stored for _, stored in missed])
             self.metrics.recovery_conversations.inc()
             if recovered:
@@ -188,9 +192,9 @@ class HistoryRecovery:
             gap.recovered,
         )
 
-    async def _amo_chat_id(self, chat_id: int) -> str | None:
+    async def _amo_chat_id(self, chat: ChatKey) -> str | None:
         """amo's chat id, learned from hooks, else asked of amojo (spec §5.1 returns it)."""
-        customer = await self.repo.get_customer(chat_id)
+        customer = await self.repo.get_customer(chat)
         if customer is None:
             return None
         if customer.amo_chat_id:
@@ -198,8 +202,9 @@ class HistoryRecovery:
         await self._pace.acquire()
         answer = await self.amojo.create_chat(
             self.channel.scope_id,
-            ids.conversation_id(chat_id),
+            ids.conversation_id(chat),
             {"id": ids.user_id(customer.user_id), "name": customer.name or "Telegram user"},
+            source=self.sources(chat),
         )
         amo_chat_id = answer.get("id") if isinstance(answer, dict) else None
         return str(amo_chat_id) if amo_chat_id else None

@@ -9,19 +9,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiogram import Bot
 from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 
 from bot import ids
 from bot.amocrm.hooks import KIND_AMO_TYPING
+from bot.bots import Bots
 from bot.jobs.worker import Done, JobKind
 from bot.limits import (
     TELEGRAM_CHAT_ACTION_SECONDS,
     TELEGRAM_TYPING_MAX_SECONDS,
     TELEGRAM_TYPING_REPEAT_SECONDS,
 )
-from storage import Job, Repository
+from storage import ChatKey, Job, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -31,32 +31,32 @@ class TypingIndicator:
 
     def __init__(
         self,
-        bot: Bot,
+        bots: Bots,
         *,
         repeat_every: float = TELEGRAM_TYPING_REPEAT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.bot = bot
+        self.bots = bots
         self.repeat_every = repeat_every
         self.clock = clock
-        self._deadlines: dict[int, float] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._deadlines: dict[ChatKey, float] = {}
+        self._tasks: dict[ChatKey, asyncio.Task[None]] = {}
 
-    def is_active(self, chat_id: int) -> bool:
+    def is_active(self, chat_id: ChatKey) -> bool:
         """True while the indicator is shown (or about to be re-sent) in this chat."""
         return chat_id in self._tasks
 
-    def start(self, chat_id: int, until: float) -> None:
+    def start(self, chat_id: ChatKey, until: float) -> None:
         """Show `typing` in the chat until `until` (unix time), extending a running indicator."""
         if until <= self.clock():
             return
         self._deadlines[chat_id] = max(until, self._deadlines.get(chat_id, 0.0))
         if chat_id not in self._tasks:
             self._tasks[chat_id] = asyncio.create_task(
-                self._keep_typing(chat_id), name=f"typing-{chat_id}"
+                self._keep_typing(chat_id), name=f"typing-{ids.key_text(chat_id)}"
             )
 
-    def stop(self, chat_id: int) -> None:
+    def stop(self, chat_id: ChatKey) -> None:
         """Stop at once (the manager's message was delivered, which hides it in Telegram too)."""
         self._deadlines.pop(chat_id, None)
         task = self._tasks.pop(chat_id, None)
@@ -74,17 +74,18 @@ class TypingIndicator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _keep_typing(self, chat_id: int) -> None:
+    async def _keep_typing(self, chat_id: ChatKey) -> None:
+        bot = self.bots.get(chat_id.bot)
         try:
-            while self.clock() < self._deadlines.get(chat_id, 0.0):
+            while bot is not None and self.clock() < self._deadlines.get(chat_id, 0.0):
                 try:
-                    await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
+                    await bot.send_chat_action(chat_id.chat_id, ChatAction.TYPING)
                 except (TelegramForbiddenError, TelegramBadRequest) as exc:
-                    logger.info("typing in chat %d stopped: %s", chat_id, exc.message)
+                    logger.info("typing in chat %d stopped: %s", chat_id.chat_id, exc.message)
                     return
                 except TelegramAPIError as exc:
                     # Best effort: the indicator is cosmetic, the next round may get through.
-                    logger.debug("typing in chat %d not shown: %s", chat_id, exc.message)
+                    logger.debug("typing in chat %d not shown: %s", chat_id.chat_id, exc.message)
                 await asyncio.sleep(self.repeat_every)
         finally:
             if self._tasks.get(chat_id) is asyncio.current_task():
@@ -117,15 +118,15 @@ class TypingRunner:
         """Job kinds of the Telegram queue."""
         return {KIND_AMO_TYPING: JobKind(run=self.show_typing)}
 
-    async def _chat_of(self, conversation: dict[str, Any]) -> int | None:
-        chat_id = ids.chat_id_from_conversation(conversation.get("client_id"))
-        if chat_id is not None:
-            return chat_id
+    async def _chat_of(self, conversation: dict[str, Any]) -> ChatKey | None:
+        chat = ids.chat_from_conversation(conversation.get("client_id"))
+        if chat is not None:
+            return chat
         amo_id = conversation.get("id")
         if isinstance(amo_id, str) and amo_id:
             customer = await self.repo.customer_by_amo_conversation(amo_id)
             if customer is not None:
-                return customer.chat_id
+                return customer.key
         return None
 
     async def show_typing(self, job: Job) -> Done:

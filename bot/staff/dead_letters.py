@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot import ids
+from bot.bots import Bots
 from bot.metrics import Metrics
 from bot.staff.commands import format_age
 from storage import Job, JobState, Repository
@@ -31,6 +34,7 @@ class Caller:
     user_id: int
     chat_id: int
     message_id: int
+    bot: int = 0
 
 
 def job_reference(job: Job) -> str:
@@ -49,8 +53,31 @@ def job_reference(job: Job) -> str:
     return f"lane {job.lane}"
 
 
-def format_failed(jobs: list[Job], total: int, now: float) -> str:
-    """The reply to `/failed`: newest dead letters first, one line each."""
+def job_bot(job: Job) -> int | None:
+    """The bot a job belongs to (its key), when the job names a chat."""
+    payload: dict[str, Any] = job.payload
+    if "chat_id" in payload:
+        return ids.chat_of(payload).bot
+    invocation = payload.get("invocation")
+    if isinstance(invocation, dict):
+        return int(invocation.get("bot") or ids.PRIMARY)
+    hook = payload.get("hook")
+    if isinstance(hook, dict):
+        for holder in (hook.get("message"), (hook.get("action") or {}).get("typing")):
+            if isinstance(holder, dict) and isinstance(holder.get("conversation"), dict):
+                chat = ids.chat_from_conversation(holder["conversation"].get("client_id"))
+                if chat is not None:
+                    return chat.bot
+    return None
+
+
+def format_failed(
+    jobs: list[Job], total: int, now: float, bot_label: Callable[[int], str] | None = None
+) -> str:
+    """The reply to `/failed`: newest dead letters first, one line each.
+
+    With `bot_label` (several bots), each line also says which bot the job belongs to.
+    """
     if not jobs:
         return "No dead-lettered jobs."
     lines = [
@@ -60,8 +87,10 @@ def format_failed(jobs: list[Job], total: int, now: float) -> str:
         reason = (job.last_error or "").replace("\n", " ")
         if len(reason) > REASON_CHARS:
             reason = reason[: REASON_CHARS - 1] + "…"
+        key = job_bot(job) if bot_label is not None else None
+        bot = f" · bot {bot_label(key)}" if bot_label is not None and key is not None else ""
         lines.append(
-            f"#{job.id} {job.queue}/{job.kind} · {job_reference(job)} · "
+            f"#{job.id} {job.queue}/{job.kind} · {job_reference(job)}{bot} · "
             f"{job.attempts} attempt(s) · failed {format_age(now - job.updated_at)} ago\n  {reason}"
         )
     lines.append("Re-drive: /retry <id> or /retry all")
@@ -71,15 +100,18 @@ def format_failed(jobs: list[Job], total: int, now: float) -> str:
 class DeadLetterDesk:
     """Operator view of the dead-letter state."""
 
-    def __init__(self, repo: Repository, metrics: Metrics) -> None:
+    def __init__(self, repo: Repository, metrics: Metrics, bots: Bots | None = None) -> None:
         self.repo = repo
         self.metrics = metrics
+        self.bots = bots
 
     async def list_failed(self, caller: Caller) -> str:
         """Text listing the newest dead letters."""
         newest, total = await self.repo.newest_dead(FAILED_LIST_LIMIT)
         await self._audit(caller, "failed", "", f"{total} dead")
-        return format_failed(newest, total, time.time())
+        several = self.bots is not None and len(self.bots) > 1
+        label = self.bots.label if several and self.bots is not None else None
+        return format_failed(newest, total, time.time(), label)
 
     async def retry(self, caller: Caller, args: str | None) -> str:
         """Re-drive one dead job (`<id>`) or all of them (`all`)."""
@@ -121,4 +153,5 @@ def _entry(caller: Caller, command: str, args: str, result: str) -> AuditEntry:
         command=command,
         args=args,
         result=result,
+        bot=caller.bot,
     )

@@ -14,13 +14,14 @@ from aiogram.types import BotCommand, BotCommandScopeChat
 
 from bot import ids
 from bot.amocrm.crm import CrmClient, CrmError, NewCall
+from bot.bots import Bots
 from bot.jobs.queues import STAFF_QUEUE
 from bot.jobs.worker import Done, JobKind
 from bot.notices import answer_jobs
 from bot.settings import Settings
 from bot.staff import commands
 from bot.staff.commands import UsageError, format_age
-from storage import Gap, Job, NewJob, Repository
+from storage import ChatKey, Gap, Job, NewJob, Repository
 from storage.crm import AuditEntry, record_audit
 from storage.repository import Transaction
 
@@ -48,6 +49,12 @@ class Invocation:
     message_id: int
     command: str
     args: str | None
+    bot: int = 0  # the bot the operator wrote to (0: the primary; also jobs stored before)
+
+    @property
+    def chat(self) -> ChatKey:
+        """The operator's chat with that bot (where the answer goes)."""
+        return ChatKey(self.bot, self.chat_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +68,11 @@ class Reply:
 class StaffDesk:
     """Runs operator commands synchronously (they are interactive requests from staff)."""
 
-    def __init__(self, settings: Settings, repo: Repository, crm: CrmClient) -> None:
+    def __init__(self, settings: Settings, repo: Repository, crm: CrmClient, bots: Bots) -> None:
         self.settings = settings
         self.repo = repo
         self.crm = crm
+        self.bots = bots
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds of the staff queue."""
@@ -83,7 +91,7 @@ class StaffDesk:
         entry = _audit_entry(invocation, "failed")
         async with self.repo.transaction() as tx:
             await record_audit(tx, entry)
-        return answer_jobs(invocation.chat_id, invocation.message_id, text)
+        return answer_jobs(invocation.chat, invocation.message_id, text)
 
     async def run_job(self, job: Job) -> Done:
         """Run a queued command: its answer and its audit entry are stored with the job's end."""
@@ -97,7 +105,7 @@ class StaffDesk:
             await record_audit(tx, entry)
 
         return Done(
-            followups=answer_jobs(invocation.chat_id, invocation.message_id, text), record=record
+            followups=answer_jobs(invocation.chat, invocation.message_id, text), record=record
         )
 
     async def run(self, invocation: Invocation) -> str:
@@ -158,7 +166,7 @@ class StaffDesk:
             duration=command.duration,
             direction=command.direction,
             source=self.settings.CALL_SOURCE,
-            uniq=ids.call_uniq(invocation.chat_id, invocation.message_id),
+            uniq=ids.call_uniq(invocation.chat, invocation.message_id),
             call_status=command.status,
             call_result=command.result or None,
         )
@@ -191,7 +199,15 @@ class StaffDesk:
         )
         lines.append(f"Customers who blocked the bot: {await self.repo.count_blocked_customers()}")
         lines.append(describe_recovery(await self.repo.last_gap(), now))
+        if len(self.bots) > 1 or self.bots.revoked:
+            lines += [self._describe_bot(key) for key in self.bots.each_key()]
         return Reply("\n".join(lines), "ok")
+
+    def _describe_bot(self, key: int) -> str:
+        role = " (primary)" if key == ids.PRIMARY else ""
+        revoked = self.bots.revoked.get(key)
+        state = f"stopped: {revoked}" if revoked else "polling"
+        return f"Bot {self.bots.label(key)}{role}: {state}"
 
     async def _help(self, invocation: Invocation) -> Reply:
         return Reply(commands.HELP_TEXT, "ok")
@@ -205,14 +221,21 @@ def _failed(exc: CrmError) -> str:
     return f"{exc.status}: {exc.message}"[:200]
 
 
-async def publish_operator_menu(bot: Bot, settings: Settings) -> None:
-    """Show the staff commands only in each operator's own chat (customers never see them)."""
-    for operator_id in sorted(settings.OPERATOR_IDS):
-        try:
-            await bot.set_my_commands(MENU, scope=BotCommandScopeChat(chat_id=operator_id))
-        except TelegramAPIError as exc:
-            # Telegram answers "chat not found" until the operator has opened the bot once.
-            logger.warning("command menu for operator %d not set: %s", operator_id, exc.message)
+async def publish_operator_menu(bridge_bots: Bots, settings: Settings) -> None:
+    """Show the staff commands only in each operator's own chat with every bot."""
+    for bot in bridge_bots:
+        for operator_id in sorted(settings.OPERATOR_IDS):
+            await _publish_menu(bot, operator_id)
+
+
+async def _publish_menu(bot: Bot, operator_id: int) -> None:
+    try:
+        await bot.set_my_commands(MENU, scope=BotCommandScopeChat(chat_id=operator_id))
+    except TelegramAPIError as exc:
+        # Telegram answers "chat not found" until the operator has opened the bot once.
+        logger.warning(
+            "command menu for operator %d in bot %d not set: %s", operator_id, bot.id, exc.message
+        )
 
 
 def describe_recovery(gap: Gap | None, now: float) -> str:
@@ -249,6 +272,7 @@ def _audit_entry(invocation: Invocation, result: str) -> AuditEntry:
         command=invocation.command,
         args=invocation.args or "",
         result=result,
+        bot=invocation.bot,
     )
 
 
@@ -257,7 +281,7 @@ def staff_job(invocation: Invocation) -> NewJob:
     return NewJob(
         queue=STAFF_QUEUE,
         kind=KIND_STAFF_COMMAND,
-        lane=f"staff:{invocation.chat_id}",
-        dedup_key=f"staff:{invocation.chat_id}:{invocation.message_id}",
+        lane=f"staff:{ids.key_text(invocation.chat)}",
+        dedup_key=f"staff:{ids.key_text(invocation.chat)}:{invocation.message_id}",
         payload={"invocation": dataclasses.asdict(invocation)},
     )
