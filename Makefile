@@ -34,6 +34,7 @@ test: lint
 
 bench: $(STAMP_DEV)
 	$(BIN)/python -m tests.bench.inbound
+	$(BIN)/python -m tests.bench.inbound --bots 3
 	$(BIN)/python -m tests.bench.outbound
 	$(BIN)/python -m tests.bench.recovery
 	$(BIN)/python -m tests.bench.storage

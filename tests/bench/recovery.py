@@ -102,7 +102,7 @@ async def bench(args: argparse.Namespace) -> int:
                     *spawn, cwd=REPO_ROOT, env=env, stdout=log, stderr=log
                 )
                 await wait_polling(fakes, process, within=60)
-                load = Load(telegram, amojo)
+                load = Load([telegram], amojo)
                 for chat in chats:
                     load.push(chat)
                 if not await load.wait_delivered(len(chats), within=120):

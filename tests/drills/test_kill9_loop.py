@@ -1,6 +1,7 @@
 """Drill: 20+ `kill -9`/restart cycles at random moments under steady two-way traffic.
 
-Every customer message must reach amojo exactly once and every accepted manager hook must
+Two bots run in the bridge; one Telegram chat id writes to both (two conversations). Every
+customer message must reach amojo exactly once and every accepted manager hook must
 reach Telegram, in order per conversation. Telegram has no idempotency key, so a kill while a
 send is in flight (Telegram has it, our commit of its message id has not happened) sends that
 message again after the restart. The drill measures these duplicates, prints them, and fails
@@ -19,38 +20,69 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.drills.process import ForkedBridges
 from tests.fakes.factories import private_message_update
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import TOKEN as PRIMARY_TOKEN
 from tests.harness import Fakes, wait_until
 
 CYCLES = 20
-CHATS = (7101, 7102, 7103, 7104)
+SECOND_TOKEN = "777001:SECOND-token-not-real"
 TOKEN = re.compile(r"m(\d+)-(\d+)")
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One conversation: a chat of one bot."""
+
+    telegram: FakeTelegram
+    chat: int
+    conversation: str
 
 
 @pytest.fixture
 async def forked(fakes: Fakes, tmp_path: Path) -> AsyncIterator[ForkedBridges]:
-    """Bridges forked on one database, killed and closed at teardown."""
-    bridges = ForkedBridges(fakes, tmp_path / "bridge.sqlite3", tmp_path / "bridge.log")
+    """Bridges of two bots forked on one database, killed and closed at teardown."""
+    fakes.telegram.add_bot(SECOND_TOKEN, username="second_bot")
+    bridges = ForkedBridges(
+        fakes,
+        tmp_path / "bridge.sqlite3",
+        tmp_path / "bridge.log",
+        TELEGRAM_BOT_TOKEN=f"{PRIMARY_TOKEN},{SECOND_TOKEN}",
+    )
     try:
         yield bridges
     finally:
         await bridges.close()
 
 
+def lanes(fakes: Fakes) -> list[Lane]:
+    """Two chats of the primary bot, two of the second; chat 7101 writes to both bots."""
+    second = fakes.telegram.bot(SECOND_TOKEN)
+    return [
+        Lane(fakes.telegram, 7101, "tg-7101"),
+        Lane(fakes.telegram, 7102, "tg-7102"),
+        Lane(second, 7101, "tg-b777001-7101"),
+        Lane(second, 7103, "tg-b777001-7103"),
+    ]
+
+
 class Traffic:
     """Customers writing and managers answering at a steady pace, whatever the bridge does."""
 
-    def __init__(self, fakes: Fakes, forked: ForkedBridges) -> None:
+    def __init__(self, fakes: Fakes, forked: ForkedBridges, lanes: list[Lane]) -> None:
         self.fakes = fakes
         self.forked = forked
-        self.customer_sent: dict[int, list[str]] = {chat: [] for chat in CHATS}
-        self.hooks_accepted: dict[int, list[str]] = {chat: [] for chat in CHATS}
+        self.lanes = lanes
+        self.customer_sent: dict[Lane, list[str]] = {lane: [] for lane in lanes}
+        self.hooks_accepted: dict[Lane, list[str]] = {lane: [] for lane in lanes}
         self.hook_refusals = 0
         self.stop = asyncio.Event()
 
@@ -58,23 +90,23 @@ class Traffic:
         """One customer message every 10 ms, round robin over the chats."""
         message_id = 1
         while not self.stop.is_set():
-            for chat in CHATS:
+            for lane in self.lanes:
                 message_id += 1
-                self.fakes.telegram.push_update(
-                    private_message_update(chat, message_id, text=f"c{message_id}")
+                lane.telegram.push_update(
+                    private_message_update(lane.chat, message_id, text=f"c{message_id}")
                 )
-                self.customer_sent[chat].append(f"tg-{chat}-{message_id}")
+                self.customer_sent[lane].append(f"{lane.conversation}-{message_id}")
             await asyncio.sleep(0.15)
 
     async def managers(self) -> None:
         """Manager messages; a hook not answered 200 is re-sent (a manager would press again)."""
         serial = 0
         while not self.stop.is_set():
-            for chat in CHATS:
+            for lane in self.lanes:
                 serial += 1
-                text = f"m{chat}-{serial}"
+                text = f"m{lane.chat}-{serial}"
                 hook = self.fakes.amojo.message_hook(
-                    f"tg-{chat}", text=text, msg_id=f"amo-{serial}"
+                    lane.conversation, text=text, msg_id=f"amo-{serial}"
                 )
                 while True:
                     try:
@@ -87,7 +119,7 @@ class Traffic:
                         break
                     self.hook_refusals += 1
                     await asyncio.sleep(0.02)
-                self.hooks_accepted[chat].append(text)
+                self.hooks_accepted[lane].append(text)
             await asyncio.sleep(0.15)
 
 
@@ -98,11 +130,12 @@ async def test_kill9_restart_loop_delivers_everything_exactly_once(
     print(f"kill -9 drill seed: {seed} (DRILL_SEED={seed} to reproduce)")
     rng = random.Random(seed)
     await forked.spawn()
-    for chat in CHATS:
-        fakes.telegram.push_update(private_message_update(chat, 1, text="hello"))
-    await wait_until(lambda: len(fakes.amojo.messages) == len(CHATS), timeout=10)
+    every = lanes(fakes)
+    for lane in every:
+        lane.telegram.push_update(private_message_update(lane.chat, 1, text="hello"))
+    await wait_until(lambda: len(fakes.amojo.messages) == len(every), timeout=10)
 
-    traffic = Traffic(fakes, forked)
+    traffic = Traffic(fakes, forked, every)
     tasks = [asyncio.create_task(traffic.customers()), asyncio.create_task(traffic.managers())]
     started = time.monotonic()
     kills: list[tuple[float, float]] = []
@@ -129,8 +162,13 @@ async def test_kill9_restart_loop_delivers_everything_exactly_once(
     def amojo_has_all() -> bool:
         return expected_customer <= {m["msgid"] for m in fakes.amojo.messages}
 
+    bots = (every[0].telegram, every[-1].telegram)
+
+    def all_sent() -> list[Any]:
+        return [call for bot in bots for call in bot.sent_messages()]
+
     def telegram_has_all() -> bool:
-        sent = {str(c.params.get("text", "")) for c in fakes.telegram.sent_messages()}
+        sent = {str(c.params.get("text", "")) for c in all_sent()}
         return expected_manager <= sent
 
     await wait_until(amojo_has_all, timeout=60, what="every customer message in amojo")
@@ -138,9 +176,7 @@ async def test_kill9_restart_loop_delivers_everything_exactly_once(
 
     amojo_counts = Counter(m["msgid"] for m in fakes.amojo.messages)
     telegram_counts = Counter(
-        str(c.params["text"])
-        for c in fakes.telegram.sent_messages()
-        if TOKEN.fullmatch(str(c.params.get("text", "")))
+        str(c.params["text"]) for c in all_sent() if TOKEN.fullmatch(str(c.params.get("text", "")))
     )
     duplicates_tg = {text: n for text, n in telegram_counts.items() if n > 1}
     print(
@@ -151,21 +187,22 @@ async def test_kill9_restart_loop_delivers_everything_exactly_once(
         f"Telegram duplicates {len(duplicates_tg)}"
     )
     assert all(n == 1 for n in amojo_counts.values())
-    for chat in CHATS:
-        order = [m["msgid"] for m in fakes.amojo.messages_for(f"tg-{chat}")][1:]
-        assert order == sorted(order, key=lambda msgid: int(msgid.rsplit("-", 1)[1])), chat
+    for lane in every:
+        order = [m["msgid"] for m in fakes.amojo.messages_for(lane.conversation)][1:]
+        assert order == sorted(order, key=lambda msgid: int(msgid.rsplit("-", 1)[1])), lane
+        assert all(msgid.startswith(f"{lane.conversation}-") for msgid in order), lane
         texts = [
             str(c.params["text"])
-            for c in fakes.telegram.sent_messages(chat)
+            for c in lane.telegram.sent_messages(lane.chat)
             if TOKEN.fullmatch(str(c.params.get("text", "")))
         ]
         firsts = [t for i, t in enumerate(texts) if t not in texts[:i]]
-        assert firsts == traffic.hooks_accepted[chat], chat
+        assert firsts == traffic.hooks_accepted[lane], lane
     # A duplicate is only acceptable as the crash window: the first copy was accepted by
     # Telegram shortly before a kill and the copy was sent again after the restart.
     explained: Counter[int] = Counter()
     for text in duplicates_tg:
-        copies = sorted(c.at for c in fakes.telegram.sent_messages() if c.params["text"] == text)
+        copies = sorted(c.at for c in all_sent() if c.params["text"] == text)
         for first, again in itertools.pairwise(copies):
             kill = next(
                 (i for i, (start, gone) in enumerate(kills) if first <= gone and start <= again),
@@ -174,4 +211,4 @@ async def test_kill9_restart_loop_delivers_everything_exactly_once(
             assert kill is not None, f"{text} sent twice without a kill in between (seed {seed})"
             assert kills[kill][0] - first < 2.0, f"{text}: first copy long before the kill"
             explained[kill] += 1
-    assert all(n <= len(CHATS) for n in explained.values()), explained
+    assert all(n <= len(every) for n in explained.values()), explained

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bot.ids import primary_chat
 from bot.texts import text
 from storage import JobState
 from tests.fakes.factories import (
@@ -71,7 +72,7 @@ async def test_own_contact_stores_the_phone_and_sends_it_with_the_next_message(
     await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="contact message")
     assert fakes.amojo.messages[0]["message"]["type"] == "contact"
 
-    customer = await bridge.bridge.repo.get_customer(701)
+    customer = await bridge.bridge.repo.get_customer(primary_chat(701))
     assert customer is not None and customer.phone == "+79991234567"
 
     fakes.telegram.push_update(private_message_update(701, 2, text="Перезвоните"))
@@ -97,7 +98,7 @@ async def test_someone_elses_contact_is_only_a_contact_message(
     assert first["message"]["contact"] == {"name": "Сосед", "phone": "+7 916 000-11-22"}
     assert "profile" not in first["sender"]
     assert "profile" not in second["sender"]
-    customer = await bridge.bridge.repo.get_customer(702)
+    customer = await bridge.bridge.repo.get_customer(primary_chat(702))
     assert customer is not None and customer.phone is None
     assert fakes.telegram.sent_messages(702) == []
 
@@ -110,7 +111,7 @@ async def test_reply_refers_to_the_amo_id_of_the_quoted_message(
     amo_id = fakes.amojo.messages[0]["amo_id"]
 
     async def linked() -> bool:
-        link = await bridge.bridge.repo.get_link(801, 20)
+        link = await bridge.bridge.repo.get_link(primary_chat(801), 20)
         return link is not None and link.amo_message_id == amo_id
 
     await wait_until(linked, what="amo id stored")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.customer.intake import KIND_NEW_MESSAGE
+from bot.ids import primary_chat
 from storage import JobState
 from tests.fakes.factories import private_message_update
 from tests.harness import BridgeFactory, BridgeProcess, Fakes, spawn_bridge, wait_until
@@ -107,7 +108,7 @@ async def test_storage_failure_keeps_the_update_unconfirmed(
         lambda: fakes.telegram.confirmed_offset > update_id, what="confirmed after storing"
     )
     assert fakes.amojo.messages[0]["msgid"] == "tg-1301-1"
-    assert (await running.bridge.repo.get_customer(1301)) is not None
+    assert (await running.bridge.repo.get_customer(primary_chat(1301))) is not None
 
 
 def job_states(db_path: Path) -> dict[str, int]:

@@ -153,6 +153,18 @@ async def test_crm_refusing_the_token_exits_2_naming_it(fakes: Fakes, spawn: Any
 # ---- transient failures: retried, health answers meanwhile -----------------------------------
 
 
+async def test_sources_api_refusal_exits_2_saying_what_to_fix(fakes: Fakes, spawn: Any) -> None:
+    fakes.crm.fail("/api/v4/sources", 403, times=10)
+    child = await spawn(AMOCRM_SOURCES="true")
+    code, log = await exit_code(child)
+
+    assert code == 2, log
+    assert "AMOCRM_SOURCES" in log and "403" in log
+    assert "administrator" in log and "lead_sources" in log
+    assert_clean(log)
+    assert not fakes.amojo.messages
+
+
 async def test_crm_503_during_the_account_lookup_is_retried_without_a_restart(
     fakes: Fakes, spawn: Any
 ) -> None:

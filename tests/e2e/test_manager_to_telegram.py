@@ -13,6 +13,7 @@ from aiohttp import web
 
 import bot.manager.delivery
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
+from bot.ids import primary_chat
 from storage import JobState
 from tests.fakes.amojo import AUTO
 from tests.fakes.factories import (
@@ -173,7 +174,7 @@ async def test_membership_updates_block_and_unblock(fakes: Fakes, bridge: Runnin
 
 def _blocked(bridge: RunningBridge, chat_id: int, expected: bool) -> Any:
     async def check() -> bool:
-        customer = await bridge.bridge.repo.get_customer(chat_id)
+        customer = await bridge.bridge.repo.get_customer(primary_chat(chat_id))
         return customer is not None and customer.blocked == expected
 
     return check

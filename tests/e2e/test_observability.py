@@ -72,7 +72,7 @@ async def test_metrics_count_both_directions(fakes: Fakes, bridge: RunningBridge
     await fakes.amojo.wait_for(lambda: bool(fakes.amojo.statuses), what="delivery status")
     await wait_until(status_job_done, what="the status job done")
     samples = await scrape(bridge)
-    assert value(samples, "bridge_telegram_updates_total", type="message") == 1
+    assert value(samples, "bridge_telegram_updates_total", type="message", bot="123456") == 1
     assert value(samples, "bridge_amojo_hooks_total", outcome="accepted") == 1
     assert value(samples, "bridge_amojo_hooks_total", outcome="rejected_401") == 1
     assert (

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from bot.amocrm.hooks import KIND_AMO_TYPING
+from bot.ids import primary_chat
 from storage import JobState
 from tests.fakes.factories import private_message_update
 from tests.fakes.telegram import RecordedCall
@@ -39,7 +40,9 @@ async def test_typing_repeats_until_the_hook_expires(fakes: Fakes, bridge: Runni
     await post(fakes, bridge, typing_hook(fakes, 701, expires_in=1.0))
 
     await fakes.telegram.wait_for(lambda: len(typing_calls(fakes, 701)) >= 3, what="3 typings")
-    await wait_until(lambda: not indicator.is_active(701), what="typing stopped at expiry")
+    await wait_until(
+        lambda: not indicator.is_active(primary_chat(701)), what="typing stopped at expiry"
+    )
     assert len(typing_calls(fakes, 701)) <= 1.0 / FAST_REPEAT + 1
 
 
@@ -52,7 +55,7 @@ async def test_expired_typing_hook_does_nothing(fakes: Fakes, bridge: RunningBri
 
     await wait_until(job_done, what="typing job done")
     assert typing_calls(fakes, 702) == []
-    assert not bridge.bridge.typing_indicator.is_active(702)
+    assert not bridge.bridge.typing_indicator.is_active(primary_chat(702))
 
 
 async def test_repeated_hooks_extend_one_indicator(fakes: Fakes, bridge: RunningBridge) -> None:
@@ -64,7 +67,7 @@ async def test_repeated_hooks_extend_one_indicator(fakes: Fakes, bridge: Running
     await post(fakes, bridge, first)
     await fakes.telegram.wait_for(lambda: len(typing_calls(fakes, 703)) >= 1, what="typing")
     await post(fakes, bridge, typing_hook(fakes, 703, expires_in=1.5))
-    await wait_until(lambda: not indicator.is_active(703), what="typing stopped")
+    await wait_until(lambda: not indicator.is_active(primary_chat(703)), what="typing stopped")
 
     times = [call.at for call in typing_calls(fakes, 703)]
     assert any(moment > first_expiry for moment in times), "the second hook did not extend it"
@@ -83,7 +86,7 @@ async def test_delivered_manager_message_stops_typing(fakes: Fakes, bridge: Runn
     await post(fakes, bridge, fakes.amojo.message_hook("tg-704", text="Готово!"))
 
     await fakes.telegram.wait_for(lambda: bool(fakes.telegram.sent_messages(704)), what="sent")
-    assert not indicator.is_active(704)
+    assert not indicator.is_active(primary_chat(704))
     sent_at = fakes.telegram.calls.index(fakes.telegram.sent_messages(704)[0])
     later = fakes.telegram.calls[sent_at:]
     assert [call for call in later if call.method.lower() == "sendchataction"] == []
@@ -98,4 +101,4 @@ async def test_shutdown_stops_every_indicator(fakes: Fakes, bridges: BridgeFacto
     bridges.running.remove(running)
     await running.stop()
 
-    assert not indicator.is_active(705)
+    assert not indicator.is_active(primary_chat(705))

@@ -124,6 +124,19 @@ def _optional_int(obj: dict[str, Any], key: str, where: str) -> None:
         raise _bad(f"{where}{key}: must be an integer")
 
 
+def _validate_source(source: Any) -> None:
+    """`source.external_id`: printable ASCII and space, at most 40 characters (spec §4.1)."""
+    if source is None:
+        return
+    external_id = source.get("external_id") if isinstance(source, dict) else None
+    if (
+        not isinstance(external_id, str)
+        or not 0 < len(external_id) <= 40
+        or not all(32 <= ord(char) < 127 for char in external_id)
+    ):
+        raise _bad("payload.source.external_id: printable ASCII, at most 40 characters")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -724,6 +737,7 @@ class FakeAmojo(FakeServer):
         if receiver is not None:
             self._validate_person(receiver, "payload.receiver", name_required=True)
         self._validate_message(payload.get("message"), edit=False)
+        _validate_source(payload.get("source"))
         if self.message_by_msgid(msgid) is not None:
             raise _bad(f"payload.msgid: message with msgid {msgid} already exists")
         ref = payload.get("conversation_ref_id")

@@ -407,11 +407,26 @@ def _validate_inline_button(button: Any) -> None:
 
 
 class FakeTelegram(FakeServer):
-    """A Bot API server: records calls, long-polls pushed updates, serves files."""
+    """A Bot API server: records calls, long-polls pushed updates, serves files.
 
-    def __init__(self, token: str) -> None:
+    It serves one bot per token: `add_bot` makes another bot on the same server, with its own
+    updates, messages, files and calls (as Telegram keeps them apart), and `revoke` makes a
+    token rejected from then on (401), as @BotFather's "revoke" does.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        bot_user: dict[str, Any] | None = None,
+        served_by: "FakeTelegram | None" = None,
+    ) -> None:
         super().__init__()
         self.token = token
+        self.bot_user = dict(bot_user or {**BOT_USER, "id": int(token.split(":", 1)[0])})
+        self.revoked = False
+        self._served_by = served_by
+        self._bots: dict[str, FakeTelegram] = {token: self}
         self.calls: list[RecordedCall] = []
         self.updates: list[dict[str, Any]] = []
         self.confirmed_offset = 0
@@ -432,8 +447,43 @@ class FakeTelegram(FakeServer):
         self._file_counter = itertools.count(1)
         self._poll_generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
-        self.app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
+        if served_by is None:
+            self.app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
+            self.app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
+
+    @property
+    def url(self) -> str:
+        """Base URL (shared by every bot of the server)."""
+        return self._served_by.url if self._served_by is not None else super().url
+
+    async def start(self) -> None:
+        """Start listening (a bot added with `add_bot` is served by its server)."""
+        if self._served_by is None:
+            await super().start()
+
+    async def close(self) -> None:
+        """Stop the server; every bot's long polls end."""
+        for other in self._bots.values():
+            if other is not self:
+                other._closing = True
+                await other._notify()
+        await super().close()
+
+    def add_bot(self, token: str, *, username: str, first_name: str = "Bot") -> "FakeTelegram":
+        """Serve one more bot (its id is the token's part before the colon)."""
+        user = {**BOT_USER, "id": int(token.split(":", 1)[0]), "username": username}
+        other = FakeTelegram(token, bot_user={**user, "first_name": first_name}, served_by=self)
+        self._bots[token] = other
+        return other
+
+    def bot(self, token: str) -> "FakeTelegram":
+        """The fake of one bot this server serves (by its token)."""
+        return self._bots[token]
+
+    def revoke(self) -> None:
+        """From now on every call with this bot's token answers 401 Unauthorized."""
+        self.revoked = True
+        self._schedule_notify()
 
     # ---- test API -------------------------------------------------------------------------
 
@@ -570,10 +620,22 @@ class FakeTelegram(FakeServer):
 
     # ---- HTTP -----------------------------------------------------------------------------
 
+    def _bot_for(self, token: str) -> "FakeTelegram | None":
+        served = self._bots.get(token)
+        if served is None or served.revoked or served.token != token:
+            return None
+        return served
+
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
+        served = self._bot_for(request.match_info["token"])
+        if served is None or served is self:
+            return await self._serve_file(request)
+        return await served._serve_file(request)
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         stored = self._file_paths.get(path)
-        if request.match_info["token"] != self.token or stored is None:
+        if request.match_info["token"] != self.token or self.revoked or stored is None:
             return web.json_response(
                 {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
             )
@@ -582,10 +644,14 @@ class FakeTelegram(FakeServer):
         return web.Response(body=stored.content, content_type="application/octet-stream")
 
     async def _handle_method(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["token"] != self.token:
+        served = self._bot_for(request.match_info["token"])
+        if served is None:
             return web.json_response(
                 {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
             )
+        return await served._serve_method(request)
+
+    async def _serve_method(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         params, files = await self._parse(request)
         call = RecordedCall(method=method, params=params, files=files, at=time.monotonic())
@@ -690,7 +756,7 @@ class FakeTelegram(FakeServer):
         return True
 
     async def _get_me(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        return dict(BOT_USER)
+        return dict(self.bot_user)
 
     async def _delete_webhook(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
         self.webhook_url = ""
@@ -733,6 +799,7 @@ class FakeTelegram(FakeServer):
                 bool(self._deliverable())
                 or self._closing
                 or self.down
+                or self.revoked
                 or generation != self._poll_generation
             )
 
@@ -743,6 +810,8 @@ class FakeTelegram(FakeServer):
                         await self._changed.wait_for(ready)
             except TimeoutError:
                 pass
+        if self.revoked:
+            raise ApiError(401, DEFAULT_DESCRIPTIONS[401])
         if generation != self._poll_generation:
             raise ApiError(409, DEFAULT_DESCRIPTIONS[409])
         if self.down:
@@ -778,7 +847,7 @@ class FakeTelegram(FakeServer):
         chat_type = "private" if isinstance(chat_id, int) and chat_id > 0 else "supergroup"
         message: dict[str, Any] = {
             "message_id": message_id,
-            "from": {k: BOT_USER[k] for k in ("id", "is_bot", "first_name", "username")},
+            "from": {k: self.bot_user[k] for k in ("id", "is_bot", "first_name", "username")},
             "chat": {"id": chat_id, "type": chat_type},
             "date": int(time.time()),
         }

@@ -7,6 +7,7 @@ from typing import Any
 from aiogram.types import Message
 
 from bot.customer.mapping import content_hash, message_content, new_message_payload, reply_reference
+from bot.ids import primary_chat
 from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
 from tests.fakes.factories import (
     make_contact,
@@ -228,7 +229,7 @@ def test_reply_refers_to_the_earlier_message() -> None:
     reply = message(11, text="Ответ", reply_to_message=earlier)
 
     by_amo_id = reply_reference("tg-501-9", "amo-uuid-9")
-    payload = new_message_payload(reply, message_content(reply), by_amo_id)
+    payload = new_message_payload(primary_chat(CHAT), reply, message_content(reply), by_amo_id)
     assert payload["reply_to"] == {"message": {"id": "amo-uuid-9"}}
     assert payload["msgid"] == "tg-501-11"
     assert reply_reference("tg-501-9", None) == {"message": {"msgid": "tg-501-9"}}
@@ -236,13 +237,13 @@ def test_reply_refers_to_the_earlier_message() -> None:
 
 def test_payload_identities_are_deterministic() -> None:
     first = message(42, text="раз")
-    payload = new_message_payload(first, message_content(first), None)
+    payload = new_message_payload(primary_chat(CHAT), first, message_content(first), None)
 
     assert payload["msgid"] == "tg-501-42"
     assert payload["conversation_id"] == "tg-501"
     assert payload["sender"]["id"] == "tg-501"
     assert "reply_to" not in payload
-    assert new_message_payload(first, message_content(first), None) == payload
+    assert new_message_payload(primary_chat(CHAT), first, message_content(first), None) == payload
 
 
 def test_content_hash_follows_text_or_caption_only() -> None:

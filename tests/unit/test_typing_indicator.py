@@ -9,6 +9,8 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
+from bot.bots import Bots
+from bot.ids import primary_chat
 from bot.manager.typing_indicator import TypingIndicator
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, wait_until
@@ -43,40 +45,44 @@ def typings(telegram: FakeTelegram, chat_id: int) -> int:
 
 async def test_later_hook_extends_the_running_indicator(telegram: FakeTelegram, bot: Bot) -> None:
     clock = Clock()
-    indicator = TypingIndicator(bot, repeat_every=0.01, clock=clock)
-    indicator.start(9, clock.now + 5)
+    indicator = TypingIndicator(Bots([bot]), repeat_every=0.01, clock=clock)
+    indicator.start(primary_chat(9), clock.now + 5)
     await telegram.wait_for(lambda: typings(telegram, 9) >= 2)
 
-    indicator.start(9, clock.now + 10)
+    indicator.start(primary_chat(9), clock.now + 10)
     clock.now += 7
     seen = typings(telegram, 9)
     await telegram.wait_for(lambda: typings(telegram, 9) >= seen + 2, what="still typing")
     clock.now += 4
-    await wait_until(lambda: not indicator.is_active(9), what="stopped after the new deadline")
+    await wait_until(
+        lambda: not indicator.is_active(primary_chat(9)), what="stopped after the new deadline"
+    )
     await indicator.close()
 
 
 async def test_stop_and_close_end_indicators_at_once(telegram: FakeTelegram, bot: Bot) -> None:
     clock = Clock()
-    indicator = TypingIndicator(bot, repeat_every=0.01, clock=clock)
-    indicator.start(8, clock.now + 5)
-    indicator.start(7, clock.now + 5)
+    indicator = TypingIndicator(Bots([bot]), repeat_every=0.01, clock=clock)
+    indicator.start(primary_chat(8), clock.now + 5)
+    indicator.start(primary_chat(7), clock.now + 5)
     await telegram.wait_for(lambda: typings(telegram, 8) >= 1 and typings(telegram, 7) >= 1)
 
-    indicator.stop(8)
-    assert not indicator.is_active(8)
-    assert indicator.is_active(7)
+    indicator.stop(primary_chat(8))
+    assert not indicator.is_active(primary_chat(8))
+    assert indicator.is_active(primary_chat(7))
     await indicator.close()
-    assert not indicator.is_active(7)
+    assert not indicator.is_active(primary_chat(7))
 
 
 async def test_past_deadline_and_blocked_chat(telegram: FakeTelegram, bot: Bot) -> None:
     clock = Clock()
-    indicator = TypingIndicator(bot, repeat_every=0.01, clock=clock)
-    indicator.start(6, clock.now)
-    assert not indicator.is_active(6)
+    indicator = TypingIndicator(Bots([bot]), repeat_every=0.01, clock=clock)
+    indicator.start(primary_chat(6), clock.now)
+    assert not indicator.is_active(primary_chat(6))
 
     telegram.block(5)
-    indicator.start(5, clock.now + 5)
-    await wait_until(lambda: not indicator.is_active(5), what="gave up on a blocked chat")
+    indicator.start(primary_chat(5), clock.now + 5)
+    await wait_until(
+        lambda: not indicator.is_active(primary_chat(5)), what="gave up on a blocked chat"
+    )
     assert [call.status for call in telegram.calls_of("sendChatAction")] == [403]
