@@ -2,6 +2,11 @@
 
 TELEGRAM_TEXT_LIMIT = 4096
 TELEGRAM_CAPTION_LIMIT = 1024
+TELEGRAM_ALBUM_MAX = 10  # items of one sendMediaGroup
+# A manager's album comes as one hook per file (spec §3.2): its first part waits until no
+# further part has arrived for this long, and never longer than the maximum.
+ALBUM_QUIET_SECONDS = 1.5
+ALBUM_MAX_WAIT_SECONDS = 5.0
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 TELEGRAM_UPLOAD_LIMIT = 50 * 1024 * 1024
 TELEGRAM_GLOBAL_RATE = 30

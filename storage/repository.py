@@ -814,6 +814,15 @@ class Repository:
         )
         return [_job(row) for row in rows]
 
+    async def pending_in_lane(self, queue: str, lane: str, limit: int = 50) -> list[Job]:
+        """The oldest pending jobs of one lane, in order (the head first)."""
+        rows = await self._all(
+            f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_pending_lane "
+            "WHERE queue = ? AND lane = ? AND state = 'pending' ORDER BY id LIMIT ?",
+            (queue, lane, limit),
+        )
+        return [_job(row) for row in rows]
+
     async def newest_dead(self, limit: int) -> tuple[list[Job], int]:
         """The `limit` most recently dead-lettered jobs, newest first, and how many there are.
 

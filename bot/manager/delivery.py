@@ -22,7 +22,16 @@ from aiogram.exceptions import (
     TelegramEntityTooLarge,
     TelegramForbiddenError,
 )
-from aiogram.types import FSInputFile, InputFile, Message, ReplyParameters
+from aiogram.types import (
+    FSInputFile,
+    InputFile,
+    InputMediaAudio,
+    InputMediaDocument,
+    InputMediaPhoto,
+    InputMediaVideo,
+    Message,
+    ReplyParameters,
+)
 
 from bot import ids
 from bot.amocrm.amojo import AmojoClient
@@ -33,12 +42,15 @@ from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.throttle import TelegramThrottle
 from bot.jobs.worker import Done, JobKind, RetryLater
 from bot.limits import (
+    ALBUM_MAX_WAIT_SECONDS,
+    ALBUM_QUIET_SECONDS,
     AMOJO_DELIVERY_ERROR_MAX_CHARS,
     AMOJO_MEDIA_TIMEOUT_SECONDS,
     DELIVERY_GIVE_UP_SECONDS,
     MEDIA_CHUNK_BYTES,
     MEDIA_CONCURRENCY,
     MEDIA_DOWNLOAD_DEADLINE_SECONDS,
+    TELEGRAM_ALBUM_MAX,
     TELEGRAM_PHOTO_UPLOAD_LIMIT,
     TELEGRAM_UPLOAD_LIMIT,
 )
@@ -143,6 +155,68 @@ class Recipient:
     bind: bool = False
 
 
+# Which parts Telegram lets share one album: photos with videos, documents, audio.
+ALBUM_CLASSES = {"photo": "visual", "video": "visual", "document": "document", "audio": "audio"}
+
+
+def album_class(message: ManagerMessage) -> str | None:
+    """The album class of a manager message, or None when it can only go on its own."""
+    kind = message.media_kind
+    if kind is None or message.markup or message.reply_to:
+        return None  # buttons cannot hang on an album; a quote goes with its own message
+    parts = plan_parts(message, [])
+    if len(parts) != 1:
+        return None  # a caption too long for one item
+    return ALBUM_CLASSES.get(kind)
+
+
+def album_runs(messages: list[ManagerMessage]) -> list[list[ManagerMessage]]:
+    """Consecutive parts of one class, at most TELEGRAM_ALBUM_MAX each, in their order."""
+    runs: list[list[ManagerMessage]] = []
+    for message in messages:
+        kind = album_class(message)
+        last = runs[-1] if runs else None
+        if (
+            last is not None
+            and kind is not None
+            and album_class(last[0]) == kind
+            and len(last) < TELEGRAM_ALBUM_MAX
+        ):
+            last.append(message)
+        else:
+            runs.append([message])
+    return runs
+
+
+def _album_part(job: Job, group: str | None) -> ManagerMessage | None:
+    """The manager message of a pending job when it is a part of album `group`."""
+    if job.kind != KIND_AMO_MESSAGE:
+        return None
+    try:
+        message = ManagerMessage.from_hook(job.payload["hook"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return message if message.media_group_id == group else None
+
+
+def _album_item(
+    message: ManagerMessage, upload: InputFile | str
+) -> InputMediaPhoto | InputMediaVideo | InputMediaDocument | InputMediaAudio:
+    caption = message.text.strip() or None
+    match message.media_kind:
+        case "photo":
+            return InputMediaPhoto(media=upload, caption=caption)
+        case "video":
+            return InputMediaVideo(media=upload, caption=caption)
+        case "audio":
+            return InputMediaAudio(media=upload, caption=caption)
+    return InputMediaDocument(media=upload, caption=caption)
+
+
+class _NotAnAlbum(Exception):
+    """These parts cannot go as one album; they are sent one by one."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     """The bot that sends, and the chat it sends to."""
@@ -227,6 +301,8 @@ class ManagerMessageDelivery:
         try:
             recipient = await self._recipient(message)
             self._check_allowed(recipient, received_at)
+            if message.media_group_id is not None and album_class(message) is not None:
+                return await self._deliver_album(job, message, recipient, received_at)
             return await self._send(message, recipient)
         except Undeliverable as exc:
             logger.info("message %s not delivered (%d): %s", message.amo_id, exc.error_code, exc)
@@ -297,6 +373,154 @@ class ManagerMessageDelivery:
             ago = received_at - last if last is not None else None
             if ago is None or ago > self.time_window:
                 raise Undeliverable(ERROR_OTHER, window_closed_reason(ago, self.time_window))
+
+    async def _deliver_album(
+        self, job: Job, head: ManagerMessage, recipient: Recipient, received_at: float
+    ) -> Done:
+        """The parts of a manager's album (one hook each) as Telegram albums, in order.
+
+        The first part waits (durably: the job is retried later, nothing is held in memory)
+        until no further part came for ALBUM_QUIET_SECONDS. It then sends every part that
+        follows it in its lane, and finishes their jobs with its own; each part keeps its own
+        delivery status. A part Telegram cannot take in an album goes on its own.
+        """
+        members: list[tuple[Job, ManagerMessage]] = [(job, head)]
+        for later in (await self.repo.pending_in_lane(job.queue, job.lane))[1:]:
+            message = _album_part(later, head.media_group_id)
+            if message is None:
+                break  # a message between the parts keeps its place: the album stops there
+            members.append((later, message))
+        arrivals = [float(j.payload.get("received_at") or j.created_at) for j, _ in members]
+        now = time.time()
+        quiet, waited = now - max(arrivals), now - min(arrivals)
+        if quiet < ALBUM_QUIET_SECONDS and waited < ALBUM_MAX_WAIT_SECONDS:
+            delay = min(ALBUM_QUIET_SECONDS - quiet, ALBUM_MAX_WAIT_SECONDS - waited)
+            raise RetryLater("waiting for the album's other parts", delay=delay + 0.05)
+        done: list[Done] = []
+        for run in album_runs([message for _, message in members]):
+            if len(run) == 1:
+                done.append(await self._send(run[0], recipient))
+                continue
+            try:
+                done.append(await self._send_album(run, recipient))
+            except _NotAnAlbum as exc:
+                logger.info("album %s sent part by part: %s", head.media_group_id, exc)
+                for message in run:
+                    done.append(await self._send(message, recipient))
+        siblings = [later.id for later, _ in members[1:]]
+
+        async def record(tx: Transaction) -> None:
+            for part in done:
+                if part.record is not None:
+                    await part.record(tx)
+            for sibling in siblings:
+                await tx.finish_job(sibling)
+
+        return Done(followups=[f for part in done for f in part.followups], record=record)
+
+    async def _send_album(self, run: list[ManagerMessage], recipient: Recipient) -> Done:
+        """One sendMediaGroup for 2–10 parts; _NotAnAlbum when they must go one by one."""
+        chat = recipient.chat
+        bot = self.bots.get(chat.bot)
+        if bot is None:
+            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_BOT_GONE.format(bot=chat.bot))
+        sent_before = {
+            link.amo_message_id
+            for message in run
+            for link in await self.repo.links_for_amo_message(message.amo_id)
+            if link.direction == "out" and link.key == chat
+        }
+        todo = [message for message in run if message.amo_id not in sent_before]
+        if len(todo) == 1:
+            raise _NotAnAlbum("one part left after a restart")
+        if todo:
+            await self._send_album_items(_Target(bot, chat), todo)
+        if self.typing is not None:
+            self.typing.stop(chat)
+        head = run[0]
+
+        async def record(tx: Transaction) -> None:
+            await tx.set_amo_chat_id(chat, head.conversation_amo_id)
+            if recipient.bind:
+                await tx.bind_amo_conversation(chat, head.conversation_amo_id, head.receiver_amo_id)
+
+        logger.info(
+            "album of %d part(s) delivered to chat %d of bot %s",
+            len(run),
+            chat.chat_id,
+            self.bots.label(chat.bot),
+        )
+        return Done(followups=[status_job(m.amo_id, DELIVERED) for m in run], record=record)
+
+    async def _send_album_items(self, to: _Target, todo: list[ManagerMessage]) -> None:
+        """Upload (or reuse) every part's file and send them as one album; record each link."""
+        if self._media_slots.locked():
+            raise RetryLater(f"{MEDIA_CONCURRENCY} media transfers under way", delay=1.0)
+        spooled: list[str] = []
+        media: list[Any] = []  # aiogram's union of album items
+        async with self._media_slots:
+            try:
+                for message in todo:
+                    upload = await self._album_upload(to, message, spooled)
+                    media.append(_album_item(message, upload))
+                reply_to = await self._reply_target(todo[0], to.chat)
+                extra: dict[str, Any] = {}
+                if reply_to is not None:
+                    extra["reply_parameters"] = ReplyParameters(
+                        message_id=reply_to, allow_sending_without_reply=True
+                    )
+                for _ in todo:  # an album counts as one message per item
+                    await self.throttle.wait(to.chat)
+                try:
+                    sent = await to.bot.send_media_group(to.chat_id, media, **extra)
+                except TelegramBadRequest as exc:
+                    if "chat not found" in exc.message.lower():
+                        raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_CHAT_NOT_FOUND) from None
+                    raise _NotAnAlbum(f"Telegram refused the album: {exc.message}") from None
+                except TelegramForbiddenError as exc:  # each part then reports it (901)
+                    raise _NotAnAlbum(f"Telegram refused the album: {exc.message}") from None
+            finally:
+                for path in spooled:
+                    _discard(path)
+        if len(sent) != len(todo):
+            raise _NotAnAlbum(f"Telegram answered {len(sent)} messages for {len(todo)} parts")
+        async with self.repo.transaction() as tx:
+            await tx.save_links(
+                [
+                    MessageLink(
+                        key=to.chat,
+                        tg_message_id=answer.message_id,
+                        direction="out",
+                        amo_message_id=part.amo_id,
+                    )
+                    for part, answer in zip(todo, sent, strict=True)
+                ]
+            )
+            for part, answer in zip(todo, sent, strict=True):
+                file_id = sent_file_id(answer)
+                if file_id is not None:
+                    await tx.remember_media_file(self._cache_key(to, part), file_id)
+
+    def _cache_key(self, to: _Target, message: ManagerMessage) -> str:
+        kind = message.media_kind or "document"
+        key = f"{kind}:{hashlib.sha256(message.media.encode()).hexdigest()}"
+        return f"b{to.chat.bot}:{key}" if to.chat.bot else key
+
+    async def _album_upload(
+        self, to: _Target, message: ManagerMessage, spooled: list[str]
+    ) -> InputFile | str:
+        """A part's file: Telegram's file_id when it has it, else downloaded to the spool."""
+        file_id = await self.repo.media_file_id(self._cache_key(to, message))
+        if file_id is not None:
+            return file_id
+        try:
+            upload = await self._download(message, message.media_kind or "document")
+        except MediaRefused as exc:
+            raise _NotAnAlbum(f"the media of {message.amo_id} is refused: {exc}") from None
+        if upload is None:
+            raise _NotAnAlbum(f"the media of {message.amo_id} cannot be uploaded")
+        spooled.append(str(upload.path))
+        return upload
 
     async def _reply_target(self, message: ManagerMessage, chat: ChatKey) -> int | None:
         quoted = message.reply_to or {}

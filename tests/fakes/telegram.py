@@ -1007,6 +1007,8 @@ class FakeTelegram(FakeServer):
         kinds = {item.get("type") for item in media if isinstance(item, dict)}
         if "document" in kinds and kinds != {"document"}:
             raise bad_request("documents can't be mixed with other media types")
+        if "audio" in kinds and kinds != {"audio"}:
+            raise bad_request("audio can't be mixed with other media types")
         fields = self._common_fields(params, chat_id)
         fields.pop("reply_markup", None)
         prepared = []
