@@ -203,7 +203,9 @@ class Bridge:
         while True:
             try:
                 await bot.delete_webhook(drop_pending_updates=False)
-                await bot.me()
+                me = await bot.me()
+                if me.username:
+                    self.bots.usernames[self.bots.key_of(bot)] = me.username
                 return
             except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as exc:
                 down_for = int(time.time() - since)

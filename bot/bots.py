@@ -23,6 +23,7 @@ class Bots:
             self._by_key[other.id] = other
         # Bots whose token Telegram rejected while running, with the reason: not polled.
         self.revoked: dict[int, str] = {}
+        self.usernames: dict[int, str] = {}  # from getMe at start
 
     def __iter__(self) -> Iterator[Bot]:
         return iter(self._by_key.values())
@@ -57,9 +58,7 @@ class Bots:
 
     def label(self, key: int) -> str:
         """`@username` once Telegram told it (getMe at start), else the bot's id; no token."""
-        bot = self._by_key.get(key)
-        me = getattr(bot, "_me", None) if bot is not None else None
-        username = getattr(me, "username", None)
+        username = self.usernames.get(key)
         return f"@{username}" if username else str(self.telegram_id(key))
 
     def metric_label(self, key: int) -> str:
