@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import secrets
 import time
@@ -39,7 +40,7 @@ from bot.customer.sender import CustomerMessageSender
 from bot.jobs.pruner import Pruner
 from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, STAFF_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
-from bot.jobs.worker import Backoff, JobKind, Worker
+from bot.jobs.worker import Backoff, JobKind, RetryLater, Worker
 from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.manager.media import MediaPolicy
 from bot.manager.recovery import HistoryRecovery
@@ -65,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 KV_FILES_KEY = "files.key"
 KV_PRIMARY_BOT = "telegram.primary_bot"
+KV_SOURCES = "amocrm.sources"  # external_id → source id, as the last check found them
 
 _ANSWER_MODELS: list[Any] = []
 
@@ -101,6 +103,7 @@ class Bridge:
     workers_running: bool = False
     connected: bool = True  # False: running on the stored scope, connect retried meanwhile
     reconnect: asyncio.Task[None] | None = None
+    source_check: asyncio.Task[None] | None = None
     stopping: asyncio.Task[None] | None = None
     pruner: Pruner = field(init=False)
 
@@ -229,10 +232,29 @@ class Bridge:
         """With AMOCRM_SOURCES, make sure every bot has its amoCRM source (retried while down).
 
         Customer messages wait for this (a chat without its source would land in the default
-        one); a refusal (no admin rights, no `lead_sources` widget) is a StartupError.
+        one); a refusal (no admin rights, no `lead_sources` widget) is a StartupError. When an
+        earlier start made every bot's source already, polling does not wait for amoCRM: the
+        check runs in the background (a refusal then is logged and shown in `/healthz`).
         """
         if not self.sources.enabled or self.sources.ready:
             return
+        stored = json.loads(await self.repo.get_kv(KV_SOURCES) or "{}")
+        if all(self.bots.source(key) in stored for key in self.bots.each_key()):
+            self.sources.ids, self.sources.ready = stored, True
+            self.source_check = asyncio.create_task(self._check_sources_later(max_delay))
+            return
+        self.listener.waiting("checking the amoCRM sources")
+        await self._check_sources(max_delay)
+        self.listener.waiting(None)
+
+    async def _check_sources_later(self, max_delay: float) -> None:
+        try:
+            await self._check_sources(max_delay)
+        except StartupError as exc:
+            self.listener.deps.connect_pending = f"amoCRM sources not checked: {exc}"
+            logger.error("amoCRM sources not checked (the stored ones are used): %s", exc)
+
+    async def _check_sources(self, max_delay: float) -> None:
         pipelines = self.settings.AMOCRM_SOURCE_PIPELINES
         wanted = []
         for key in self.bots.each_key():
@@ -252,6 +274,7 @@ class Bridge:
                 delay = min(delay * 2, max_delay)
         self.sources.ids = ids
         self.sources.ready = True
+        await self.repo.set_kv(KV_SOURCES, json.dumps(ids, sort_keys=True))
         logger.info(
             "amoCRM sources: %s",
             ", ".join(
@@ -310,10 +333,11 @@ class Bridge:
 
     async def close(self) -> None:
         """Release connections (after polling has stopped)."""
-        if self.reconnect is not None:
-            self.reconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.reconnect
+        for task in (self.reconnect, self.source_check):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self.bot.session.close()  # one session for every bot
         if self.delivery is not None:
             await self.delivery.aclose()
@@ -344,6 +368,14 @@ async def check_primary_bot(repo: Repository, settings: Settings) -> None:
     primary = settings.bot_ids[0]
     stored = await repo.get_kv(KV_PRIMARY_BOT)
     if stored is None:
+        if len(settings.bot_ids) > 1 and await repo.has_conversations():
+            # A database of a single-bot bridge does not say which bot its chats are: with
+            # several tokens, putting a new one first would send them all through it.
+            raise StartupError(
+                "TELEGRAM_BOT_TOKEN: this database holds the chats of a single-bot bridge, "
+                "which did not record its bot. Start once with that bot's token alone (it is "
+                "remembered), then add the other tokens after it"
+            )
         await repo.set_kv(KV_PRIMARY_BOT, str(primary))
         return
     if stored != str(primary):
@@ -430,7 +462,11 @@ async def create_bridge(
     sources = SourceBook(settings.AMOCRM_SOURCES)
 
     def source_of(chat: ChatKey) -> str | None:
-        return bots.source(chat.bot) if sources.enabled else None
+        if not sources.enabled:
+            return None
+        if not sources.ready:  # a chat tagged once keeps its source: not before it exists
+            raise RetryLater("waiting for the amoCRM sources to be checked", delay=2.0)
+        return bots.source(chat.bot)
 
     deps: dict[str, Any] = {
         "settings": settings,

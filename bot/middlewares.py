@@ -99,16 +99,21 @@ class CommitIntakeBeforeGetUpdates(BaseRequestMiddleware):
         return await make_request(bot, method)
 
 
-class StopRevokedPolling(BaseRequestMiddleware):
-    """A bot whose token Telegram rejected is polled no more; the other bots go on.
+REVOKED_PROBE_SECONDS = 60.0
 
-    aiogram retries a failing getUpdates forever, and its multi-bot polling stops every bot
-    when one bot's polling task ends. So the revoked bot's getUpdates waits here until
-    shutdown: that bot stays quiet, its task never ends, the others keep polling.
+
+class StopRevokedPolling(BaseRequestMiddleware):
+    """A bot whose token Telegram rejected is polled only once a minute; the others go on.
+
+    aiogram retries a failing getUpdates at once, and its multi-bot polling stops every bot
+    when one bot's polling task ends. So the revoked bot's getUpdates waits here: its task
+    never ends, the others keep polling, and each minute one getUpdates probes the token (a
+    401 may be Telegram's passing mistake): its success makes the bot a polled bot again.
     """
 
-    def __init__(self, bots: Bots) -> None:
+    def __init__(self, bots: Bots, probe_every: float | None = None) -> None:
         self.bots = bots
+        self.probe_every = REVOKED_PROBE_SECONDS if probe_every is None else probe_every
 
     async def __call__(
         self,
@@ -116,9 +121,9 @@ class StopRevokedPolling(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
-        """Hold a revoked bot's getUpdates until polling stops (it is cancelled then)."""
+        """Hold a revoked bot's getUpdates for a minute, then let it probe the token."""
         if isinstance(method, GetUpdates) and self.bots.key_of(bot) in self.bots.revoked:
-            await asyncio.Event().wait()
+            await asyncio.sleep(self.probe_every)
         return await make_request(bot, method)
 
 
@@ -153,6 +158,7 @@ class TelegramCallMetrics(BaseRequestMiddleware):
             outcome = "ok"
             outages.up(TELEGRAM)
             outages.up(bot_service(bot))
+            self._accepted(bot)
             return response
         except TelegramUnauthorizedError:
             outcome = "401"
@@ -195,25 +201,37 @@ class TelegramCallMetrics(BaseRequestMiddleware):
                 self.metrics.telegram_calls.labels(str(bot.id), outcome).inc()
 
     def _revoked(self, bot: Bot) -> None:
-        """Telegram rejects this bot's token: stop polling it, say so everywhere once."""
+        """Telegram rejects this bot's token: poll it only to probe, say so everywhere once.
+
+        `/healthz` reads `bots.revoked` (503 once every bot is revoked, degraded before).
+        """
         reason = (
             f"Telegram rejects TELEGRAM_BOT_TOKEN of bot {bot.id} (401 Unauthorized): "
             "was it revoked in @BotFather? Set the new token and restart"
         )
-        self.metrics.outages.down(bot_service(bot), reason, fatal=True)
         self.metrics.bot_polling.labels(str(bot.id)).set(0)
         if self.bots is None:
+            self.metrics.outages.down(bot_service(bot), reason, fatal=True)
             return
         key = self.bots.key_of(bot)
         if key not in self.bots.revoked:
-            self.bots.revoked[key] = "Telegram rejects its token (401): revoked?"
+            self.bots.revoked[key] = reason
             others = len(self.bots) - len(self.bots.revoked)
             logger.error(
-                "bot %s: %s; its polling stops, %d other bot(s) keep working",
+                "bot %s: %s; it is polled once a minute only, %d other bot(s) keep working",
                 self.bots.label(key),
                 reason,
                 others,
             )
+
+    def _accepted(self, bot: Bot) -> None:
+        """A call with this bot's token succeeded: it is not revoked (any more)."""
+        if self.bots is None:
+            return
+        key = self.bots.key_of(bot)
+        if self.bots.revoked.pop(key, None) is not None:
+            self.metrics.bot_polling.labels(str(bot.id)).set(1)
+            logger.warning("bot %s: Telegram accepts its token again", self.bots.label(key))
 
 
 def telegram_host(bot: Bot) -> str:

@@ -130,6 +130,11 @@ async def healthz(request: web.Request) -> web.Response:
         amojo_failing, amojo_degraded = amojo_problems(deps.amojo)
         failing += amojo_failing
         degraded += amojo_degraded
+    if deps.bots is not None and deps.bots.revoked:
+        # Every bot revoked: nothing comes in or goes out. Else the others keep working.
+        stopped = failing if len(deps.bots.revoked) == len(deps.bots) else degraded
+        for key, reason in deps.bots.revoked.items():
+            stopped.append(f"Telegram bot {deps.bots.label(key)} stopped: {reason}")
     now = time.time()
     for outage in deps.metrics.outages.active():
         (failing if outage.unhealthy(now) else degraded).append(outage.describe(now))

@@ -943,6 +943,13 @@ class Repository:
         )
         return _customer(rows[0]) if rows else None
 
+    async def has_conversations(self) -> bool:
+        """Whether any customer chat or message pair is stored."""
+        rows = await self._all(
+            "SELECT EXISTS (SELECT 1 FROM customers) OR EXISTS (SELECT 1 FROM message_links)"
+        )
+        return bool(rows[0][0])
+
     async def count_blocked_customers(self) -> int:
         """How many customers currently block the bot."""
         rows = await self._all("SELECT count(*) FROM customers WHERE blocked = 1")

@@ -194,9 +194,15 @@ class BridgeFactory:
         done, _ = await asyncio.wait({task, waiter}, timeout=10, return_when="FIRST_COMPLETED")
         if waiter not in done:
             waiter.cancel()
-            if task.done():
-                task.result()
-            raise AssertionError("bridge did not start within 10 s")
+            try:
+                if task.done():
+                    task.result()
+                raise AssertionError("bridge did not start within 10 s")
+            finally:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                await bridge.close()  # its database threads would keep pytest from exiting
         running = RunningBridge(bridge=bridge, task=task, port=port)
         self.running.append(running)
         return running

@@ -340,6 +340,11 @@ class ManagerMessageDelivery:
         # Write-first (spec §3.3): no client_id; amo gives the phone the manager picked.
         bound = await self.repo.customer_by_amo_conversation(message.conversation_amo_id)
         if bound is not None:
+            if source_bot is not None and source_bot != bound.bot:
+                raise Undeliverable(
+                    ERROR_NO_CONVERSATION,
+                    TEXT_SOURCE_MISMATCH.format(source=message.source_external_id),
+                )
             return Recipient(bound.key, bound)
         if self.sources and message.source_external_id is not None and source_bot is None:
             raise Undeliverable(

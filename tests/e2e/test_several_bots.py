@@ -27,6 +27,7 @@ from tests.harness import (
     Fakes,
     RunningBridge,
     wait_health,
+    wait_until,
 )
 
 SECOND = "777001:SECOND-token-not-real"
@@ -155,6 +156,13 @@ async def test_a_single_bot_database_upgrades_to_two_bots(
     fakes: Fakes, bridges: BridgeFactory, second: FakeTelegram
 ) -> None:
     version_10_database(bridges.db_path)
+    # The old database does not say which bot its chats are: a second token waits until the
+    # old bot's token alone has started once (and been remembered).
+    with pytest.raises(StartupError) as refused:
+        await two_bots(bridges)
+    assert "Start once with that bot's token alone" in str(refused.value)
+    await bridges.start()
+    await bridges.stop_all()
     running = await two_bots(bridges)
 
     customer = await running.bridge.repo.get_customer(primary_chat(501))
@@ -217,9 +225,10 @@ async def test_a_revoked_bot_stops_while_the_other_keeps_bridging(
 
     second.revoke()
     status, body = await wait_health(
-        running.url, lambda status, body: any(str(SECOND_ID) in p for p in body["problems"])
+        running.url, lambda status, body: any("@support_bot" in p for p in body["problems"])
     )
-    assert status == 503
+    assert (status, body["status"]) == (200, "degraded")  # the other bot works
+    assert any("stopped" in p and str(SECOND_ID) in p for p in body["problems"])
     assert [(b["id"], b["polling"]) for b in body["bots"]] == [(123456, True), (SECOND_ID, False)]
     metrics = running.bridge.metrics.render().decode()
     assert f'bridge_telegram_bot_polling{{bot="{SECOND_ID}"}} 0.0' in metrics
@@ -230,6 +239,24 @@ async def test_a_revoked_bot_stops_while_the_other_keeps_bridging(
     hook = fakes.amojo.message_hook("tg-602", text="answer")
     assert (await status_of(fakes, await post(fakes, running, hook)))["status"] == 1
     assert [c.params["text"] for c in fakes.telegram.sent_messages(602)] == ["answer"]
+
+
+async def test_a_bot_whose_token_works_again_is_polled_again(
+    fakes: Fakes,
+    bridges: BridgeFactory,
+    second: FakeTelegram,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bot.middlewares.REVOKED_PROBE_SECONDS", 0.2)
+    running = await two_bots(bridges)
+    second.revoke()
+    await wait_health(running.url, lambda status, body: not body["bots"][1]["polling"])
+    second.revoked = False  # Telegram's 401 was a passing mistake
+    second.push_update(private_message_update(603, 1, text="heard again"))
+    await amojo_count(fakes, 1, "the second bot polled again")
+    status, body = await wait_health(running.url, lambda status, body: body["status"] == "ok")
+    assert status == 200
+    assert body["bots"][1]["polling"] and not running.bridge.bots.revoked
 
 
 # ---- sources -------------------------------------------------------------------------------
@@ -259,7 +286,10 @@ async def test_sources_are_made_once_and_tag_every_message(
 
     await bridges.stop_all()  # a new pipeline for the second bot: its source is updated
     await two_bots(bridges, AMOCRM_SOURCES="true", AMOCRM_SOURCE_PIPELINES=f"{SECOND_ID}:4402")
-    assert len(fakes.crm.requests_to("/api/v4/sources", "PATCH")) == 1
+    # Known sources are checked in the background: polling does not wait for amoCRM.
+    await wait_until(
+        lambda: len(fakes.crm.requests_to("/api/v4/sources", "PATCH")) == 1, what="PATCH"
+    )
     assert fakes.crm.source_by_external_id(f"tg-bot-{SECOND_ID}")["pipeline_id"] == 4402  # type: ignore[index]
     assert len(fakes.crm.sources) == 2
 
@@ -286,6 +316,27 @@ async def test_write_first_reaches_the_customer_of_the_chosen_source(
     )
     report = await status_of(fakes, await post(fakes, running, unknown))
     assert (report["status"], report["error_code"]) == (-1, 904)
+
+    # The bound chat is the second bot's: a later hook naming the first bot's source is 904.
+    bound_to = hook["message"]["conversation"]["id"]
+    crossed = fakes.amojo.message_hook(
+        None, text="wrong bot", amo_conversation_id=bound_to, source_external_id="tg-bot-123456"
+    )
+    report = await status_of(fakes, await post(fakes, running, crossed))
+    assert (report["status"], report["error_code"]) == (-1, 904)
+    assert all(c.params.get("text") != "wrong bot" for c in second.sent_messages())
+
+
+async def test_known_sources_do_not_hold_polling_while_amocrm_is_down(
+    fakes: Fakes, bridges: BridgeFactory, second: FakeTelegram
+) -> None:
+    await two_bots(bridges, AMOCRM_SOURCES="true")
+    await bridges.stop_all()
+    fakes.crm.fail("/api/v4/sources", 503, times=1000)
+    await two_bots(bridges, AMOCRM_SOURCES="true")
+    second.push_update(private_message_update(504, 1, text="while amoCRM is down"))
+    await amojo_count(fakes, 1, "the message")
+    assert fakes.amojo.messages[0]["source"] == {"external_id": f"tg-bot-{SECOND_ID}"}
 
 
 async def test_without_sources_a_phone_shared_in_two_bots_is_not_guessed(
