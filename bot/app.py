@@ -240,7 +240,7 @@ class Bridge:
             return
         stored = json.loads(await self.repo.get_kv(KV_SOURCES) or "{}")
         if all(self.bots.source(key) in stored for key in self.bots.each_key()):
-            self.sources.ids, self.sources.ready = stored, True
+            self.sources.ready = True
             self.source_check = asyncio.create_task(self._check_sources_later(max_delay))
             return
         self.listener.waiting("checking the amoCRM sources")
@@ -251,7 +251,7 @@ class Bridge:
         try:
             await self._check_sources(max_delay)
         except StartupError as exc:
-            self.listener.deps.connect_pending = f"amoCRM sources not checked: {exc}"
+            self.listener.deps.sources_problem = f"amoCRM sources not checked: {exc}"
             logger.error("amoCRM sources not checked (the stored ones are used): %s", exc)
 
     async def _check_sources(self, max_delay: float) -> None:
@@ -272,7 +272,6 @@ class Bridge:
                 logger.warning("amoCRM sources not checked yet: %s; retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
-        self.sources.ids = ids
         self.sources.ready = True
         await self.repo.set_kv(KV_SOURCES, json.dumps(ids, sort_keys=True))
         logger.info(
@@ -487,9 +486,7 @@ async def create_bridge(
     dp.include_routers(*build_routers())
 
     amojo_kinds: dict[str, JobKind] = {}
-    amojo_kinds.update(
-        CustomerMessageSender(repo, amojo, channel, files, source_of, sources).kinds()
-    )
+    amojo_kinds.update(CustomerMessageSender(repo, amojo, channel, files, source_of).kinds())
     reaction_sender = ReactionSender(repo, bots, amojo, channel)
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}

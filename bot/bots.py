@@ -43,11 +43,6 @@ class Bots:
         """The bot behind a key; None when that bot is no longer configured."""
         return self._by_key.get(key)
 
-    def by_telegram_id(self, bot_id: int) -> int | None:
-        """The key of the bot with this Telegram id, if it is ours."""
-        key = PRIMARY if bot_id == self.primary.id else bot_id
-        return key if key in self._by_key else None
-
     def telegram_id(self, key: int) -> int:
         """The Telegram id of the bot behind a key."""
         return self.primary.id if key == PRIMARY else key
@@ -60,10 +55,6 @@ class Bots:
         """`@username` once Telegram told it (getMe at start), else the bot's id; no token."""
         username = self.usernames.get(key)
         return f"@{username}" if username else str(self.telegram_id(key))
-
-    def metric_label(self, key: int) -> str:
-        """The `bot` label of metrics: the bot's Telegram id (stable, known without a call)."""
-        return str(self.telegram_id(key))
 
     def source(self, key: int) -> str:
         """The amoCRM source external id of the bot behind a key."""

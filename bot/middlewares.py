@@ -139,7 +139,7 @@ class TelegramCallMetrics(BaseRequestMiddleware):
     conflicting poller belongs to one bot, so another bot's success does not end it.
     """
 
-    def __init__(self, metrics: Metrics, bots: Bots | None = None) -> None:
+    def __init__(self, metrics: Metrics, bots: Bots) -> None:
         self.metrics = metrics
         self.bots = bots
 
@@ -210,9 +210,6 @@ class TelegramCallMetrics(BaseRequestMiddleware):
             "was it revoked in @BotFather? Set the new token and restart"
         )
         self.metrics.bot_polling.labels(str(bot.id)).set(0)
-        if self.bots is None:
-            self.metrics.outages.down(bot_service(bot), reason, fatal=True)
-            return
         key = self.bots.key_of(bot)
         if key not in self.bots.revoked:
             self.bots.revoked[key] = reason
@@ -226,8 +223,6 @@ class TelegramCallMetrics(BaseRequestMiddleware):
 
     def _accepted(self, bot: Bot) -> None:
         """A call with this bot's token succeeded: it is not revoked (any more)."""
-        if self.bots is None:
-            return
         key = self.bots.key_of(bot)
         if self.bots.revoked.pop(key, None) is not None:
             self.metrics.bot_polling.labels(str(bot.id)).set(1)

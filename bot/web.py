@@ -48,6 +48,8 @@ class WebDeps:
     starting: str | None = None
     # Set while a restart runs on the stored scope and the connect is still being retried.
     connect_pending: str | None = None
+    # Set when the background check of known amoCRM sources was refused (they are still used).
+    sources_problem: str | None = None
     metrics_token: str | None = None
 
 
@@ -101,8 +103,9 @@ async def healthz(request: web.Request) -> web.Response:
     queues: dict[str, Any] = {}
     if deps.starting is not None:
         failing.append(f"starting: {deps.starting}")
-    if deps.connect_pending is not None:
-        degraded.append(deps.connect_pending)
+    for note in (deps.connect_pending, deps.sources_problem):
+        if note is not None:
+            degraded.append(note)
     database = await deps.repo.ping()
     if not database:
         failing.append("database unreachable")

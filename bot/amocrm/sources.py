@@ -35,17 +35,16 @@ class WantedSource:
 
 
 class SourceBook:
-    """Which source each chat's messages carry, once the sources are known to exist.
+    """Whether chats carry their bot's source, and whether the sources are known to exist.
 
-    Until `ready`, a customer message waits (RetryLater in the sender) rather than reaching
-    amoCRM without its source: a chat tagged once keeps its source, an untagged one would land
-    in the default source.
+    Until `ready`, looking a chat's source up raises RetryLater (bot/app.py), so a customer
+    message or a recovered chat waits rather than reaching amoCRM without its source (or with
+    one not made yet): a chat tagged once keeps its source.
     """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.ready = not enabled
-        self.ids: dict[str, int] = {}  # external_id → amoCRM source id
 
 
 def _sources_of(response: httpx.Response) -> list[dict[str, Any]]:

@@ -9,10 +9,9 @@ from typing import Any
 from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
-from bot.amocrm.sources import SourceBook
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
-from bot.jobs.worker import Done, GiveUp, JobKind, RetryLater
+from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import ChatKey, Job, Repository
 from storage.repository import Transaction
 
@@ -40,15 +39,14 @@ class CustomerMessageSender:
         channel: Channel,
         files: FileLinks,
         sources: Callable[[ChatKey], str | None] | None = None,
-        book: SourceBook | None = None,
     ) -> None:
         self.repo = repo
         self.amojo = amojo
         self.channel = channel
         self.files = files
-        # The amoCRM source external id of a chat's bot (None: the channel's default source).
+        # The amoCRM source external id of a chat's bot (None: the channel's default source);
+        # it raises RetryLater while the sources are not checked yet.
         self.sources = sources or (lambda key: None)
-        self.book = book
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds this sender runs."""
@@ -71,8 +69,6 @@ class CustomerMessageSender:
 
     async def send_new_message(self, job: Job) -> Done:
         """`new_message` for one customer message."""
-        if self.book is not None and not self.book.ready:
-            raise RetryLater("waiting for the amoCRM sources to be checked", delay=2.0)
         key = ids.chat_of(job.payload)
         payload: dict[str, Any] = job.payload["payload"]
         self._attach_media(key, payload, job.payload.get("media"))

@@ -155,6 +155,24 @@ class Recipient:
     bind: bool = False
 
 
+def _cache_key(to: _Target, kind: str | None, url: str) -> str:
+    """Where the file_id Telegram gave a file is kept (a file_id is valid for its bot only)."""
+    key = f"{kind or 'document'}:{hashlib.sha256(url.encode()).hexdigest()}"
+    return f"b{to.chat.bot}:{key}" if to.chat.bot else key
+
+
+async def _record_conversation(
+    tx: Transaction, recipient: Recipient, message: ManagerMessage
+) -> None:
+    """What a delivery teaches about the chat: amo's chat id, and a write-first binding."""
+    # amo's chat id lets a later gap be recovered from this chat's history.
+    await tx.set_amo_chat_id(recipient.chat, message.conversation_amo_id)
+    if recipient.bind:
+        await tx.bind_amo_conversation(
+            recipient.chat, message.conversation_amo_id, message.receiver_amo_id
+        )
+
+
 # Which parts Telegram lets share one album: photos with videos, documents, audio.
 ALBUM_CLASSES = {"photo": "visual", "video": "visual", "document": "document", "audio": "audio"}
 
@@ -426,9 +444,7 @@ class ManagerMessageDelivery:
     async def _send_album(self, run: list[ManagerMessage], recipient: Recipient) -> Done:
         """One sendMediaGroup for 2–10 parts; _NotAnAlbum when they must go one by one."""
         chat = recipient.chat
-        bot = self.bots.get(chat.bot)
-        if bot is None:
-            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_BOT_GONE.format(bot=chat.bot))
+        bot = self._bot_of(chat)
         sent_before = {
             link.amo_message_id
             for message in run
@@ -445,9 +461,7 @@ class ManagerMessageDelivery:
         head = run[0]
 
         async def record(tx: Transaction) -> None:
-            await tx.set_amo_chat_id(chat, head.conversation_amo_id)
-            if recipient.bind:
-                await tx.bind_amo_conversation(chat, head.conversation_amo_id, head.receiver_amo_id)
+            await _record_conversation(tx, recipient, head)
 
         logger.info(
             "album of %d part(s) delivered to chat %d of bot %s",
@@ -504,18 +518,22 @@ class ManagerMessageDelivery:
             for part, answer in zip(todo, sent, strict=True):
                 file_id = sent_file_id(answer)
                 if file_id is not None:
-                    await tx.remember_media_file(self._cache_key(to, part), file_id)
+                    await tx.remember_media_file(
+                        _cache_key(to, part.media_kind, part.media), file_id
+                    )
 
-    def _cache_key(self, to: _Target, message: ManagerMessage) -> str:
-        kind = message.media_kind or "document"
-        key = f"{kind}:{hashlib.sha256(message.media.encode()).hexdigest()}"
-        return f"b{to.chat.bot}:{key}" if to.chat.bot else key
+    def _bot_of(self, chat: ChatKey) -> Bot:
+        """The bot that sends to a chat (Undeliverable when it is no longer configured)."""
+        bot = self.bots.get(chat.bot)
+        if bot is None:
+            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_BOT_GONE.format(bot=chat.bot))
+        return bot
 
     async def _album_upload(
         self, to: _Target, message: ManagerMessage, spooled: list[str]
     ) -> InputFile | str:
         """A part's file: Telegram's file_id when it has it, else downloaded to the spool."""
-        file_id = await self.repo.media_file_id(self._cache_key(to, message))
+        file_id = await self.repo.media_file_id(_cache_key(to, message.media_kind, message.media))
         if file_id is not None:
             return file_id
         try:
@@ -540,9 +558,7 @@ class ManagerMessageDelivery:
 
     async def _send(self, message: ManagerMessage, recipient: Recipient) -> Done:
         chat = recipient.chat
-        bot = self.bots.get(chat.bot)
-        if bot is None:
-            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_BOT_GONE.format(bot=chat.bot))
+        bot = self._bot_of(chat)
         if self.typing is not None:
             self.typing.stop(chat)
         buttons = keyboard_for(message.markup)
@@ -591,17 +607,11 @@ class ManagerMessageDelivery:
             self.bots.label(chat.bot),
             len(parts),
         )
-        bind = recipient.bind
 
         async def record(tx: Transaction) -> None:
             if media_refused is not None:
                 await tx.delete_kv(refusal_key(message.amo_id))  # reported with the status
-            # amo's chat id lets a later gap be recovered from this chat's history.
-            await tx.set_amo_chat_id(chat, message.conversation_amo_id)
-            if bind:
-                await tx.bind_amo_conversation(
-                    chat, message.conversation_amo_id, message.receiver_amo_id
-                )
+            await _record_conversation(tx, recipient, message)
 
         status = status_job(message.amo_id, DELIVERED)
         media_refused = await self.repo.get_kv(refusal_key(message.amo_id))
@@ -661,9 +671,7 @@ class ManagerMessageDelivery:
         """
         assert part.media_kind is not None
         url = message.media
-        cache_key = f"{part.media_kind}:{hashlib.sha256(url.encode()).hexdigest()}"
-        if to.chat.bot:  # a file_id is valid for the bot that got it only
-            cache_key = f"b{to.chat.bot}:{cache_key}"
+        cache_key = _cache_key(to, part.media_kind, url)
         file_id = await self.repo.media_file_id(cache_key)
         if file_id is not None:
             try:
