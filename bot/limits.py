@@ -2,6 +2,9 @@
 
 TELEGRAM_TEXT_LIMIT = 4096
 TELEGRAM_CAPTION_LIMIT = 1024
+# A send Telegram answers 401 (the bot's token revoked) is retried this much later, until its
+# kind gives up: a restart with the new token (same bot, same chats) still delivers it.
+TELEGRAM_UNAUTHORIZED_RETRY_SECONDS = 60.0
 TELEGRAM_ALBUM_MAX = 10  # items of one sendMediaGroup
 # A manager's album comes as one hook per file (spec §3.2): its first part waits until no
 # further part has arrived for this long, and never longer than the maximum.

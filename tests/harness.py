@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import aiohttp
 from bot.app import Bridge, create_bridge
 from bot.jobs.worker import Backoff
 from bot.settings import Settings
+from storage.migrations import MIGRATIONS
 from tests.fakes.amojo import FakeAmojo
 from tests.fakes.crm import FakeCrm
 from tests.fakes.telegram import FakeTelegram
@@ -29,6 +31,20 @@ ACCOUNT_ID = "52e591f7-c98f-4255-8495-827210138c81"
 CRM_TOKEN = "crm-long-lived-token"
 FAST_BACKOFF = Backoff(base=0.05, cap=0.5)
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def database_at(path: Path, version: int) -> sqlite3.Connection:
+    """A database with the schema as migration `version` left it (an upgrade's starting point).
+
+    Fill it with the returned connection (a context manager committing the inserts), then
+    close it and open the repository, which migrates it forward.
+    """
+    db = sqlite3.connect(path)
+    for number, script in MIGRATIONS:
+        if number <= version:
+            db.executescript(script)
+    db.execute(f"PRAGMA user_version = {version}")
+    return db
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
-from bot.limits import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS
+from bot.limits import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, TELEGRAM_UNAUTHORIZED_RETRY_SECONDS
 from bot.metrics import Metrics
 from storage import Job, NewJob, Repository, StorageError
 from storage.repository import Transaction
@@ -129,9 +129,8 @@ def classify_failure(exc: Exception) -> Decision:
         case TelegramNetworkError() | TelegramServerError():
             return Decision(True, f"Telegram unavailable: {exc.message}")
         case TelegramUnauthorizedError():
-            # The bot's token was revoked: kept (until its kind gives up) for a restart with the
-            # new token, as the bot and its chats stay the same.
-            return Decision(True, f"Telegram rejects the bot's token: {exc.message}", 60.0)
+            reason = f"Telegram rejects the bot's token: {exc.message}"
+            return Decision(True, reason, TELEGRAM_UNAUTHORIZED_RETRY_SECONDS)
         case httpx.TimeoutException() | httpx.TransportError():
             return Decision(True, f"{type(exc).__name__}: {exc}")
         case aiohttp.ClientError() | TimeoutError() | ConnectionError():

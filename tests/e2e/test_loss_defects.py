@@ -17,7 +17,7 @@ from storage import JobState, NewJob, open_repository
 from storage.crm import audit_entries
 from tests.e2e.test_manager_to_telegram import customer_says, share_phone, status_of
 from tests.fakes.factories import make_user, private_message_update
-from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
+from tests.harness import BridgeFactory, Fakes, RunningBridge, database_at, wait_until
 
 OPERATOR = 900
 
@@ -192,16 +192,8 @@ async def test_write_first_to_a_phone_two_customers_share_is_904(
 
 async def test_upgrade_keeps_shared_phones_matchable(tmp_path: Path) -> None:
     """A database from before migration 7 (phones keyed by their last ten digits) migrates."""
-    import sqlite3  # noqa: PLC0415
-
-    from storage.migrations import MIGRATIONS  # noqa: PLC0415
-
     path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as conn:
-        for version, script in MIGRATIONS:
-            if version <= 5:
-                conn.executescript(script)
-                conn.execute(f"PRAGMA user_version = {version}")
+    with database_at(path, 5) as conn:
         conn.execute(
             "INSERT INTO customers (chat_id, user_id, phone, phone_last10, updated_at) "
             "VALUES (681, 681, '+79161234567', '9161234567', 0)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from bot.ids import primary_chat
 from bot.settings import StartupError
-from storage.migrations import MIGRATIONS
+from storage import JobState
 from tests.e2e.test_manager_to_telegram import post, status_of
 from tests.fakes.factories import (
     make_contact,
@@ -26,6 +25,7 @@ from tests.harness import (
     BridgeFactory,
     Fakes,
     RunningBridge,
+    database_at,
     wait_health,
     wait_until,
 )
@@ -135,11 +135,7 @@ async def test_staff_commands_answer_in_the_bot_they_were_sent_to(
 
 def version_10_database(path: Path) -> None:
     """A database as the single-bot bridge left it (schema 10), with one customer chat."""
-    with sqlite3.connect(path) as db:
-        for version, script in MIGRATIONS:
-            if version <= 10:
-                db.executescript(script)
-        db.execute("PRAGMA user_version = 10")
+    with database_at(path, 10) as db:
         db.execute(
             "INSERT INTO customers (chat_id, user_id, name, phone, last_message_at, updated_at) "
             "VALUES (501, 501, 'Old customer', '+79161234567', strftime('%s','now'), 0)"
@@ -241,6 +237,30 @@ async def test_a_revoked_bot_stops_while_the_other_keeps_bridging(
     assert [c.params["text"] for c in fakes.telegram.sent_messages(602)] == ["answer"]
 
 
+async def test_a_manager_message_to_a_revoked_bot_waits_and_is_not_lost(
+    fakes: Fakes,
+    bridges: BridgeFactory,
+    second: FakeTelegram,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bot.jobs.worker.TELEGRAM_UNAUTHORIZED_RETRY_SECONDS", 0.3)
+    running = await two_bots(bridges)
+    second.push_update(private_message_update(604, 1, text="hello"))
+    await amojo_count(fakes, 1, "the customer")
+    second.revoke()
+    amo_id = await post(fakes, running, fakes.amojo.message_hook(f"{B}-604", text="kept"))
+
+    async def retried() -> bool:
+        jobs = await running.bridge.repo.jobs(kind="amo.message")
+        return bool(jobs) and jobs[0].attempts >= 2 and jobs[0].state is JobState.PENDING
+
+    await wait_until(retried, what="the send retried, not dead-lettered")
+    assert not fakes.amojo.statuses_for(amo_id)
+    second.revoked = False  # a restart with the new token would do the same
+    assert (await status_of(fakes, amo_id))["status"] == 1
+    assert [c.params["text"] for c in second.sent_messages(604)] == ["kept"]
+
+
 async def test_a_bot_whose_token_works_again_is_polled_again(
     fakes: Fakes,
     bridges: BridgeFactory,
@@ -335,6 +355,23 @@ async def test_known_sources_do_not_hold_polling_while_amocrm_is_down(
     fakes.crm.fail("/api/v4/sources", 503, times=1000)
     await two_bots(bridges, AMOCRM_SOURCES="true")
     second.push_update(private_message_update(504, 1, text="while amoCRM is down"))
+    await amojo_count(fakes, 1, "the message")
+    assert fakes.amojo.messages[0]["source"] == {"external_id": f"tg-bot-{SECOND_ID}"}
+
+
+async def test_a_refused_check_of_known_sources_keeps_them_and_says_so(
+    fakes: Fakes, bridges: BridgeFactory, second: FakeTelegram
+) -> None:
+    await two_bots(bridges, AMOCRM_SOURCES="true")
+    await bridges.stop_all()
+    fakes.crm.fail("/api/v4/sources", 403, times=1000)  # e.g. the token's user lost admin rights
+    running = await two_bots(bridges, AMOCRM_SOURCES="true")
+    status, body = await wait_health(
+        running.url, lambda status, body: any("sources not checked" in p for p in body["problems"])
+    )
+    assert (status, body["status"]) == (200, "degraded")
+    assert any("administrator" in p for p in body["problems"])
+    second.push_update(private_message_update(505, 1, text="still tagged"))
     await amojo_count(fakes, 1, "the message")
     assert fakes.amojo.messages[0]["source"] == {"external_id": f"tg-bot-{SECOND_ID}"}
 

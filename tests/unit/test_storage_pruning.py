@@ -12,7 +12,7 @@ import pytest
 from bot.jobs.pruner import DAY, Pruner
 from bot.limits import DEDUP_KEY_EXTRA_DAYS
 from storage import NewJob, Repository, open_repository
-from storage.migrations import MIGRATIONS
+from tests.harness import database_at
 
 
 @pytest.fixture
@@ -107,16 +107,14 @@ async def test_recent_finished_jobs_are_kept(repo: Repository) -> None:
 
 async def test_an_existing_database_gets_exact_counters_on_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "v8.sqlite3"
-    with sqlite3.connect(path) as db:
-        for version, script in MIGRATIONS:
-            if version <= 8:
-                db.executescript(script)
-        db.execute("PRAGMA user_version = 8")
+    db = database_at(path, 8)
+    with db:
         db.executemany(
             "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, state, next_attempt_at, "
             "created_at, updated_at) VALUES (?, 'k', 'l', ?, '{}', ?, 0, ?, 0)",
             [("amojo", f"a{n}", ("pending", "done", "dead")[n % 3], 1000.0 + n) for n in range(90)],
         )
+    db.close()
     repo = await open_repository(path)
     try:
         stats = await repo.queue_stats()
