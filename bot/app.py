@@ -477,7 +477,7 @@ async def create_bridge(
         "metrics": metrics,
         "staff": staff,
         "reactions": CustomerReactions(repo, bots),
-        "dead_letters": DeadLetterDesk(repo, metrics, bots),
+        "dead_letters": DeadLetterDesk(repo, metrics, bots, settings.default_language),
         "bridge_bots": bots,
     }
     dp = Dispatcher(**deps)
@@ -503,6 +503,7 @@ async def create_bridge(
         media_policy=MediaPolicy(settings.media_origins, settings.MEDIA_ALLOWED_HOSTS),
         spool_dir=settings.DATABASE_PATH.parent / "media-spool",
         sources=settings.AMOCRM_SOURCES,
+        language=settings.default_language,
     )
     telegram_kinds.update(delivery.kinds())
     amojo_kinds.update(DeliveryStatusReporter(amojo, channel).kinds())

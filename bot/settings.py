@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.texts import Language, account_language
 from storage.crm import token_pair_stored
 
 DEFAULT_DATABASE_PATH = Path("data/bridge.sqlite3")
@@ -229,6 +230,8 @@ class Settings(BaseSettings):
     AMOCRM_SOURCES: bool = False
     AMOCRM_SOURCE_PIPELINES: Annotated[dict[int, int], NoDecode] = Field(default_factory=dict)
     AMOJO_CHANNEL_CODE: str | None = None  # the channel's code: `origin_code` of the sources
+    # Staff replies and amoCRM error texts: `ru` or `en` (unset: the account's, .ru is Russian).
+    LANGUAGE: Language | None = None
 
     @model_validator(mode="wrap")
     @classmethod
@@ -271,6 +274,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("must be comma-separated Telegram user ids") from None
         return value
+
+    @field_validator("LANGUAGE", mode="before")
+    @classmethod
+    def _fold_language(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("AMOCRM_SOURCE_PIPELINES", mode="before")
     @classmethod
@@ -413,6 +421,11 @@ class Settings(BaseSettings):
     def public_base_url(self) -> str:
         """Public listener base without a trailing slash."""
         return _strip_slash(str(self.PUBLIC_BASE_URL))
+
+    @property
+    def default_language(self) -> Language:
+        """LANGUAGE, else the account's: Russian for `*.amocrm.ru`, English otherwise."""
+        return account_language(self.amocrm_base_url, self.LANGUAGE)
 
     @property
     def media_origins(self) -> list[str]:

@@ -1,8 +1,28 @@
-"""Customer-facing texts in Russian and English."""
+"""Every text the bridge shows people, in Russian and English, and who reads which language.
+
+Three audiences:
+- customers in Telegram: Russian for Russian-speaking clients (`language_of`);
+- staff in Telegram: their Telegram language, `ru` or `en`, else the default (`staff_language`);
+- managers in amoCRM reading why a message failed: the account's language (`account_language`).
+
+The default for the last two is `LANGUAGE`, or the account's: `*.amocrm.ru` is Russian,
+`*.kommo.com` (and anything else) English. A test fails if a key lacks either language, or
+the two languages' placeholders differ.
+"""
 
 from __future__ import annotations
 
-TEXTS: dict[str, dict[str, str]] = {
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+Language = Literal["ru", "en"]
+LANGUAGES: tuple[Language, ...] = ("ru", "en")
+
+TEXTS: dict[str, dict[Language, str]] = {
+    # ----- customers -------------------------------------------------------------------------
     "greeting": {
         "ru": (
             "Здравствуйте! Напишите ваш вопрос прямо здесь — менеджер ответит в этом чате.\n"
@@ -20,16 +40,501 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Спасибо, номер сохранён. Менеджер скоро ответит.",
         "en": "Thank you, your number is saved. A manager will answer soon.",
     },
+    # ----- durations (staff and amoCRM) ------------------------------------------------------
+    "units.seconds": {"ru": "{n} с", "en": "{n} s"},
+    "units.minutes": {"ru": "{n} мин", "en": "{n} min"},
+    "units.hours": {"ru": "{n} ч", "en": "{n} h"},
+    "units.hours_minutes": {"ru": "{hours} ч {minutes} мин", "en": "{hours} h {minutes} min"},
+    "units.days": {"ru": "{n} дн.", "en": "{n} days"},
+    # ----- staff: usage and argument errors ----------------------------------------------
+    "staff.usage.talk": {
+        "ru": "Как вызвать: /talk <номер беседы>\nПример: /talk 117",
+        "en": "Usage: /talk <talk id>\nExample: /talk 117",
+    },
+    "staff.usage.close": {
+        "ru": (
+            "Как вызвать: /close <номер беседы> [nps]\n"
+            "Пример: /close 117 (закрывает сразу)\n"
+            "Пример: /close 117 nps (сначала отработает NPS-бот amoCRM)"
+        ),
+        "en": (
+            "Usage: /close <talk id> [nps]\n"
+            "Example: /close 117 (closes at once)\n"
+            "Example: /close 117 nps (lets amoCRM's NPS bot run first)"
+        ),
+    },
+    "staff.usage.call": {
+        "ru": (
+            "Как вызвать: /call <телефон> <длительность> [in|out] [статус] [результат…]\n"
+            "длительность: 150, 2:30, 1:02:30 или 2m30s; направление: in (входящий) или out "
+            "(исходящий, по умолчанию)\n"
+            "статус: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
+            "6 no_answer, 7 busy; текст результата идёт после статуса\n"
+            "Пример: /call +79161234567 2:30 out talked Договорились о доставке"
+        ),
+        "en": (
+            "Usage: /call <phone> <duration> [in|out] [status] [result text…]\n"
+            "duration: 150, 2:30, 1:02:30 or 2m30s; direction: in or out (default out)\n"
+            "status: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
+            "6 no_answer, 7 busy; result text follows the status\n"
+            "Example: /call +79161234567 2:30 out talked Agreed on delivery"
+        ),
+    },
+    "staff.usage.retry": {
+        "ru": "Как вызвать: /retry <номер задачи> или /retry all\nПример: /retry 42",
+        "en": "Usage: /retry <job id> or /retry all\nExample: /retry 42",
+    },
+    "staff.which_talk": {"ru": "Какая беседа?", "en": "Which talk?"},
+    "staff.talk_id_not_number": {
+        "ru": "Номер беседы должен быть числом, а не {word!r}.",
+        "en": "Talk id must be a number, not {word!r}.",
+    },
+    "staff.unexpected": {"ru": "Лишнее: {words!r}.", "en": "Unexpected {words!r}."},
+    "staff.duration_unreadable": {
+        "ru": "Не удалось разобрать длительность {raw!r}.",
+        "en": "Cannot read the duration {raw!r}.",
+    },
+    "staff.not_a_phone": {
+        "ru": "{raw!r} — не номер телефона (нужно хотя бы {digits} цифр).",
+        "en": "{raw!r} is not a phone number (at least {digits} digits).",
+    },
+    "staff.phone_and_duration": {
+        "ru": "Нужны телефон и длительность.",
+        "en": "Phone and duration are required.",
+    },
+    "staff.unknown_status": {
+        "ru": "Неизвестный статус звонка {word!r}.",
+        "en": "Unknown call status {word!r}.",
+    },
+    "staff.unknown_direction_or_status": {
+        "ru": "Неизвестное направление или статус звонка {word!r}.",
+        "en": "Unknown direction or call status {word!r}.",
+    },
+    "staff.unknown_command": {
+        "ru": "Неизвестная команда {word}, см. /help",
+        "en": "Unknown command {word}, see /help",
+    },
+    "staff.not_a_command": {
+        "ru": "/{command} не команда этого моста.",
+        "en": "/{command} is not a command of this bridge.",
+    },
+    "staff.help": {
+        "ru": (
+            "Команды для сотрудников:\n"
+            "/talk <номер> — беседа: состояние, контакт, сделка, время, NPS\n"
+            "  /talk 117\n"
+            "/close <номер> [nps] — закрыть беседу сразу или после NPS-бота\n"
+            "  /close 117\n"
+            "  /close 117 nps\n"
+            "/call <телефон> <длительность> [in|out] [статус] [результат…] — записать звонок "
+            "в amoCRM\n"
+            "  /call +79161234567 150\n"
+            "  /call +7 916 123-45-67 150\n"
+            "  /call +79161234567 2:30 in talked Спросил про доставку\n"
+            "  /call 89161234567 1m5s out busy\n"
+            "  статусы: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
+            "6 no_answer, 7 busy\n"
+            "/status — состояние моста\n"
+            "/failed — задачи с ошибкой и их причины\n"
+            "/retry <номер>|all — повторить задачу с ошибкой или все такие задачи\n"
+            "  /retry 42\n"
+            "/help — этот список"
+        ),
+        "en": (
+            "Staff commands:\n"
+            "/talk <id> — a talk: state, contact, lead, times, NPS\n"
+            "  /talk 117\n"
+            "/close <id> [nps] — close a talk now, or let the NPS bot run first\n"
+            "  /close 117\n"
+            "  /close 117 nps\n"
+            "/call <phone> <duration> [in|out] [status] [result…] — log a call in amoCRM\n"
+            "  /call +79161234567 150\n"
+            "  /call +7 916 123-45-67 150\n"
+            "  /call +79161234567 2:30 in talked Asked about delivery\n"
+            "  /call 89161234567 1m5s out busy\n"
+            "  statuses: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
+            "6 no_answer, 7 busy\n"
+            "/status — bridge health\n"
+            "/failed — dead-lettered jobs with their reasons\n"
+            "/retry <id>|all — re-drive a dead-lettered job, or all of them\n"
+            "  /retry 42\n"
+            "/help — this list"
+        ),
+    },
+    # ----- staff: the command menu (setMyCommands) ---------------------------------------
+    "staff.menu.talk": {"ru": "Беседа: /talk 117", "en": "Look up a talk: /talk 117"},
+    "staff.menu.close": {
+        "ru": "Закрыть беседу: /close 117 [nps]",
+        "en": "Close a talk: /close 117 [nps]",
+    },
+    "staff.menu.call": {
+        "ru": "Записать звонок: /call +7916… 2:30 in talked",
+        "en": "Log a call: /call +7916… 2:30 in talked",
+    },
+    "staff.menu.status": {"ru": "Состояние моста", "en": "Bridge health"},
+    "staff.menu.failed": {"ru": "Задачи с ошибкой", "en": "Dead-lettered jobs"},
+    "staff.menu.retry": {
+        "ru": "Повторить задачу: /retry 42 | all",
+        "en": "Re-drive a dead letter: /retry 42 | all",
+    },
+    "staff.menu.help": {"ru": "Команды с примерами", "en": "Staff commands with examples"},
+    # ----- staff: /talk, /close, /call -----------------------------------------------------
+    "staff.talk.head": {"ru": "Беседа {id}: {state}, {read}", "en": "Talk {id}: {state}, {read}"},
+    "staff.talk.open": {"ru": "открыта", "en": "open"},
+    "staff.talk.closed": {"ru": "закрыта", "en": "closed"},
+    "staff.talk.read": {"ru": "прочитана", "en": "read"},
+    "staff.talk.unread": {"ru": "не прочитана", "en": "unread"},
+    "staff.talk.origin": {"ru": "Источник: {origin}", "en": "Origin: {origin}"},
+    "staff.talk.contact": {"ru": "Контакт {id}: {link}", "en": "Contact {id}: {link}"},
+    "staff.talk.lead": {"ru": "Сделка {id}: {link}", "en": "Lead {id}: {link}"},
+    "staff.talk.customer": {"ru": "Покупатель {id}: {link}", "en": "Customer {id}: {link}"},
+    "staff.talk.created": {"ru": "Создана: {time}", "en": "Created: {time}"},
+    "staff.talk.updated": {"ru": "Обновлена: {time}", "en": "Updated: {time}"},
+    "staff.talk.missed": {"ru": "Пропущена: {time}", "en": "Missed: {time}"},
+    "staff.talk.nps": {"ru": "NPS: {rate}", "en": "NPS: {rate}"},
+    "staff.talk.not_found": {"ru": "Беседа {id} не найдена.", "en": "Talk {id} not found."},
+    "staff.talk.already_closed": {
+        "ru": "Беседа {id} уже закрыта или закрывается.",
+        "en": "Talk {id} is already closed or closing.",
+    },
+    "staff.closed": {
+        "ru": "Беседа {id} закрыта (без NPS).",
+        "en": "Talk {id}: closed (without NPS).",
+    },
+    "staff.closing": {
+        "ru": "Беседа {id} закрывается; сначала отработает NPS-бот amoCRM, если он включён.",
+        "en": "Talk {id}: closing; amoCRM's NPS bot runs first if it is enabled.",
+    },
+    "staff.call.inbound": {"ru": "входящий", "en": "inbound"},
+    "staff.call.outbound": {"ru": "исходящий", "en": "outbound"},
+    "staff.call.summary": {
+        "ru": "{direction} звонок {phone}, {duration}",
+        "en": "{direction} call {phone}, {duration}",
+    },
+    "staff.call.status.1": {"ru": "оставлено сообщение", "en": "left a message"},
+    "staff.call.status.2": {"ru": "перезвонить позже", "en": "call back later"},
+    "staff.call.status.3": {"ru": "абонент недоступен", "en": "not available"},
+    "staff.call.status.4": {"ru": "разговор состоялся", "en": "talk happened"},
+    "staff.call.status.5": {"ru": "неверный номер", "en": "wrong number"},
+    "staff.call.status.6": {"ru": "не дозвонились", "en": "could not get through"},
+    "staff.call.status.7": {"ru": "занято", "en": "busy"},
+    "staff.call.logged": {
+        "ru": "Звонок записан: {entity} {id}: {link}\n{summary}",
+        "en": "Call logged to {entity} {id}: {link}\n{summary}",
+    },
+    "staff.call.not_logged": {
+        "ru": "Звонок не записан: amoCRM не привязал его ни к чему ({reason}).\n{summary}",
+        "en": "Call not logged: amoCRM attached it nowhere ({reason}).\n{summary}",
+    },
+    "staff.call.no_entity": {
+        "ru": "ни у одного контакта или компании нет этого телефона",
+        "en": "no contact or company has this phone",
+    },
+    "staff.call.rejected": {
+        "ru": "amoCRM не принял звонок: {message}",
+        "en": "amoCRM rejected the call: {message}",
+    },
+    "staff.entity.contact": {"ru": "контакт", "en": "contact"},
+    "staff.entity.lead": {"ru": "сделка", "en": "lead"},
+    "staff.entity.customer": {"ru": "покупатель", "en": "customer"},
+    "staff.entity.company": {"ru": "компания", "en": "company"},
+    # ----- staff: amoCRM failures ----------------------------------------------------------
+    "staff.crm.401": {
+        "ru": (
+            "amoCRM отклонил токен доступа (401): проверьте AMOCRM_ACCESS_TOKEN или выдайте "
+            "доступ OAuth заново. ({message})"
+        ),
+        "en": (
+            "amoCRM rejected the access token (401): check AMOCRM_ACCESS_TOKEN, or grant "
+            "OAuth access again. ({message})"
+        ),
+    },
+    "staff.crm.402": {
+        "ru": "Аккаунт amoCRM не оплачен (402). ({message})",
+        "en": "The amoCRM account is not paid (402). ({message})",
+    },
+    "staff.crm.403": {
+        "ru": (
+            "Нет прав на это в amoCRM (403): пользователь интеграции этого не видит, или IP "
+            "заблокирован за слишком частые запросы. ({message})"
+        ),
+        "en": (
+            "No rights for this in amoCRM (403): the integration's user may not see it, or "
+            "the IP is blocked for too many requests. ({message})"
+        ),
+    },
+    "staff.crm.429": {
+        "ru": "amoCRM ограничивает частоту запросов моста (429); повторите через минуту.",
+        "en": "amoCRM is rate limiting the bridge (429); try again in a minute.",
+    },
+    "staff.crm.other": {
+        "ru": "Ошибка amoCRM {status}: {message}",
+        "en": "amoCRM error {status}: {message}",
+    },
+    "staff.crm.unreachable": {
+        "ru": "amoCRM недоступен ({error}); повторите.",
+        "en": "amoCRM is unreachable ({error}); try again.",
+    },
+    "staff.command_failed": {
+        "ru": "/{command} не выполнена: {reason}",
+        "en": "/{command} failed: {reason}",
+    },
+    # ----- staff: /status ------------------------------------------------------------------
+    "staff.status.title": {"ru": "Состояние моста", "en": "Bridge status"},
+    "staff.status.queues_empty": {"ru": "Очереди: пусто", "en": "Queues: empty"},
+    "staff.status.queue": {
+        "ru": "Очередь {queue}: ждут {pending}, с ошибкой {dead}, самая старая ждёт {age}",
+        "en": "Queue {queue}: {pending} pending, {dead} dead-lettered, oldest pending {age}",
+    },
+    "staff.status.last_crm": {
+        "ru": "Последний успешный запрос к amoCRM: {ago}",
+        "en": "Last successful amoCRM call: {ago}",
+    },
+    "staff.status.never": {"ru": "не было", "en": "none"},
+    "staff.status.blocked": {
+        "ru": "Клиентов, заблокировавших бота: {count}",
+        "en": "Customers who blocked the bot: {count}",
+    },
+    "staff.status.bot": {"ru": "Бот {label}{role}: {state}", "en": "Bot {label}{role}: {state}"},
+    "staff.status.primary": {"ru": " (основной)", "en": " (primary)"},
+    "staff.status.polling": {"ru": "работает", "en": "polling"},
+    "staff.status.stopped": {"ru": "остановлен: {reason}", "en": "stopped: {reason}"},
+    "staff.status.no_gap": {
+        "ru": "Восстановление пропущенных хуков: пропусков не было",
+        "en": "Missed-hook recovery: no gap so far",
+    },
+    "staff.status.gap": {
+        "ru": "Последний перерыв в приёме хуков: {length}, {ago} назад ({reason})",
+        "en": "Last gap in hook intake: {length}, {ago} ago ({reason})",
+    },
+    "staff.status.recovering": {
+        "ru": "{head}; идёт восстановление: прочитано бесед {scanned}/{total}, "
+        "восстановлено {recovered}",
+        "en": "{head}; recovering: {scanned}/{total} conversations read, {recovered} recovered",
+    },
+    "staff.status.recovered": {
+        "ru": "{head}; восстановлено сообщений: {recovered} из бесед: {scanned}",
+        "en": "{head}; recovered {recovered} message(s) from {scanned} conversation(s)",
+    },
+    "staff.ago": {"ru": "{age} назад", "en": "{age} ago"},
+    # ----- staff: /failed and /retry -------------------------------------------------------
+    "staff.failed.none": {"ru": "Задач с ошибкой нет.", "en": "No dead-lettered jobs."},
+    "staff.failed.title": {"ru": "Задачи с ошибкой: {total}", "en": "Dead-lettered jobs: {total}"},
+    "staff.failed.newest": {"ru": " (последние {shown})", "en": " (newest {shown})"},
+    "staff.failed.line": {
+        "ru": "#{id} {queue}/{kind} · {reference}{bot} · попыток: {attempts} · "
+        "ошибка {age} назад\n  {reason}",
+        "en": "#{id} {queue}/{kind} · {reference}{bot} · {attempts} attempt(s) · "
+        "failed {age} ago\n  {reason}",
+    },
+    "staff.failed.bot": {"ru": " · бот {label}", "en": " · bot {label}"},
+    "staff.failed.amo_message": {"ru": "сообщение amo {id}", "en": "amo message {id}"},
+    "staff.failed.lane": {"ru": "очередь {lane}", "en": "lane {lane}"},
+    "staff.failed.footer": {
+        "ru": "Повторить: /retry <номер> или /retry all",
+        "en": "Re-drive: /retry <id> or /retry all",
+    },
+    "staff.retry.no_job": {"ru": "Задачи #{id} нет.", "en": "There is no job #{id}."},
+    "staff.retry.not_dead": {
+        "ru": "Задача #{id} в состоянии {state}, а не с ошибкой; делать нечего.",
+        "en": "Job #{id} is {state}, not dead-lettered; nothing to do.",
+    },
+    "staff.retry.one": {
+        "ru": "Задача #{id} снова в очереди.",
+        "en": "Job #{id} is back in its queue.",
+    },
+    "staff.retry.nothing": {"ru": "Ничего не возвращено в очередь.", "en": "Nothing re-driven."},
+    "staff.retry.all": {
+        "ru": "Задач с ошибкой возвращено в очереди: {count}.",
+        "en": "{count} dead-lettered job(s) back in their queues.",
+    },
+    # ----- amoCRM: why a manager's message was not delivered (status -1) --------------------
+    "amo.blocked": {
+        "ru": "Клиент заблокировал бота в Telegram, поэтому сообщение не доставлено.",
+        "en": "The customer has blocked the bot in Telegram, so the message was not delivered.",
+    },
+    "amo.chat_not_found": {
+        "ru": "В Telegram нет чата с этим клиентом (он не запускал бота или удалил чат).",
+        "en": "Telegram has no chat with this customer (they never started the bot or "
+        "deleted the chat).",
+    },
+    "amo.phone_unknown": {
+        "ru": (
+            "Клиент не делился этим телефоном с ботом, поэтому Telegram не может ему написать. "
+            "Бот Telegram пишет только тем, кто его открыл; попросите клиента написать первым."
+        ),
+        "en": (
+            "The customer has not shared this phone with the bot, so Telegram cannot reach them. "
+            "A Telegram bot can only write to people who opened it; ask the customer to write "
+            "first."
+        ),
+    },
+    "amo.phone_shared": {
+        "ru": (
+            "Этим телефоном с ботом поделились несколько клиентов Telegram, и мост не может "
+            "понять, кому писать. Ответьте в чате, из которого клиент писал."
+        ),
+        "en": (
+            "Several Telegram customers shared this phone with the bot, so the bridge cannot "
+            "tell which one is meant. Answer in the chat the customer wrote from."
+        ),
+    },
+    "amo.bot_gone": {
+        "ru": (
+            "Этот чат принадлежит боту Telegram {bot}, которого мост больше не обслуживает "
+            "(его токен убран из TELEGRAM_BOT_TOKEN), поэтому сообщение не доставлено."
+        ),
+        "en": (
+            "This chat belongs to Telegram bot {bot}, which the bridge no longer runs (its token "
+            "was taken out of TELEGRAM_BOT_TOKEN), so the message was not delivered."
+        ),
+    },
+    "amo.source_mismatch": {
+        "ru": (
+            "Хук указывает источник {source}, но его беседа относится к источнику другого бота; "
+            "мост не угадывает, какой бот должен отправить сообщение."
+        ),
+        "en": (
+            "The hook names source {source}, but its conversation belongs to another bot's "
+            "source; the bridge does not guess which bot should send it."
+        ),
+    },
+    "amo.source_unknown": {
+        "ru": "Написать первым через источник {source} нельзя: ни у одного бота моста нет "
+        "такого источника.",
+        "en": "Write-first through source {source}: no Telegram bot of this bridge has that "
+        "source.",
+    },
+    "amo.not_our_chat": {
+        "ru": "Беседа {conversation} — не чат Telegram этого моста.",
+        "en": "Conversation {conversation} is not a Telegram chat of this bridge.",
+    },
+    "amo.window.never": {
+        "ru": "Клиент ещё не писал боту",
+        "en": "The customer has not written to the bot yet",
+    },
+    "amo.window.last": {
+        "ru": "Клиент писал последний раз {ago} назад",
+        "en": "The customer last wrote {ago} ago",
+    },
+    "amo.window.closed": {
+        "ru": (
+            "{since}; сообщения доставляются только в течение {window} после последнего "
+            "сообщения клиента (временное окно). Дождитесь, когда клиент напишет снова."
+        ),
+        "en": (
+            "{since}; messages are delivered only within {window} of the customer's last "
+            "message (time window). Wait until the customer writes again."
+        ),
+    },
+    "amo.empty": {
+        "ru": "Сообщение пустое: в Telegram отправлять нечего.",
+        "en": "The message is empty: nothing to send to Telegram.",
+    },
+    "amo.telegram_refused": {
+        "ru": "Telegram отклонил сообщение: {description}",
+        "en": "Telegram refused the message: {description}",
+    },
+    "amo.file_not_sent": {
+        "ru": "Файл не отправлен ({reason}); клиент получил текст.",
+        "en": "The file was not sent ({reason}); the customer got the text.",
+    },
+    "amo.not_delivered": {"ru": "Не доставлено: {reason}", "en": "Not delivered: {reason}"},
+    # ----- amoCRM: why the bridge would not fetch a manager's file ---------------------------
+    "media.not_url": {"ru": "адрес файла — не URL", "en": "the media address is not a URL"},
+    "media.not_http": {
+        "ru": "адрес файла не http(s): {scheme}://",
+        "en": "the media address is not http(s): {scheme}://",
+    },
+    "media.host_not_allowed": {
+        "ru": "сервер файла {host} не из тех, где amoCRM хранит файлы (MEDIA_ALLOWED_HOSTS)",
+        "en": "the media host {host} is not one amoCRM uses for files (MEDIA_ALLOWED_HOSTS)",
+    },
+    "media.host_missing": {
+        "ru": "сервера файла {host} не существует",
+        "en": "the media host {host} does not exist",
+    },
+    "media.host_private": {
+        "ru": "сервер файла {host} указывает на внутренний адрес",
+        "en": "the media host {host} resolves to a private address",
+    },
+    "media.redirects": {
+        "ru": "адрес файла перенаправляет больше {count} раз",
+        "en": "the media address redirects more than {count} times",
+    },
 }
 
 
-def language_of(language_code: str | None) -> str:
-    """`ru` for Russian-speaking Telegram clients, else `en`."""
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """A text of the catalogue with its values, worded once the reader's language is known.
+
+    A value may be a Phrase itself (worded in the same language). `str()` gives English, for
+    logs.
+    """
+
+    key: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def render(self, language: Language) -> str:
+        """The text in `language`."""
+        values = {
+            name: value.render(language) if isinstance(value, Phrase) else value
+            for name, value in self.params.items()
+        }
+        return TEXTS[self.key][language].format(**values)
+
+    def __str__(self) -> str:
+        return self.render("en")
+
+
+def phrase(key: str, **params: object) -> Phrase:
+    """A catalogue text with its values (KeyError at once for a key the catalogue lacks)."""
+    if key not in TEXTS:
+        raise KeyError(f"no text {key!r} in the catalogue")
+    return Phrase(key, params)
+
+
+def text(key: str, language: Language | str | None, **params: object) -> str:
+    """The text `key` in `language` (`ru`/`en`; a Telegram language code is read as by
+    `language_of`)."""
+    return phrase(key, **params).render(as_language(language))
+
+
+def as_language(language: Language | str | None) -> Language:
+    """`ru` or `en` from a language (or a Telegram language code)."""
+    if language == "ru":
+        return "ru"
+    if language == "en":
+        return "en"
+    return language_of(language)
+
+
+def language_of(language_code: str | None) -> Language:
+    """A customer's language: `ru` for Russian-speaking Telegram clients, else `en`."""
     if language_code and language_code.split("-")[0].lower() in {"ru", "uk", "be", "kk"}:
         return "ru"
     return "en"
 
 
-def text(key: str, language_code: str | None) -> str:
-    """A text in the customer's language."""
-    return TEXTS[key][language_of(language_code)]
+def staff_language(language_code: str | None, default: Language) -> Language:
+    """An operator's language: Russian for `ru`, English for `en`, else the default."""
+    primary = (language_code or "").split("-")[0].lower()
+    if primary == "ru":
+        return "ru"
+    if primary == "en":
+        return "en"
+    return default
+
+
+def account_language(base_url: str, override: Language | None = None) -> Language:
+    """The language of an amoCRM account: `LANGUAGE` when set, Russian for `*.ru`, else English."""
+    if override is not None:
+        return override
+    host = (urlsplit(base_url).hostname or "").rstrip(".").lower()
+    return "ru" if host.endswith(".ru") else "en"
+
+
+def placeholders(template: str) -> set[str]:
+    """The names a template fills in (for the catalogue's own test)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}

@@ -18,10 +18,14 @@ router.message.filter(PrivateChat(), IsOperator(), OwnNewMessage())
 
 
 def _caller(message: Message, bots: Bots) -> Caller:
-    user_id = message.from_user.id if message.from_user else 0
+    user = message.from_user
     chat = bots.chat(message.bot, message.chat)
     return Caller(
-        user_id=user_id, chat_id=chat.chat_id, message_id=message.message_id, bot=chat.bot
+        user_id=user.id if user else 0,
+        chat_id=chat.chat_id,
+        message_id=message.message_id,
+        bot=chat.bot,
+        language_code=user.language_code if user else None,
     )
 
 

@@ -11,8 +11,9 @@ from aiogram.types import Message
 from bot.bots import Bots
 from bot.notices import answer_later
 from bot.settings import Settings
-from bot.staff.commands import is_unknown_command, unknown_command_text
+from bot.staff.commands import is_unknown_command
 from bot.staff.desk import QUEUED_COMMANDS, Invocation, StaffDesk, staff_job
+from bot.texts import staff_language, text
 from handlers.filters import OwnNewMessage, PrivateChat
 from storage import Repository
 
@@ -52,15 +53,16 @@ async def cmd_staff(
     bridge_bots: Bots,
 ) -> None:
     """Run or queue a staff command; its answer comes in the operator's chat (same bot)."""
-    user_id = message.from_user.id if message.from_user else 0
+    user = message.from_user
     chat = bridge_bots.chat(message.bot, message.chat)
     invocation = Invocation(
-        user_id=user_id,
+        user_id=user.id if user else 0,
         chat_id=chat.chat_id,
         message_id=message.message_id,
         command=command.command.lower(),
         args=command.args,
         bot=chat.bot,
+        language_code=user.language_code if user else None,
     )
     if invocation.command in QUEUED_COMMANDS:
         # Run by the staff worker: a command waiting on amoCRM (a 429, a slow answer) must not
@@ -71,10 +73,16 @@ async def cmd_staff(
 
 
 @router.message(UnknownCommand())
-async def unknown_command(message: Message, repo: Repository, bridge_bots: Bots) -> None:
+async def unknown_command(
+    message: Message, repo: Repository, bridge_bots: Bots, settings: Settings
+) -> None:
     """A slash command the bridge does not know: said so, never bridged to amoCRM."""
     word = (message.text or "").split(maxsplit=1)[0]
-    await answer_later(repo, bridge_bots, message, unknown_command_text(word))
+    code = message.from_user.language_code if message.from_user else None
+    language = staff_language(code, settings.default_language)
+    await answer_later(
+        repo, bridge_bots, message, text("staff.unknown_command", language, word=word)
+    )
 
 
 @router.edited_message()

@@ -64,6 +64,7 @@ from bot.manager.media import (
 )
 from bot.manager.typing_indicator import TypingIndicator
 from bot.phones import mask_phone, normalise_phone
+from bot.texts import Language, Phrase, phrase
 from storage import ChatKey, Customer, Job, MessageLink, NewJob, Repository
 from storage.repository import Transaction
 
@@ -76,31 +77,6 @@ FAILED = -1
 ERROR_BLOCKED = 901
 ERROR_NO_CONVERSATION = 904
 ERROR_OTHER = 905
-
-TEXT_BLOCKED = "The customer has blocked the bot in Telegram, so the message was not delivered."
-TEXT_CHAT_NOT_FOUND = (
-    "Telegram has no chat with this customer (they never started the bot or deleted the chat)."
-)
-TEXT_PHONE_UNKNOWN = (
-    "The customer has not shared this phone with the bot, so Telegram cannot reach them. "
-    "A Telegram bot can only write to people who opened it; ask the customer to write first."
-)
-
-TEXT_PHONE_SHARED = (
-    "Several Telegram customers shared this phone with the bot, so the bridge cannot tell "
-    "which one is meant. Answer in the chat the customer wrote from."
-)
-TEXT_BOT_GONE = (
-    "This chat belongs to Telegram bot {bot}, which the bridge no longer runs (its token was "
-    "taken out of TELEGRAM_BOT_TOKEN), so the message was not delivered."
-)
-TEXT_SOURCE_MISMATCH = (
-    "The hook names source {source}, but its conversation belongs to another bot's source; "
-    "the bridge does not guess which bot should send it."
-)
-TEXT_SOURCE_UNKNOWN = (
-    "Write-first through source {source}: no Telegram bot of this bridge has that source."
-)
 
 
 def refusal_key(amo_id: str) -> str:
@@ -123,27 +99,23 @@ def status_job(amo_id: str, status: int, error_code: int | None = None, error: s
     )
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float) -> Phrase:
     seconds = int(seconds)
     if seconds < 120:
-        return f"{seconds} s"
+        return phrase("units.seconds", n=seconds)
     if seconds < 2 * 3600:
-        return f"{seconds // 60} min"
+        return phrase("units.minutes", n=seconds // 60)
     if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
+        return phrase("units.hours", n=seconds // 3600)
+    return phrase("units.days", n=seconds // 86400)
 
 
-def window_closed_reason(ago: float | None, window: int) -> str:
+def window_closed_reason(ago: float | None, window: int) -> Phrase:
     """What a manager reads when the time window has closed."""
-    if ago is None:
-        since = "The customer has not written to the bot yet"
-    else:
-        since = f"The customer last wrote {_duration(ago)} ago"
-    return (
-        f"{since}; messages are delivered only within {_duration(window)} of the customer's "
-        "last message (time window). Wait until the customer writes again."
+    since = (
+        phrase("amo.window.never") if ago is None else phrase("amo.window.last", ago=_duration(ago))
     )
+    return phrase("amo.window.closed", since=since, window=_duration(window))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +223,10 @@ class _Target:
 class Undeliverable(Exception):
     """A message that must not or cannot reach Telegram; reported as -1 with this code."""
 
-    def __init__(self, error_code: int, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, error_code: int, reason: Phrase) -> None:
+        super().__init__(str(reason))
         self.error_code = error_code
-        self.reason = reason
+        self.reason = reason  # worded in the account's language when it is reported
 
 
 class ManagerMessageDelivery:
@@ -272,8 +244,10 @@ class ManagerMessageDelivery:
         media_policy: MediaPolicy | None = None,
         spool_dir: Path | None = None,
         sources: bool = False,
+        language: Language = "en",
     ) -> None:
         self.bots = bots
+        self.language = language  # of the error texts managers read in amoCRM
         self.sources = sources  # route by the hook's source (AMOCRM_SOURCES)
         self.typing = typing
         self.repo = repo
@@ -310,7 +284,11 @@ class ManagerMessageDelivery:
     async def on_dead(self, job: Job, reason: str) -> list[NewJob]:
         """Still undeliverable (an hour of retries, or an unexpected error): report 905."""
         message = ManagerMessage.from_hook(job.payload["hook"])
-        return [status_job(message.amo_id, FAILED, ERROR_OTHER, f"Not delivered: {reason}")]
+        return [self._failed(message, ERROR_OTHER, phrase("amo.not_delivered", reason=reason))]
+
+    def _failed(self, message: ManagerMessage, error_code: int, reason: Phrase) -> NewJob:
+        """The -1 status of a message, with its reason in the account's language."""
+        return status_job(message.amo_id, FAILED, error_code, reason.render(self.language))
 
     async def deliver(self, job: Job) -> Done:
         """Send one manager message (all its parts) to the customer's Telegram chat."""
@@ -324,7 +302,7 @@ class ManagerMessageDelivery:
             return await self._send(message, recipient)
         except Undeliverable as exc:
             logger.info("message %s not delivered (%d): %s", message.amo_id, exc.error_code, exc)
-            return Done(followups=[status_job(message.amo_id, FAILED, exc.error_code, exc.reason)])
+            return Done(followups=[self._failed(message, exc.error_code, exc.reason)])
 
     def _source_bot(self, message: ManagerMessage) -> int | None:
         """The bot whose amoCRM source the hook names (None: no source, or sources are off)."""
@@ -346,13 +324,12 @@ class ManagerMessageDelivery:
             chat = ids.chat_from_conversation(client_id)
             if chat is None:
                 raise Undeliverable(
-                    ERROR_NO_CONVERSATION,
-                    f"Conversation {client_id} is not a Telegram chat of this bridge.",
+                    ERROR_NO_CONVERSATION, phrase("amo.not_our_chat", conversation=client_id)
                 )
             if source_bot is not None and source_bot != chat.bot:
                 raise Undeliverable(
                     ERROR_NO_CONVERSATION,
-                    TEXT_SOURCE_MISMATCH.format(source=message.source_external_id),
+                    phrase("amo.source_mismatch", source=message.source_external_id),
                 )
             return Recipient(chat, await self.repo.get_customer(chat))
         # Write-first (spec §3.3): no client_id; amo gives the phone the manager picked.
@@ -361,13 +338,13 @@ class ManagerMessageDelivery:
             if source_bot is not None and source_bot != bound.bot:
                 raise Undeliverable(
                     ERROR_NO_CONVERSATION,
-                    TEXT_SOURCE_MISMATCH.format(source=message.source_external_id),
+                    phrase("amo.source_mismatch", source=message.source_external_id),
                 )
             return Recipient(bound.key, bound)
         if self.sources and message.source_external_id is not None and source_bot is None:
             raise Undeliverable(
                 ERROR_NO_CONVERSATION,
-                TEXT_SOURCE_UNKNOWN.format(source=message.source_external_id),
+                phrase("amo.source_unknown", source=message.source_external_id),
             )
         phone = normalise_phone(message.receiver_phone)
         # With sources, the manager picked the bot by its source: only its customers match.
@@ -377,20 +354,20 @@ class ManagerMessageDelivery:
                 "write-first to %s: no customer shared this phone",
                 mask_phone(message.receiver_phone),
             )
-            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_PHONE_UNKNOWN)
+            raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.phone_unknown"))
         if len(matches) > 1:
             logger.warning(
                 "write-first to %s: %d customers shared this phone; not guessing",
                 mask_phone(message.receiver_phone),
                 len(matches),
             )
-            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_PHONE_SHARED)
+            raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.phone_shared"))
         return Recipient(matches[0].key, matches[0], bind=True)
 
     def _check_allowed(self, recipient: Recipient, received_at: float) -> None:
         customer = recipient.customer
         if customer is not None and customer.blocked:
-            raise Undeliverable(ERROR_BLOCKED, TEXT_BLOCKED)
+            raise Undeliverable(ERROR_BLOCKED, phrase("amo.blocked"))
         if self.time_window > 0:
             last = customer.last_message_at if customer is not None else None
             ago = received_at - last if last is not None else None
@@ -494,7 +471,9 @@ class ManagerMessageDelivery:
                     sent = await to.bot.send_media_group(to.chat_id, media, **extra)
                 except TelegramBadRequest as exc:
                     if "chat not found" in exc.message.lower():
-                        raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_CHAT_NOT_FOUND) from None
+                        raise Undeliverable(
+                            ERROR_NO_CONVERSATION, phrase("amo.chat_not_found")
+                        ) from None
                     raise _NotAnAlbum(f"Telegram refused the album: {exc.message}") from None
                 except TelegramForbiddenError as exc:  # each part then reports it (901)
                     raise _NotAnAlbum(f"Telegram refused the album: {exc.message}") from None
@@ -526,7 +505,7 @@ class ManagerMessageDelivery:
         """The bot that sends to a chat (Undeliverable when it is no longer configured)."""
         bot = self.bots.get(chat.bot)
         if bot is None:
-            raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_BOT_GONE.format(bot=chat.bot))
+            raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.bot_gone", bot=chat.bot))
         return bot
 
     async def _album_upload(
@@ -564,7 +543,7 @@ class ManagerMessageDelivery:
         buttons = keyboard_for(message.markup)
         parts = plan_parts(message, buttons.extra_lines)
         if not parts:
-            raise Undeliverable(ERROR_OTHER, "The message is empty: nothing to send to Telegram.")
+            raise Undeliverable(ERROR_OTHER, phrase("amo.empty"))
         done = [
             link
             for link in await self.repo.links_for_amo_message(message.amo_id)
@@ -582,9 +561,11 @@ class ManagerMessageDelivery:
                 return self._failed_blocked(message, chat, exc.message)
             except TelegramBadRequest as exc:
                 if "chat not found" in exc.message.lower():
-                    raise Undeliverable(ERROR_NO_CONVERSATION, TEXT_CHAT_NOT_FOUND) from None
+                    raise Undeliverable(
+                        ERROR_NO_CONVERSATION, phrase("amo.chat_not_found")
+                    ) from None
                 raise Undeliverable(
-                    ERROR_OTHER, f"Telegram refused the message: {exc.message}"
+                    ERROR_OTHER, phrase("amo.telegram_refused", description=exc.message)
                 ) from None
             async with self.repo.transaction() as tx:
                 await tx.save_links(
@@ -616,11 +597,8 @@ class ManagerMessageDelivery:
         status = status_job(message.amo_id, DELIVERED)
         media_refused = await self.repo.get_kv(refusal_key(message.amo_id))
         if media_refused is not None:
-            status = status_job(
-                message.amo_id,
-                FAILED,
-                ERROR_OTHER,
-                f"The file was not sent ({media_refused}); the customer got the text.",
+            status = self._failed(
+                message, ERROR_OTHER, phrase("amo.file_not_sent", reason=media_refused)
             )
         return Done(followups=[status], record=record)
 
@@ -631,11 +609,13 @@ class ManagerMessageDelivery:
             if blocked:
                 await tx.set_customer_blocked(chat, True)
 
-        reason = TEXT_BLOCKED if blocked else f"Telegram refused the message: {description}"
-        logger.info("message %s not delivered to chat %d: %s", message.amo_id, chat.chat_id, reason)
-        return Done(
-            followups=[status_job(message.amo_id, FAILED, ERROR_BLOCKED, reason)], record=record
+        reason = (
+            phrase("amo.blocked")
+            if blocked
+            else phrase("amo.telegram_refused", description=description)
         )
+        logger.info("message %s not delivered to chat %d: %s", message.amo_id, chat.chat_id, reason)
+        return Done(followups=[self._failed(message, ERROR_BLOCKED, reason)], record=record)
 
     async def _send_part(
         self,
@@ -709,7 +689,8 @@ class ManagerMessageDelivery:
             logger.warning("media of %s refused: %s", message.amo_id, exc)
             await self.throttle.wait(to.chat)
             text = message.refused_text(part.text)
-            return await to.bot.send_message(to.chat_id, text, **common), str(exc)
+            refusal = exc.reason.render(self.language)  # reported with the status
+            return await to.bot.send_message(to.chat_id, text, **common), refusal
         if spooled is None:
             return None
         try:
@@ -778,7 +759,7 @@ class ManagerMessageDelivery:
             ) from None
         except MediaUnresolved as exc:
             raise RetryLater(str(exc)) from None
-        raise MediaRefused(f"the media address redirects more than {MAX_REDIRECTS} times")
+        raise MediaRefused(phrase("media.redirects", count=MAX_REDIRECTS))
 
     async def _read_upload(
         self, message: ManagerMessage, response: httpx.Response, limit: int

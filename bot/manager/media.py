@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
 
+from bot.texts import Phrase, phrase
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -48,7 +50,11 @@ def origin(url: httpx.URL) -> tuple[str, str, int]:
 
 
 class MediaRefused(Exception):
-    """The URL is not one the bridge fetches; the message says why (for the manager)."""
+    """The URL is not one the bridge fetches; the reason says why (for the manager)."""
+
+    def __init__(self, reason: Phrase) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
 
 
 class MediaUnresolved(Exception):
@@ -85,25 +91,23 @@ class MediaPolicy:
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError):
-            raise MediaRefused("the media address is not a URL") from None
+            raise MediaRefused(phrase("media.not_url")) from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise MediaRefused(f"the media address is not http(s): {parsed.scheme or '?'}://")
+            raise MediaRefused(phrase("media.not_http", scheme=parsed.scheme or "?"))
         host = parsed.host.lower().rstrip(".")
         if origin(parsed) in self.configured:
             return parsed
         if not self._suffix_allowed(host):
-            raise MediaRefused(
-                f"the media host {host} is not one amoCRM uses for files (MEDIA_ALLOWED_HOSTS)"
-            )
+            raise MediaRefused(phrase("media.host_not_allowed", host=host))
         try:
             addresses = await self._resolve(host, parsed.port or 443)
         except socket.gaierror as exc:
             if exc.errno in _NO_SUCH_NAME:
-                raise MediaRefused(f"the media host {host} does not exist") from None
+                raise MediaRefused(phrase("media.host_missing", host=host)) from None
             raise MediaUnresolved(f"the media host {host} did not resolve: {exc}") from None
         except OSError as exc:
             raise MediaUnresolved(f"the media host {host} did not resolve: {exc}") from None
         private = [address for address in addresses if not is_public(address)]
         if not addresses or private:
-            raise MediaRefused(f"the media host {host} resolves to a private address")
+            raise MediaRefused(phrase("media.host_private", host=host))
         return parsed

@@ -9,20 +9,11 @@ from zoneinfo import ZoneInfo
 
 from bot.amocrm.crm import CallAttachment, Talk
 from bot.phones import MIN_PHONE_DIGITS, normalise_phone, phone_digits
+from bot.texts import TEXTS, Language, Phrase, phrase, text
 
-TALK_USAGE = "Usage: /talk <talk id>\nExample: /talk 117"
-CLOSE_USAGE = (
-    "Usage: /close <talk id> [nps]\n"
-    "Example: /close 117 (closes at once)\n"
-    "Example: /close 117 nps (lets amoCRM's NPS bot run first)"
-)
-CALL_USAGE = (
-    "Usage: /call <phone> <duration> [in|out] [status] [result text…]\n"
-    "duration: 150, 2:30, 1:02:30 or 2m30s; direction: in or out (default out)\n"
-    "status: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
-    "6 no_answer, 7 busy; result text follows the status\n"
-    "Example: /call +79161234567 2:30 out talked Agreed on delivery"
-)
+TALK_USAGE = "staff.usage.talk"
+CLOSE_USAGE = "staff.usage.close"
+CALL_USAGE = "staff.usage.call"
 
 DIRECTIONS = {"in": "inbound", "inbound": "inbound", "out": "outbound", "outbound": "outbound"}
 # https://www.amocrm.ru/developers/content/crm_platform/calls-api: call_status 1..7.
@@ -34,15 +25,6 @@ CALL_STATUSES: dict[int, tuple[str, ...]] = {
     5: ("wrong_number", "wrong"),
     6: ("no_answer", "not_reached", "failed"),
     7: ("busy",),
-}
-STATUS_LABELS = {
-    1: "left a message",
-    2: "call back later",
-    3: "not available",
-    4: "talk happened",
-    5: "wrong number",
-    6: "could not get through",
-    7: "busy",
 }
 _STATUS_WORDS = {word: code for code, words in CALL_STATUSES.items() for word in words}
 _UNITS = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -56,28 +38,6 @@ ENTITY_PATHS = {
     "company": "companies",
 }
 
-HELP_TEXT = (
-    "Staff commands:\n"
-    "/talk <id> — a talk: state, contact, lead, times, NPS\n"
-    "  /talk 117\n"
-    "/close <id> [nps] — close a talk now, or let the NPS bot run first\n"
-    "  /close 117\n"
-    "  /close 117 nps\n"
-    "/call <phone> <duration> [in|out] [status] [result…] — log a call in amoCRM\n"
-    "  /call +79161234567 150\n"
-    "  /call +7 916 123-45-67 150\n"
-    "  /call +79161234567 2:30 in talked Asked about delivery\n"
-    "  /call 89161234567 1m5s out busy\n"
-    "  statuses: 1 left_message, 2 call_back, 3 not_available, 4 talked, 5 wrong_number, "
-    "6 no_answer, 7 busy\n"
-    "/status — bridge health\n"
-    "/failed — dead-lettered jobs with their reasons\n"
-    "/retry <id>|all — re-drive a dead-lettered job, or all of them\n"
-    "  /retry 42\n"
-    "/help — this list"
-)
-
-
 # Every command the bot answers; an operator's other `/word` gets "unknown command".
 KNOWN_COMMANDS = frozenset({"talk", "close", "call", "status", "failed", "retry", "help", "start"})
 _COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@\w+)?(?:\s|$)")
@@ -89,13 +49,18 @@ def is_unknown_command(text: str | None) -> bool:
     return match is not None and match.group(1).lower() not in KNOWN_COMMANDS
 
 
-def unknown_command_text(word: str) -> str:
-    """The answer to an unknown command."""
-    return f"Unknown command {word}, see /help"
-
-
 class UsageError(ValueError):
-    """The command's arguments are wrong; the message is what to tell the operator."""
+    """The command's arguments are wrong: what to tell the operator, then how to call it."""
+
+    def __init__(self, complaint: Phrase | None, usage: str) -> None:
+        self.complaint = complaint
+        self.usage = usage  # the catalogue key of the command's usage
+        super().__init__(self.text("en"))
+
+    def text(self, language: Language) -> str:
+        """The complaint and the usage, in the operator's language."""
+        usage = text(self.usage, language)
+        return f"{self.complaint.render(language)}\n{usage}" if self.complaint else usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +88,9 @@ def _words(args: str | None) -> list[str]:
 
 def _talk_id(word: str | None, usage: str) -> int:
     if word is None:
-        raise UsageError(f"Which talk? {usage}")
+        raise UsageError(phrase("staff.which_talk"), usage)
     if not word.isdigit() or int(word) <= 0:
-        raise UsageError(f"Talk id must be a number, not {word!r}.\n{usage}")
+        raise UsageError(phrase("staff.talk_id_not_number", word=word), usage)
     return int(word)
 
 
@@ -133,7 +98,7 @@ def parse_talk(args: str | None) -> int:
     """The talk id of `/talk <id>`."""
     words = _words(args)
     if len(words) > 1:
-        raise UsageError(TALK_USAGE)
+        raise UsageError(None, TALK_USAGE)
     return _talk_id(words[0] if words else None, TALK_USAGE)
 
 
@@ -143,7 +108,7 @@ def parse_close(args: str | None) -> CloseCommand:
     talk_id = _talk_id(words[0] if words else None, CLOSE_USAGE)
     rest = [word.lower() for word in words[1:]]
     if rest not in ([], ["nps"]):
-        raise UsageError(f"Unexpected {' '.join(words[1:])!r}.\n{CLOSE_USAGE}")
+        raise UsageError(phrase("staff.unexpected", words=" ".join(words[1:])), CLOSE_USAGE)
     return CloseCommand(talk_id=talk_id, force=not rest)
 
 
@@ -161,12 +126,12 @@ def parse_duration(raw: str) -> int:
                 for number in numbers:
                     seconds = seconds * 60 + number
                 return seconds
-        raise UsageError(f"Cannot read the duration {raw!r}.\n{CALL_USAGE}")
+        raise UsageError(phrase("staff.duration_unreadable", raw=raw), CALL_USAGE)
     match = _UNITS.fullmatch(text)
     if text and match is not None and any(match.groups()):
         hours, minutes, seconds = (int(group or 0) for group in match.groups())
         return hours * 3600 + minutes * 60 + seconds
-    raise UsageError(f"Cannot read the duration {raw!r}.\n{CALL_USAGE}")
+    raise UsageError(phrase("staff.duration_unreadable", raw=raw), CALL_USAGE)
 
 
 def parse_status(raw: str) -> int | None:
@@ -181,9 +146,7 @@ def parse_phone(raw: str) -> str:
     """`+digits` from a phone as typed; at least seven digits."""
     phone = normalise_phone(raw) if _PHONE.fullmatch(raw) else None
     if phone is None:
-        raise UsageError(
-            f"{raw!r} is not a phone number (at least {MIN_PHONE_DIGITS} digits).\n{CALL_USAGE}"
-        )
+        raise UsageError(phrase("staff.not_a_phone", raw=raw, digits=MIN_PHONE_DIGITS), CALL_USAGE)
     return phone
 
 
@@ -212,20 +175,20 @@ def parse_call(args: str | None) -> CallCommand:
     """`/call <phone> <duration> [in|out] [status] [result…]`; the result needs a status first."""
     words = _words(args)
     if len(words) < 2:
-        raise UsageError(f"Phone and duration are required.\n{CALL_USAGE}")
+        raise UsageError(phrase("staff.phone_and_duration"), CALL_USAGE)
     raw_phone, words = _split_phone(words)
     phone = parse_phone(raw_phone)
     if not words:
-        raise UsageError(f"Phone and duration are required.\n{CALL_USAGE}")
+        raise UsageError(phrase("staff.phone_and_duration"), CALL_USAGE)
     duration = parse_duration(words[0])
     rest = words[1:]
     direction = "outbound"
     if rest and rest[0].lower() in DIRECTIONS:
         direction = DIRECTIONS[rest.pop(0).lower()]
         if rest and parse_status(rest[0]) is None:
-            raise UsageError(f"Unknown call status {rest[0]!r}.\n{CALL_USAGE}")
+            raise UsageError(phrase("staff.unknown_status", word=rest[0]), CALL_USAGE)
     elif rest and parse_status(rest[0]) is None:
-        raise UsageError(f"Unknown direction or call status {rest[0]!r}.\n{CALL_USAGE}")
+        raise UsageError(phrase("staff.unknown_direction_or_status", word=rest[0]), CALL_USAGE)
     status = parse_status(rest.pop(0)) if rest else None
     return CallCommand(
         phone=phone, duration=duration, direction=direction, status=status, result=" ".join(rest)
@@ -245,61 +208,84 @@ def format_time(timestamp: int | None, timezone: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def format_talk(talk: Talk, base_url: str, timezone: str) -> str:
+def format_talk(talk: Talk, base_url: str, timezone: str, language: Language) -> str:
     """The reply to `/talk`."""
+
+    def say(key: str, **params: object) -> str:
+        return text(key, language, **params)
+
+    state = say("staff.talk.open" if talk.is_in_work else "staff.talk.closed")
+    read = say("staff.talk.read" if talk.is_read else "staff.talk.unread")
     lines = [
-        f"Talk {talk.id}: {'open' if talk.is_in_work else 'closed'}, "
-        f"{'read' if talk.is_read else 'unread'}",
-        f"Origin: {talk.origin or '—'}",
+        say("staff.talk.head", id=talk.id, state=state, read=read),
+        say("staff.talk.origin", origin=talk.origin or "—"),
     ]
-    for label, kind, entity_id in (
-        ("Contact", "contact", talk.contact_id),
-        ("Lead", "lead", talk.lead_id),
-        ("Customer", "customer", talk.customer_id),
+    for kind, entity_id in (
+        ("contact", talk.contact_id),
+        ("lead", talk.lead_id),
+        ("customer", talk.customer_id),
     ):
         if entity_id:
-            lines.append(f"{label} {entity_id}: {entity_link(base_url, kind, entity_id)}")
+            link = entity_link(base_url, kind, entity_id)
+            lines.append(say(f"staff.talk.{kind}", id=entity_id, link=link))
     lines += [
-        f"Created: {format_time(talk.created_at, timezone)}",
-        f"Updated: {format_time(talk.updated_at, timezone)}",
-        f"Missed: {format_time(talk.missed_at, timezone)}",
-        f"NPS: {talk.rate if talk.rate is not None else '—'}",
+        say("staff.talk.created", time=format_time(talk.created_at, timezone)),
+        say("staff.talk.updated", time=format_time(talk.updated_at, timezone)),
+        say("staff.talk.missed", time=format_time(talk.missed_at, timezone)),
+        say("staff.talk.nps", rate=talk.rate if talk.rate is not None else "—"),
     ]
     return "\n".join(lines)
 
 
-def format_closed(command: CloseCommand) -> str:
+def format_closed(command: CloseCommand, language: Language) -> str:
     """The reply to an accepted `/close`."""
-    if command.force:
-        return f"Talk {command.talk_id}: closed (without NPS)."
-    return f"Talk {command.talk_id}: closing; amoCRM's NPS bot runs first if it is enabled."
+    return text("staff.closed" if command.force else "staff.closing", language, id=command.talk_id)
 
 
-def format_call(command: CallCommand, attachment: CallAttachment, base_url: str) -> str:
+def format_call(
+    command: CallCommand, attachment: CallAttachment, base_url: str, language: Language
+) -> str:
     """Where amoCRM attached a logged call, or that it attached it nowhere."""
-    summary = f"{command.direction} call {command.phone}, {format_duration(command.duration)}"
+    summary = text(
+        "staff.call.summary",
+        language,
+        direction=text(f"staff.call.{command.direction}", language),
+        phone=command.phone,
+        duration=format_duration(command.duration),
+    )
     if command.status is not None:
-        summary += f", {STATUS_LABELS[command.status]}"
+        summary += f", {text(f'staff.call.status.{command.status}', language)}"
     if attachment.entity_type is None or attachment.entity_id is None:
-        reason = "; ".join(attachment.errors) or "no contact or company has this phone"
-        return f"Call not logged: amoCRM attached it nowhere ({reason}).\n{summary}"
+        reason = "; ".join(attachment.errors) or text("staff.call.no_entity", language)
+        return text("staff.call.not_logged", language, reason=reason, summary=summary)
     link = entity_link(base_url, attachment.entity_type, attachment.entity_id)
-    return (
-        f"Call logged to {attachment.entity_type} {attachment.entity_id}: {link}\n"
-        f"{summary.capitalize()}"
+    return text(
+        "staff.call.logged",
+        language,
+        entity=entity_word(attachment.entity_type, language),
+        id=attachment.entity_id,
+        link=link,
+        summary=summary[:1].upper() + summary[1:],
     )
 
 
-def format_age(seconds: float) -> str:
+def entity_word(entity_type: str, language: Language) -> str:
+    """`lead`, `сделка`: an amoCRM entity type as the operator reads it (unknown ones as is)."""
+    key = f"staff.entity.{entity_type}"
+    return text(key, language) if key in TEXTS else entity_type
+
+
+def format_age(seconds: float, language: Language) -> str:
     """How long ago, roughly: `45 s`, `12 min`, `3 h 5 min`, `4 days`."""
     seconds = int(seconds)
     if seconds < 120:
-        return f"{seconds} s"
+        return text("units.seconds", language, n=seconds)
     if seconds < 7200:
-        return f"{seconds // 60} min"
+        return text("units.minutes", language, n=seconds // 60)
     if seconds < 2 * 86400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} days"
+        hours, minutes = seconds // 3600, seconds % 3600 // 60
+        return text("units.hours_minutes", language, hours=hours, minutes=minutes)
+    return text("units.days", language, n=seconds // 86400)
 
 
 def format_duration(seconds: int) -> str:
@@ -309,22 +295,12 @@ def format_duration(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def describe_crm_failure(status: int, message: str, talk_id: int | None = None) -> str:
+def describe_crm_failure(
+    status: int, message: str, language: Language, talk_id: int | None = None
+) -> str:
     """What an amoCRM error status means for the operator."""
     if status == 404 and talk_id is not None:
-        return f"Talk {talk_id} not found."
-    if status == 401:
-        return (
-            "amoCRM rejected the access token (401): check AMOCRM_ACCESS_TOKEN, or grant "
-            f"OAuth access again. ({message})"
-        )
-    if status == 402:
-        return f"The amoCRM account is not paid (402). ({message})"
-    if status == 403:
-        return (
-            "No rights for this in amoCRM (403): the integration's user may not see it, or "
-            f"the IP is blocked for too many requests. ({message})"
-        )
-    if status == 429:
-        return "amoCRM is rate limiting the bridge (429); try again in a minute."
-    return f"amoCRM error {status}: {message}"
+        return text("staff.talk.not_found", language, id=talk_id)
+    if status in (401, 402, 403, 429):
+        return text(f"staff.crm.{status}", language, message=message)
+    return text("staff.crm.other", language, status=status, message=message)

@@ -21,6 +21,7 @@ from bot.notices import answer_jobs
 from bot.settings import Settings
 from bot.staff import commands
 from bot.staff.commands import UsageError, format_age
+from bot.texts import Language, staff_language, text
 from storage import ChatKey, Gap, Job, NewJob, Repository
 from storage.crm import AuditEntry, record_audit
 from storage.repository import Transaction
@@ -29,15 +30,15 @@ logger = logging.getLogger(__name__)
 
 KIND_STAFF_COMMAND = "staff.command"
 
-MENU = [
-    BotCommand(command="talk", description="Look up a talk: /talk 117"),
-    BotCommand(command="close", description="Close a talk: /close 117 [nps]"),
-    BotCommand(command="call", description="Log a call: /call +7916… 2:30 in talked"),
-    BotCommand(command="status", description="Bridge health"),
-    BotCommand(command="failed", description="Dead-lettered jobs"),
-    BotCommand(command="retry", description="Re-drive a dead letter: /retry 42 | all"),
-    BotCommand(command="help", description="Staff commands with examples"),
-]
+MENU_COMMANDS = ("talk", "close", "call", "status", "failed", "retry", "help")
+
+
+def menu(language: Language) -> list[BotCommand]:
+    """The staff command menu in one language."""
+    return [
+        BotCommand(command=command, description=text(f"staff.menu.{command}", language))
+        for command in MENU_COMMANDS
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Invocation:
     command: str
     args: str | None
     bot: int = 0  # the bot the operator wrote to (0: the primary; also jobs stored before)
+    language_code: str | None = None  # the operator's Telegram language (None: the default)
 
     @property
     def chat(self) -> ChatKey:
@@ -70,6 +72,7 @@ class StaffDesk:
 
     def __init__(self, settings: Settings, repo: Repository, crm: CrmClient, bots: Bots) -> None:
         self.settings = settings
+        self.language = settings.default_language
         self.repo = repo
         self.crm = crm
         self.bots = bots
@@ -87,11 +90,20 @@ class StaffDesk:
         invocation = _invocation(job)
         if invocation is None:
             return []
-        text = f"/{invocation.command} failed: {reason}"
+        answer = text(
+            "staff.command_failed",
+            self.language_of(invocation),
+            command=invocation.command,
+            reason=reason,
+        )
         entry = _audit_entry(invocation, "failed")
         async with self.repo.transaction() as tx:
             await record_audit(tx, entry)
-        return answer_jobs(invocation.chat, invocation.message_id, text)
+        return answer_jobs(invocation.chat, invocation.message_id, answer)
+
+    def language_of(self, invocation: Invocation) -> Language:
+        """The language the operator reads."""
+        return staff_language(invocation.language_code, self.language)
 
     async def run_job(self, job: Job) -> Done:
         """Run a queued command: its answer and its audit entry are stored with the job's end."""
@@ -99,21 +111,21 @@ class StaffDesk:
         if invocation is None:
             logger.warning("staff job %d: unreadable payload; dropped", job.id)
             return Done()
-        text, entry = await self.execute(invocation)
+        answer, entry = await self.execute(invocation)
 
         async def record(tx: Transaction) -> None:
             await record_audit(tx, entry)
 
         return Done(
-            followups=answer_jobs(invocation.chat, invocation.message_id, text), record=record
+            followups=answer_jobs(invocation.chat, invocation.message_id, answer), record=record
         )
 
     async def run(self, invocation: Invocation) -> str:
         """Execute one command, record it in the audit table, and return the reply text."""
-        text, entry = await self.execute(invocation)
+        answer, entry = await self.execute(invocation)
         async with self.repo.transaction() as tx:
             await record_audit(tx, entry)
-        return text
+        return answer
 
     async def execute(self, invocation: Invocation) -> tuple[str, AuditEntry]:
         """The reply text of one command and its audit entry (not stored yet)."""
@@ -124,42 +136,49 @@ class StaffDesk:
             "status": self._status,
             "help": self._help,
         }.get(invocation.command)
+        language = self.language_of(invocation)
         try:
             if handler is None:  # stored by another version of the bridge
-                reply = Reply(f"/{invocation.command} is not a command of this bridge.", "usage")
+                reply = Reply(
+                    text("staff.not_a_command", language, command=invocation.command), "usage"
+                )
             else:
-                reply = await handler(invocation)
+                reply = await handler(invocation, language)
         except UsageError as exc:
-            reply = Reply(str(exc), "usage")
+            reply = Reply(exc.text(language), "usage")
         except CrmError as exc:
-            reply = Reply(commands.describe_crm_failure(exc.status, exc.message), _failed(exc))
+            failure = commands.describe_crm_failure(exc.status, exc.message, language)
+            reply = Reply(failure, _failed(exc))
         except httpx.HTTPError as exc:
             logger.warning("/%s: amoCRM unreachable: %s", invocation.command, exc)
-            reply = Reply(f"amoCRM is unreachable ({type(exc).__name__}); try again.", "network")
+            unreachable = text("staff.crm.unreachable", language, error=type(exc).__name__)
+            reply = Reply(unreachable, "network")
         entry = _audit_entry(invocation, reply.result)
         logger.info("operator %d ran /%s: %s", invocation.user_id, invocation.command, reply.result)
         return reply.text, entry
 
-    async def _talk(self, invocation: Invocation) -> Reply:
+    async def _talk(self, invocation: Invocation, language: Language) -> Reply:
         talk_id = commands.parse_talk(invocation.args)
         try:
             talk = await self.crm.get_talk(talk_id)
         except CrmError as exc:
-            return self._talk_failure(exc, talk_id)
-        text = commands.format_talk(talk, self.crm.base_url, self.settings.TIMEZONE)
-        return Reply(text, "ok")
+            return self._talk_failure(exc, talk_id, language)
+        answer = commands.format_talk(talk, self.crm.base_url, self.settings.TIMEZONE, language)
+        return Reply(answer, "ok")
 
-    async def _close(self, invocation: Invocation) -> Reply:
+    async def _close(self, invocation: Invocation, language: Language) -> Reply:
         command = commands.parse_close(invocation.args)
         try:
             await self.crm.close_talk(command.talk_id, force=command.force)
         except CrmError as exc:
             if exc.status == 422:
-                return Reply(f"Talk {command.talk_id} is already closed or closing.", "422")
-            return self._talk_failure(exc, command.talk_id)
-        return Reply(commands.format_closed(command), "closed" if command.force else "closing")
+                closed = text("staff.talk.already_closed", language, id=command.talk_id)
+                return Reply(closed, "422")
+            return self._talk_failure(exc, command.talk_id, language)
+        answer = commands.format_closed(command, language)
+        return Reply(answer, "closed" if command.force else "closing")
 
-    async def _call(self, invocation: Invocation) -> Reply:
+    async def _call(self, invocation: Invocation, language: Language) -> Reply:
         command = commands.parse_call(invocation.args)
         call = NewCall(
             phone=command.phone,
@@ -174,47 +193,63 @@ class StaffDesk:
             attachment = await self.crm.add_call(call)
         except CrmError as exc:
             if exc.status == 400:
-                return Reply(f"amoCRM rejected the call: {exc.message}", "400")
+                return Reply(text("staff.call.rejected", language, message=exc.message), "400")
             raise
-        text = commands.format_call(command, attachment, self.crm.base_url)
+        answer = commands.format_call(command, attachment, self.crm.base_url, language)
         if attachment.entity_type is None:
-            return Reply(text, "not attached")
-        return Reply(text, f"{attachment.entity_type} {attachment.entity_id}")
+            return Reply(answer, "not attached")
+        return Reply(answer, f"{attachment.entity_type} {attachment.entity_id}")
 
-    async def _status(self, invocation: Invocation) -> Reply:
+    async def _status(self, invocation: Invocation, language: Language) -> Reply:
         now = time.time()
-        lines = ["Bridge status"]
+        lines = [text("staff.status.title", language)]
         stats = await self.repo.queue_stats()
         if not stats:
-            lines.append("Queues: empty")
+            lines.append(text("staff.status.queues_empty", language))
         for queue, entry in sorted(stats.items()):
             age = now - entry.oldest_pending_created_at if entry.oldest_pending_created_at else 0
             lines.append(
-                f"Queue {queue}: {entry.pending} pending, {entry.dead} dead-lettered, "
-                f"oldest pending {format_age(age) if entry.pending else '—'}"
+                text(
+                    "staff.status.queue",
+                    language,
+                    queue=queue,
+                    pending=entry.pending,
+                    dead=entry.dead,
+                    age=format_age(age, language) if entry.pending else "—",
+                )
             )
         last = self.crm.last_success_at
-        lines.append(
-            f"Last successful amoCRM call: {f'{format_age(now - last)} ago' if last else 'none'}"
+        ago = (
+            text("staff.ago", language, age=format_age(now - last, language))
+            if last
+            else text("staff.status.never", language)
         )
-        lines.append(f"Customers who blocked the bot: {await self.repo.count_blocked_customers()}")
-        lines.append(describe_recovery(await self.repo.last_gap(), now))
+        lines.append(text("staff.status.last_crm", language, ago=ago))
+        blocked = await self.repo.count_blocked_customers()
+        lines.append(text("staff.status.blocked", language, count=blocked))
+        lines.append(describe_recovery(await self.repo.last_gap(), now, language))
         if len(self.bots) > 1 or self.bots.revoked:
-            lines += [self._describe_bot(key) for key in self.bots.each_key()]
+            lines += [self._describe_bot(key, language) for key in self.bots.each_key()]
         return Reply("\n".join(lines), "ok")
 
-    def _describe_bot(self, key: int) -> str:
-        role = " (primary)" if key == ids.PRIMARY else ""
+    def _describe_bot(self, key: int, language: Language) -> str:
+        role = text("staff.status.primary", language) if key == ids.PRIMARY else ""
         revoked = self.bots.revoked.get(key)
-        state = f"stopped: {revoked}" if revoked else "polling"
-        return f"Bot {self.bots.label(key)}{role}: {state}"
+        state = (
+            text("staff.status.stopped", language, reason=revoked)
+            if revoked
+            else text("staff.status.polling", language)
+        )
+        label = self.bots.label(key)
+        return text("staff.status.bot", language, label=label, role=role, state=state)
 
-    async def _help(self, invocation: Invocation) -> Reply:
-        return Reply(commands.HELP_TEXT, "ok")
+    async def _help(self, invocation: Invocation, language: Language) -> Reply:
+        return Reply(text("staff.help", language), "ok")
 
     @staticmethod
-    def _talk_failure(exc: CrmError, talk_id: int) -> Reply:
-        return Reply(commands.describe_crm_failure(exc.status, exc.message, talk_id), _failed(exc))
+    def _talk_failure(exc: CrmError, talk_id: int, language: Language) -> Reply:
+        failure = commands.describe_crm_failure(exc.status, exc.message, language, talk_id)
+        return Reply(failure, _failed(exc))
 
 
 def _failed(exc: CrmError) -> str:
@@ -222,33 +257,48 @@ def _failed(exc: CrmError) -> str:
 
 
 async def publish_operator_menu(bridge_bots: Bots, settings: Settings) -> None:
-    """Show the staff commands only in each operator's own chat with every bot."""
+    """Show the staff commands only in each operator's own chat with every bot.
+
+    Telegram shows the list whose `language_code` is the operator's, else the one without a
+    language: that one is in the default language, and Russian and English have their own.
+    """
+    default = settings.default_language
     for bot in bridge_bots:
         for operator_id in sorted(settings.OPERATOR_IDS):
-            await _publish_menu(bot, operator_id)
+            await _publish_menu(bot, operator_id, default)
 
 
-async def _publish_menu(bot: Bot, operator_id: int) -> None:
-    try:
-        await bot.set_my_commands(MENU, scope=BotCommandScopeChat(chat_id=operator_id))
-    except TelegramAPIError as exc:
-        # Telegram answers "chat not found" until the operator has opened the bot once.
-        logger.warning(
-            "command menu for operator %d in bot %d not set: %s", operator_id, bot.id, exc.message
-        )
+async def _publish_menu(bot: Bot, operator_id: int, default: Language) -> None:
+    scope = BotCommandScopeChat(chat_id=operator_id)
+    lists: tuple[tuple[str | None, Language], ...] = ((None, default), ("ru", "ru"), ("en", "en"))
+    for language_code, language in lists:
+        try:
+            await bot.set_my_commands(menu(language), scope=scope, language_code=language_code)
+        except TelegramAPIError as exc:
+            # Telegram answers "chat not found" until the operator has opened the bot once.
+            logger.warning(
+                "command menu for operator %d in bot %d not set: %s",
+                operator_id,
+                bot.id,
+                exc.message,
+            )
+            return
 
 
-def describe_recovery(gap: Gap | None, now: float) -> str:
+def describe_recovery(gap: Gap | None, now: float, language: Language) -> str:
     """The last gap in hook intake and how its recovery from amojo's history went."""
     if gap is None:
-        return "Missed-hook recovery: no gap so far"
-    length = format_age(gap.ended_at - gap.started_at)
-    head = f"Last gap in hook intake: {length}, {format_age(now - gap.ended_at)} ago ({gap.reason})"
-    if gap.finished_at is None:
-        total = "?" if gap.conversations is None else str(gap.conversations)
-        progress = f"{gap.scanned}/{total} conversations read, {gap.recovered} recovered"
-        return f"{head}; recovering: {progress}"
-    return f"{head}; recovered {gap.recovered} message(s) from {gap.scanned} conversation(s)"
+        return text("staff.status.no_gap", language)
+    head = text(
+        "staff.status.gap",
+        language,
+        length=format_age(gap.ended_at - gap.started_at, language),
+        ago=format_age(now - gap.ended_at, language),
+        reason=gap.reason,
+    )
+    key = "staff.status.recovering" if gap.finished_at is None else "staff.status.recovered"
+    total = "?" if gap.conversations is None else str(gap.conversations)
+    return text(key, language, head=head, scanned=gap.scanned, total=total, recovered=gap.recovered)
 
 
 # Commands that ask amoCRM run in the staff queue; the others answer from inside polling.

@@ -20,7 +20,7 @@ from bot.limits import (
     TELEGRAM_PER_CHAT_INTERVAL,
 )
 from tests.drills.traffic import TwoWayTraffic
-from tests.fakes.factories import private_message_update
+from tests.fakes.factories import private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes
 
 CHATS = (7201, 7202, 7203, 7204)
@@ -102,7 +102,7 @@ async def test_rate_limit_storm_delivers_everything_within_the_limits(
         for _ in range(6):
             await traffic.manager_writes(HOT_CHAT)
         for number, talk in enumerate(TALKS, start=1):
-            telegram.push_update(private_message_update(OPERATOR, number, text=f"/talk {talk}"))
+            telegram.push_update(staff_message_update(OPERATOR, number, text=f"/talk {talk}"))
         await traffic.rounds(customers=10, managers=3)
     finally:
         await traffic.stop()

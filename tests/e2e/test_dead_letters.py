@@ -14,7 +14,7 @@ from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.customer.intake import KIND_NEW_MESSAGE
 from storage import JobState
 from storage.crm import audit_entries
-from tests.fakes.factories import private_message_update
+from tests.fakes.factories import private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 OPERATOR = 9001
@@ -31,9 +31,7 @@ class Operator:
         """Send a command and return the bot's answer."""
         before = len(self.fakes.telegram.sent_messages(OPERATOR))
         self.message_id += 1
-        self.fakes.telegram.push_update(
-            private_message_update(OPERATOR, self.message_id, text=text)
-        )
+        self.fakes.telegram.push_update(staff_message_update(OPERATOR, self.message_id, text=text))
         await self.fakes.telegram.wait_for(
             lambda: len(self.fakes.telegram.sent_messages(OPERATOR)) > before, what=text
         )
@@ -147,7 +145,7 @@ async def test_a_long_failed_list_arrives_in_parts_within_telegram_limits(
         return len(await running.bridge.repo.jobs(state=JobState.DEAD)) == 25
 
     await wait_until(dead_count, timeout=20, what="25 dead letters")
-    fakes.telegram.push_update(private_message_update(OPERATOR, 1, text="/failed"))
+    fakes.telegram.push_update(staff_message_update(OPERATOR, 1, text="/failed"))
 
     def parts() -> list[str]:
         return [str(call.params["text"]) for call in fakes.telegram.sent_messages(OPERATOR)]

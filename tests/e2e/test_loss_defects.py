@@ -16,7 +16,7 @@ from bot.metrics import Metrics
 from storage import JobState, NewJob, open_repository
 from storage.crm import audit_entries
 from tests.e2e.test_manager_to_telegram import customer_says, share_phone, status_of
-from tests.fakes.factories import make_user, private_message_update
+from tests.fakes.factories import make_user, private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, database_at, wait_until
 
 OPERATOR = 900
@@ -264,11 +264,11 @@ async def test_operator_edits_and_forwards_never_run_or_bridge(
     bridge = await bridges.start(OPERATOR_IDS=str(OPERATOR))
     fakes.crm.add_talk(117)
     fakes.telegram.push_update(
-        private_message_update(OPERATOR, 1, text="/call +79161234567 2:30", edited=True)
+        staff_message_update(OPERATOR, 1, text="/call +79161234567 2:30", edited=True)
     )
     origin = {"type": "user", "date": 1_700_000_000, "sender_user": make_user(555)}
     fakes.telegram.push_update(
-        private_message_update(OPERATOR, 2, text="/close 117", forward_origin=origin)
+        staff_message_update(OPERATOR, 2, text="/close 117", forward_origin=origin)
     )
     # A plain customer message after both: once it is bridged, both updates were handled.
     fakes.telegram.push_update(private_message_update(694, 1, text="после"))

@@ -8,7 +8,7 @@ import pytest
 
 from bot.staff.desk import Invocation, staff_job
 from storage.crm import audit_entries, load_token_pair
-from tests.fakes.factories import private_message_update
+from tests.fakes.factories import private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 OPERATOR = 900
@@ -40,7 +40,7 @@ class Operator:
         if message_id is None:
             self.message_id += 1
             message_id = self.message_id
-        telegram.push_update(private_message_update(self.user_id, message_id, text=text))
+        telegram.push_update(staff_message_update(self.user_id, message_id, text=text))
         await telegram.wait_for(
             lambda: len(telegram.sent_messages(self.user_id)) > before, what=f"reply to {text}"
         )
@@ -147,7 +147,7 @@ async def test_call_is_logged_once_and_reports_where_it_went(
     # The same update again (re-delivered after a crash): amoCRM keeps one call (`uniq`) and
     # the answer, keyed by the command's message, is not sent a second time.
     again = fakes.telegram.push_update(
-        private_message_update(OPERATOR, operator.message_id, text=text)
+        staff_message_update(OPERATOR, operator.message_id, text=text)
     )
     await fakes.telegram.wait_for(
         lambda: fakes.telegram.confirmed_offset > again, what="the repeated update handled"
@@ -263,14 +263,33 @@ async def test_menu_is_set_for_each_operator_chat_only(
     await bridges.start(**STAFF)
 
     calls = fakes.telegram.calls_of("setMyCommands")
-    assert [c.params["scope"] for c in calls] == [
-        {"type": "chat", "chat_id": OPERATOR},
-        {"type": "chat", "chat_id": OTHER_OPERATOR},
+    # The first operator's chat does not exist yet: one refusal, and their other lists are
+    # not tried. The second gets the default list (the account's language: English here),
+    # and the Russian and English lists Telegram shows by the operator's language.
+    assert [(c.params["scope"], c.params.get("language_code")) for c in calls] == [
+        ({"type": "chat", "chat_id": OPERATOR}, None),
+        ({"type": "chat", "chat_id": OTHER_OPERATOR}, None),
+        ({"type": "chat", "chat_id": OTHER_OPERATOR}, "ru"),
+        ({"type": "chat", "chat_id": OTHER_OPERATOR}, "en"),
     ]
-    assert [c.failed for c in calls] == [True, False]
-    commands = [c["command"] for c in calls[1].params["commands"]]
-    assert commands == ["talk", "close", "call", "status", "failed", "retry", "help"]
+    assert [c.failed for c in calls] == [True, False, False, False]
+    for call in calls[1:]:
+        commands = [c["command"] for c in call.params["commands"]]
+        assert commands == ["talk", "close", "call", "status", "failed", "retry", "help"]
+    default, russian, english = (
+        [c["description"] for c in call.params["commands"]] for call in calls[1:]
+    )
+    assert default == english and english[3] == "Bridge health"
+    assert russian[3] == "Состояние моста"
     assert "chat not found" not in await Operator(fakes, OTHER_OPERATOR).ask("/help")
+
+
+async def test_the_default_menu_follows_language(fakes: Fakes, bridges: BridgeFactory) -> None:
+    await bridges.start(LANGUAGE="ru", **STAFF)
+
+    default = fakes.telegram.calls_of("setMyCommands")[0]
+    assert default.params.get("language_code") is None
+    assert default.params["commands"][0]["description"] == "Беседа: /talk 117"
 
 
 async def test_help_and_status(fakes: Fakes, staff_bridge: RunningBridge) -> None:
@@ -345,7 +364,7 @@ async def test_burst_of_commands_stays_within_seven_per_second(
 ) -> None:
     fakes.crm.add_talk(117)
     for message_id in range(1, 13):
-        fakes.telegram.push_update(private_message_update(OPERATOR, message_id, text="/talk 117"))
+        fakes.telegram.push_update(staff_message_update(OPERATOR, message_id, text="/talk 117"))
     await fakes.telegram.wait_for(
         lambda: len(fakes.telegram.sent_messages(OPERATOR)) == 12, timeout=10, what="12 replies"
     )
@@ -359,7 +378,7 @@ async def test_a_command_waiting_on_amocrm_does_not_hold_up_customers(
 ) -> None:
     fakes.crm.add_talk(117)
     fakes.crm.fail("/api/v4/talks/117", 429, times=2, headers={"Retry-After": "3"})
-    fakes.telegram.push_update(private_message_update(OPERATOR, 1, text="/talk 117"))
+    fakes.telegram.push_update(staff_message_update(OPERATOR, 1, text="/talk 117"))
     fakes.telegram.push_update(private_message_update(CUSTOMER, 1, text="Здравствуйте"))
 
     await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, timeout=3, what="customer")

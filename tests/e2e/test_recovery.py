@@ -13,7 +13,7 @@ import aiohttp
 
 from storage import JobState
 from tests.e2e.test_manager_to_telegram import customer_says, status_of
-from tests.fakes.factories import private_message_update
+from tests.fakes.factories import staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, spawn_bridge, wait_until
 
 CHATS = (2101, 2102, 2103)
@@ -251,7 +251,7 @@ async def test_recovered_media_and_buttons_go_out_like_live_hooks(
     assert photo.params["caption"] == "Фото"
     assert choice.params["text"] == "Выберите" and "reply_markup" in choice.params
 
-    fakes.telegram.push_update(private_message_update(900, 1, text="/status"))
+    fakes.telegram.push_update(staff_message_update(900, 1, text="/status"))
     await fakes.telegram.wait_for(lambda: bool(fakes.telegram.sent_messages(900)))
     status = str(fakes.telegram.sent_messages(900)[-1].params["text"])
     assert "Last gap in hook intake" in status and "(restart)" in status

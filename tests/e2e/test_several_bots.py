@@ -18,6 +18,7 @@ from tests.fakes.factories import (
     make_reaction,
     make_update,
     private_message_update,
+    staff_message_update,
 )
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
@@ -124,7 +125,7 @@ async def test_staff_commands_answer_in_the_bot_they_were_sent_to(
     fakes: Fakes, bridges: BridgeFactory, second: FakeTelegram
 ) -> None:
     await two_bots(bridges, OPERATOR_IDS="900")
-    second.push_update(private_message_update(900, 1, text="/status"))
+    second.push_update(staff_message_update(900, 1, text="/status"))
     await second.wait_for(lambda: bool(second.sent_messages(900)), what="the /status answer")
     text = second.sent_messages(900)[0].params["text"]
     assert "Bot @bridge_bot (primary): polling" in text

@@ -168,6 +168,14 @@ def private_message_update(
     return make_update("message", message)
 
 
+def staff_message_update(
+    chat_id: int, message_id: int, *, text: str, language_code: str | None = "en", **fields: Any
+) -> dict[str, Any]:
+    """An operator's message in their private chat with the bot (English Telegram unless told)."""
+    user = make_user(chat_id, language_code=language_code)
+    return private_message_update(chat_id, message_id, text=text, user=user, **fields)
+
+
 def make_file(
     file_id: str, file_unique_id: str, file_size: int | None, **fields: Any
 ) -> dict[str, Any]:

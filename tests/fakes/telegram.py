@@ -725,7 +725,7 @@ class FakeTelegram(FakeServer):
             "getupdates": self._get_updates,
             "deletewebhook": self._delete_webhook,
             "setwebhook": self._set_webhook,
-            "setmycommands": self._true,
+            "setmycommands": self._set_my_commands,
             "deletemycommands": self._true,
             "setmydescription": self._true,
             "setmyshortdescription": self._true,
@@ -753,6 +753,18 @@ class FakeTelegram(FakeServer):
     # ---- methods --------------------------------------------------------------------------
 
     async def _true(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        return True
+
+    async def _set_my_commands(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        """Checked as the Bot API does: an ISO 639-1 language (or none), valid commands."""
+        language = params.get("language_code") or ""
+        if language and not re.fullmatch(r"[a-z]{2}", str(language)):
+            raise ApiError(400, "Bad Request: invalid language code specified")
+        for command in params.get("commands") or []:
+            if not re.fullmatch(r"[a-z0-9_]{1,32}", str(command.get("command", ""))):
+                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+            if not 1 <= len(str(command.get("description", ""))) <= 256:
+                raise ApiError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
         return True
 
     async def _get_me(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def test_talk_reply_in_the_configured_zone() -> None:
         missed_at=None,
         rate=9,
     )
-    text = format_talk(talk, BASE, "Europe/Moscow")
+    text = format_talk(talk, BASE, "Europe/Moscow", "en")
     assert text.splitlines() == [
         "Talk 117: open, unread",
         "Origin: telegram",
@@ -107,11 +107,11 @@ def test_talk_reply_in_the_configured_zone() -> None:
 
 def test_call_replies() -> None:
     command = CallCommand("+79161234567", 150, "inbound", 4, "ok")
-    attached = format_call(command, CallAttachment(1, "lead", 15926745), BASE)
+    attached = format_call(command, CallAttachment(1, "lead", 15926745), BASE, "en")
     assert attached.startswith(f"Call logged to lead 15926745: {BASE}/leads/detail/15926745")
     assert "2:30" in attached
     assert "talk happened" in attached
-    nowhere = format_call(command, CallAttachment(errors=["Entity not found"]), BASE)
+    nowhere = format_call(command, CallAttachment(errors=["Entity not found"]), BASE, "en")
     assert nowhere.startswith("Call not logged: amoCRM attached it nowhere (Entity not found)")
 
 

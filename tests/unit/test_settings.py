@@ -86,7 +86,7 @@ def test_malformed_settings_are_named_without_their_values(tmp_path: Path) -> No
 def test_crm_auth_missing_names_both_ways(tmp_path: Path) -> None:
     env = {
         "TELEGRAM_BOT_TOKEN": "123456:ABC",
-        "AMOCRM_BASE_URL": "https://example.amocrm.ru",
+        "AMOCRM_BASE_URL": "https://acme.amocrm.ru",
         "AMOJO_CHANNEL_ID": "344a5002-f8ca-454d-af3d-396180102ac7",
         "AMOJO_CHANNEL_SECRET": "f2d7f8704eff95087ed45b23ba99c0b5aac8278e",
         "PUBLIC_BASE_URL": "https://bridge.acme.ru",
@@ -187,6 +187,7 @@ def test_the_code_is_not_needed_once_a_token_is_stored(tmp_path: Path) -> None:
         ("HTTP_PORT", "http", "must be a whole number"),
         ("HTTP_PORT", "70000", "must be at most 65535"),
         ("AMOCRM_REDIRECT_URI", "acme.ru/oauth", "must start with https://"),
+        ("LANGUAGE", "de", "'ru' or 'en'"),
     ],
 )
 def test_malformed_values_are_named_in_plain_words(
@@ -256,3 +257,22 @@ def test_source_pipelines_name_configured_bots() -> None:
         [problem] = caught.value.problems
         assert problem.variable == "AMOCRM_SOURCE_PIPELINES"
         assert complaint in problem.message
+
+
+@pytest.mark.parametrize(
+    ("base_url", "language", "expected"),
+    [
+        ("https://acme.amocrm.ru", None, "ru"),
+        ("https://acme.kommo.com", None, "en"),
+        ("https://acme.amocrm.com", None, "en"),
+        ("https://acme.amocrm.ru", "en", "en"),
+        ("https://acme.kommo.com", " RU ", "ru"),
+    ],
+)
+def test_the_default_language_is_the_accounts_unless_language_is_set(
+    base_url: str, language: str | None, expected: str
+) -> None:
+    env = {**VALID, "AMOCRM_BASE_URL": base_url}
+    if language is not None:
+        env["LANGUAGE"] = language
+    assert load_settings(_env_file=None, **env).default_language == expected
