@@ -28,19 +28,21 @@ from aiogram.exceptions import (
 from aiogram.methods.base import Response
 from aiogram.types import File, Message, Update, User
 
+from bot import ids
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel, ServiceDown, connect_with_retry
-from bot.amocrm.crm import CrmClient, build_crm_client
+from bot.amocrm.crm import CrmClient, CrmError, build_crm_client
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.amocrm.sources import SourceBook, WantedSource, ensure_sources
 from bot.bots import Bots
+from bot.customer.business import BusinessAccounts
 from bot.customer.files import FileLinks
-from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
+from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, KIND_OWNER_MESSAGE, Intake
 from bot.customer.sender import CustomerMessageSender
 from bot.jobs.pruner import Pruner
 from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, STAFF_QUEUE, TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
-from bot.jobs.worker import Backoff, JobKind, RetryLater, Worker
+from bot.jobs.worker import Backoff, GiveUp, JobKind, RetryLater, Worker
 from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.manager.media import MediaPolicy
 from bot.manager.recovery import HistoryRecovery
@@ -455,7 +457,9 @@ async def create_bridge(
         await repo.close()
         raise
 
-    intake = Intake(repo, bots)
+    intake = Intake(repo, bots, settings.default_language)
+    business = BusinessAccounts(repo, bots, intake, settings.default_language)
+    await business.load()
     staff = StaffDesk(settings, repo, crm, bots)
     typing_indicator = TypingIndicator(bots)
     sources = SourceBook(settings.AMOCRM_SOURCES)
@@ -463,9 +467,35 @@ async def create_bridge(
     def source_of(chat: ChatKey) -> str | None:
         if not sources.enabled:
             return None
+        if ids.is_business(chat):
+            return None  # Business accounts have no source of their own yet (README)
         if not sources.ready:  # a chat tagged once keeps its source: not before it exists
             raise RetryLater("waiting for the amoCRM sources to be checked", delay=2.0)
         return bots.source(chat.bot)
+
+    authors: dict[int, str] = {}  # amoCRM user id → amojo id
+
+    async def author_of(owner_id: int) -> str:
+        """The amojo id a Business owner's own messages are imported under (spec §4.1)."""
+        user = settings.BUSINESS_OWNER_USERS.get(owner_id)
+        if user is None:
+            if settings.AMOJO_BOT_ID:
+                return settings.AMOJO_BOT_ID
+            raise GiveUp(
+                f"no author for what Business owner {owner_id} typed: set AMOJO_BOT_ID (the "
+                "channel bot's amojo id), or map the owner in BUSINESS_OWNER_USERS"
+            )
+        if user not in authors:
+            try:
+                amojo_id = await crm.user_amojo_id(user)
+            except CrmError as exc:
+                if exc.status == 429 or exc.status >= 500:
+                    raise RetryLater(f"amoCRM users API: HTTP {exc.status}") from exc
+                raise GiveUp(f"amoCRM user {user} (BUSINESS_OWNER_USERS): {exc}") from exc
+            if amojo_id is None:
+                raise GiveUp(f"amoCRM user {user} (BUSINESS_OWNER_USERS) has no amojo id")
+            authors[user] = amojo_id
+        return authors[user]
 
     deps: dict[str, Any] = {
         "settings": settings,
@@ -479,6 +509,7 @@ async def create_bridge(
         "reactions": CustomerReactions(repo, bots),
         "dead_letters": DeadLetterDesk(repo, metrics, bots, settings.default_language),
         "bridge_bots": bots,
+        "business": business,
     }
     dp = Dispatcher(**deps)
     dp.update.outer_middleware(DurableIntakeMiddleware(metrics, intake))
@@ -486,8 +517,10 @@ async def create_bridge(
     dp.include_routers(*build_routers())
 
     amojo_kinds: dict[str, JobKind] = {}
-    amojo_kinds.update(CustomerMessageSender(repo, amojo, channel, files, source_of).kinds())
-    reaction_sender = ReactionSender(repo, bots, amojo, channel)
+    amojo_kinds.update(
+        CustomerMessageSender(repo, amojo, channel, files, source_of, author_of).kinds()
+    )
+    reaction_sender = ReactionSender(repo, bots, amojo, channel, metrics)
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
     # One throttle for every send: Telegram's limits count all of a bot's messages.
@@ -544,7 +577,7 @@ async def create_bridge(
             backoff=backoff,
             concurrency=64,
             direction="to_amocrm",
-            message_kinds=frozenset({KIND_NEW_MESSAGE, KIND_EDIT_MESSAGE}),
+            message_kinds=frozenset({KIND_NEW_MESSAGE, KIND_EDIT_MESSAGE, KIND_OWNER_MESSAGE}),
         ),
         Worker(
             repo,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from aiogram import Bot
 from aiogram.types import Chat
 
-from bot.ids import PRIMARY, source_external_id
-from storage import ChatKey
+from bot.ids import PRIMARY, account_source_external_id, business_key, source_external_id
+from storage import BusinessConnection, ChatKey
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How to send into a chat: the bot, and the Business connection it sends through."""
+
+    bot: Bot
+    business_connection_id: str | None = None
 
 
 class Bots:
@@ -24,6 +33,8 @@ class Bots:
         # Bots whose token Telegram rejected while running, with the reason: not polled.
         self.revoked: dict[int, str] = {}
         self.usernames: dict[int, str] = {}  # from getMe at start
+        # Telegram Business connections by id (loaded at start, updated by every update).
+        self.connections: dict[str, BusinessConnection] = {}
 
     def __iter__(self) -> Iterator[Bot]:
         return iter(self._by_key.values())
@@ -40,29 +51,71 @@ class Bots:
         return PRIMARY if bot.id == self.primary.id else bot.id
 
     def get(self, key: int) -> Bot | None:
-        """The bot behind a key; None when that bot is no longer configured."""
+        """The bot behind a key; None when that bot is no longer configured.
+
+        A Business account's key (negative) gives the bot its latest connection is to.
+        """
+        if key < 0:
+            connection = self.connection_of(-key)
+            return None if connection is None else self._by_key.get(connection.bot)
         return self._by_key.get(key)
+
+    def remember(self, connection: BusinessConnection) -> None:
+        """Keep a business connection as Telegram last described it."""
+        self.connections[connection.id] = connection
+
+    def connection_of(self, owner_id: int) -> BusinessConnection | None:
+        """The latest connection of a Business account (the one sends go through)."""
+        owned = [c for c in self.connections.values() if c.owner_id == owner_id]
+        return max(owned, key=lambda c: (c.updated_at, c.enabled), default=None)
+
+    def route(self, key: int) -> Route | None:
+        """The bot (and Business connection) that sends into chats of a key."""
+        bot = self.get(key)
+        if bot is None:
+            return None
+        connection = self.connection_of(-key) if key < 0 else None
+        return Route(bot, connection.id if connection is not None else None)
 
     def telegram_id(self, key: int) -> int:
         """The Telegram id of the bot behind a key."""
         return self.primary.id if key == PRIMARY else key
 
-    def chat(self, bot: Bot | None, chat: Chat) -> ChatKey:
-        """The conversation of an update that came to `bot` in `chat`."""
+    def chat(
+        self, bot: Bot | None, chat: Chat, business_connection_id: str | None = None
+    ) -> ChatKey:
+        """The conversation of an update that came to `bot` in `chat`.
+
+        Through a Business connection, the conversation is the account's chat (KeyError for a
+        connection the bridge was never told of).
+        """
+        if business_connection_id is not None:
+            owner = self.connections[business_connection_id].owner_id
+            return business_key(owner, chat.id)
         return ChatKey(PRIMARY if bot is None else self.key_of(bot), chat.id)
 
     def label(self, key: int) -> str:
-        """`@username` once Telegram told it (getMe at start), else the bot's id; no token."""
+        """`@username` once Telegram told it (getMe at start), else the bot's id; no token.
+
+        A Business account: its owner's name and id.
+        """
+        if key < 0:
+            connection = self.connection_of(-key)
+            name = connection.owner_name if connection is not None else "account"
+            return f"{name} ({-key})"
         username = self.usernames.get(key)
         return f"@{username}" if username else str(self.telegram_id(key))
 
     def source(self, key: int) -> str:
-        """The amoCRM source external id of the bot behind a key."""
+        """The amoCRM source external id of the bot (or Business account) behind a key."""
+        if key < 0:
+            return account_source_external_id(-key)
         return source_external_id(self.telegram_id(key))
 
     def key_of_source(self, external_id: object) -> int | None:
-        """The bot whose amoCRM source this is, if it is one of ours."""
-        for key in self._by_key:
+        """The bot (or Business account) whose amoCRM source this is, if it is one of ours."""
+        owners = {c.owner_id for c in self.connections.values()}
+        for key in [*self._by_key, *(-owner for owner in owners)]:
             if self.source(key) == external_id:
                 return key
         return None

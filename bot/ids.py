@@ -4,6 +4,10 @@ A conversation is a Telegram chat as one bot sees it (`ChatKey`). The primary bo
 keeps the ids it had before there were several bots: `tg-{chat}`, `tg-{chat}-{message}`; every
 other bot's ids carry its Telegram id: `tg-b{bot}-{chat}`, `tg-b{bot}-{chat}-{message}`. A
 sender is one person in every bot: `tg-{user}`.
+
+A chat of a Telegram Business account (a staff member's own account connected to a bot) has
+the bot key `-owner_id` and the ids `tg-a{owner}-{chat}`, `tg-a{owner}-{chat}-{message}`: the
+account, not the connection id (which Telegram may issue anew), keeps the conversation.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from storage import ChatKey
 
 PREFIX = "tg-"
 PRIMARY = 0
-_CONVERSATION = re.compile(r"tg-(?:b([1-9]\d{0,18})-)?(-?[1-9]\d{0,18})")
+BUTTON_DATA = "amo:"  # callback data of a manager's text button made inline (Business chats)
+_CONVERSATION = re.compile(r"tg-(?:([ab])([1-9]\d{0,18})-)?(-?[1-9]\d{0,18})")
 
 
 def primary_chat(chat_id: int) -> ChatKey:
@@ -23,8 +28,22 @@ def primary_chat(chat_id: int) -> ChatKey:
     return ChatKey(PRIMARY, chat_id)
 
 
+def business_key(owner_id: int, chat_id: int) -> ChatKey:
+    """A chat of the Business account of `owner_id` (the bot key is the owner, negated)."""
+    return ChatKey(-owner_id, chat_id)
+
+
+def is_business(key: ChatKey) -> bool:
+    """Whether a chat is one of a Business account's (not a chat with a bot)."""
+    return key.bot < 0
+
+
 def _tag(key: ChatKey) -> str:
-    return f"{key.chat_id}" if key.bot == PRIMARY else f"b{key.bot}-{key.chat_id}"
+    if key.bot == PRIMARY:
+        return f"{key.chat_id}"
+    if key.bot < 0:
+        return f"a{-key.bot}-{key.chat_id}"
+    return f"b{key.bot}-{key.chat_id}"
 
 
 def conversation_id(key: ChatKey) -> str:
@@ -49,8 +68,10 @@ def chat_from_conversation(value: object) -> ChatKey | None:
     match = _CONVERSATION.fullmatch(value)
     if match is None:
         return None
-    bot, chat = match.groups()
-    return ChatKey(int(bot) if bot else PRIMARY, int(chat))
+    kind, number, chat = match.groups()
+    if kind is None:
+        return ChatKey(PRIMARY, int(chat))
+    return ChatKey(int(number) if kind == "b" else -int(number), int(chat))
 
 
 def chat_lane(key: ChatKey) -> str:
@@ -83,3 +104,8 @@ def call_uniq(key: ChatKey, telegram_message_id: int) -> str:
 def source_external_id(bot_id: int) -> str:
     """The amoCRM source of a bot (≤ 36 printable ASCII; never changes for a bot)."""
     return f"tg-bot-{bot_id}"
+
+
+def account_source_external_id(owner_id: int) -> str:
+    """The amoCRM source of a Business account (≤ 36 printable ASCII)."""
+    return f"tg-acc-{owner_id}"

@@ -57,3 +57,7 @@ RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 300.0
 
 FILE_LINK_TTL_SECONDS = 7 * 24 * 60 * 60
+
+# Telegram Business: a bot may answer on an account's behalf only this long after the
+# customer's last message (Bot API: "active in the last 24 hours").
+BUSINESS_REPLY_WINDOW_SECONDS = 24 * 3600

@@ -92,6 +92,12 @@ class Metrics:
             ["bot", "outcome"],
             registry=self.registry,
         )
+        self.business_not_shown = Counter(
+            "bridge_business_not_shown_total",
+            "What Telegram cannot show in a Business chat (a manager's reaction), by what",
+            ["what"],
+            registry=self.registry,
+        )
         self.bot_polling = Gauge(
             "bridge_telegram_bot_polling",
             "1 while a bot's updates are polled; 0 once Telegram rejected its token",

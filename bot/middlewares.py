@@ -61,7 +61,9 @@ class DurableIntakeMiddleware(BaseMiddleware):
         delay = 0.05
         while True:
             try:
-                if not isinstance(event, Update) or event.message is None:
+                if not isinstance(event, Update) or (
+                    event.message is None and event.business_message is None
+                ):
                     # Reactions, edits, membership changes may refer to messages of this batch.
                     await self.intake.flush()
                 return await handler(event, data)

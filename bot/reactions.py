@@ -17,6 +17,7 @@ from bot.amocrm.hooks import KIND_AMO_REACTION
 from bot.bots import Bots
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind
+from bot.metrics import Metrics
 from storage import ChatKey, Job, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)
@@ -188,9 +189,17 @@ def parse_reaction_hook(hook: dict[str, Any]) -> ManagerReaction:
 class ReactionSender:
     """Runs reaction jobs in both directions."""
 
-    def __init__(self, repo: Repository, bots: Bots, amojo: AmojoClient, channel: Channel) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        bots: Bots,
+        amojo: AmojoClient,
+        channel: Channel,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.repo = repo
         self.bots = bots
+        self.metrics = metrics
         self.amojo = amojo
         self.channel = channel
 
@@ -263,6 +272,17 @@ class ReactionSender:
                 )
                 return Done()
             emojis.append(ReactionTypeEmoji(emoji=emoji))
+        if ids.is_business(link.key):
+            # setMessageReaction has no Business variant: the bot cannot react for an account.
+            logger.info(
+                "manager reaction on message %d of %s not shown: Telegram cannot react on a "
+                "Business account's behalf",
+                link.tg_message_id,
+                link.key,
+            )
+            if self.metrics is not None:
+                self.metrics.business_not_shown.labels(what="reaction").inc()
+            return Done()
         bot = self.bots.get(link.key.bot)
         if bot is None:
             raise GiveUp(f"bot {link.key.bot} is no longer in TELEGRAM_BOT_TOKEN")

@@ -184,6 +184,26 @@ def _plain(kind: str, message: str, ctx: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _id_pairs(value: object, what: str, to: str, example: str) -> object:
+    """`a:b,c:d` (whole numbers) as a dict; a readable ValueError for anything else."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[int, int] = {}
+    for part in (item.strip() for item in value.split(",")):
+        if not part:
+            continue
+        left, sep, right = part.partition(":")
+        if not sep or not left.strip().isdigit() or not right.strip().isdigit():
+            raise ValueError(
+                f"must be comma-separated <{what.removesuffix('_user')}_id>:<{to}> pairs, "
+                f"e.g. {example}"
+            )
+        if int(left) in pairs:
+            raise ValueError(f"names {what.replace('_', ' ')} {int(left)} twice")
+        pairs[int(left)] = int(right)
+    return pairs
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads from its environment (README → Settings)."""
 
@@ -230,6 +250,10 @@ class Settings(BaseSettings):
     AMOCRM_SOURCES: bool = False
     AMOCRM_SOURCE_PIPELINES: Annotated[dict[int, int], NoDecode] = Field(default_factory=dict)
     AMOJO_CHANNEL_CODE: str | None = None  # the channel's code: `origin_code` of the sources
+    # Telegram Business: the channel bot's amojo id (issued at registration) authors an owner's
+    # own messages unless BUSINESS_OWNER_USERS maps the owner to an amoCRM user.
+    AMOJO_BOT_ID: str | None = None
+    BUSINESS_OWNER_USERS: Annotated[dict[int, int], NoDecode] = Field(default_factory=dict)
     # Staff replies and amoCRM error texts: `ru` or `en` (unset: the account's, .ru is Russian).
     LANGUAGE: Language | None = None
 
@@ -283,21 +307,12 @@ class Settings(BaseSettings):
     @field_validator("AMOCRM_SOURCE_PIPELINES", mode="before")
     @classmethod
     def _parse_pipelines(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        pipelines: dict[int, int] = {}
-        for part in (item.strip() for item in value.split(",")):
-            if not part:
-                continue
-            bot, sep, pipeline = part.partition(":")
-            if not sep or not bot.strip().isdigit() or not pipeline.strip().isdigit():
-                raise ValueError(
-                    "must be comma-separated <bot_id>:<pipeline_id> pairs, e.g. 123456789:4401"
-                )
-            if int(bot) in pipelines:
-                raise ValueError(f"names bot {int(bot)} twice")
-            pipelines[int(bot)] = int(pipeline)
-        return pipelines
+        return _id_pairs(value, "bot", "pipeline_id", "123456789:4401")
+
+    @field_validator("BUSINESS_OWNER_USERS", mode="before")
+    @classmethod
+    def _parse_owner_users(cls, value: object) -> object:
+        return _id_pairs(value, "telegram_user", "amocrm_user_id", "5001234567:8812345")
 
     @field_validator("MEDIA_ALLOWED_HOSTS", mode="before")
     @classmethod

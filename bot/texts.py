@@ -348,6 +348,61 @@ TEXTS: dict[str, dict[Language, str]] = {
         "ru": "Задач с ошибкой возвращено в очереди: {count}.",
         "en": "{count} dead-lettered job(s) back in their queues.",
     },
+    # ----- Telegram Business --------------------------------------------------------------
+    "business.notice.connected": {
+        "ru": (
+            "Бот подключён к вашему аккаунту Telegram: сообщения клиентов в ваших чатах "
+            "попадают в amoCRM, а ответы менеджеров из amoCRM уходят от вашего имени. То, что "
+            "вы пишете сами, тоже сохраняется в amoCRM."
+        ),
+        "en": (
+            "The bot is connected to your Telegram account: customers' messages in your chats "
+            "reach amoCRM, and managers' answers from amoCRM are sent on your behalf. What you "
+            "type yourself is kept in amoCRM too."
+        ),
+    },
+    "business.notice.changed": {
+        "ru": "Подключение бота к вашему аккаунту изменилось; чаты по-прежнему связаны с amoCRM.",
+        "en": "The bot's connection to your account changed; your chats still reach amoCRM.",
+    },
+    "business.notice.removed": {
+        "ru": (
+            "Бот отключён от вашего аккаунта: ваши чаты больше не попадают в amoCRM, а ответы "
+            "менеджеров не отправляются."
+        ),
+        "en": (
+            "The bot is disconnected from your account: your chats no longer reach amoCRM, and "
+            "managers' answers are not sent."
+        ),
+    },
+    "business.notice.no_reply": {
+        "ru": (
+            "Не хватает права «Отвечать на сообщения»: ответы менеджеров не будут отправлены, "
+            "пока вы его не дадите (Настройки → Telegram для бизнеса → Чат-боты)."
+        ),
+        "en": (
+            'The "reply to messages" right is missing: managers\' answers are not sent until '
+            "you grant it (Settings → Telegram Business → Chatbots)."
+        ),
+    },
+    "business.notice.no_read": {
+        "ru": (
+            "Не хватает права «Читать сообщения»: чаты, на которые ответили менеджеры, "
+            "останутся непрочитанными у вас."
+        ),
+        "en": (
+            'The "read messages" right is missing: chats the managers answered stay unread in '
+            "your app."
+        ),
+    },
+    "business.deleted_by_customer": {
+        "ru": "🗑 Клиент удалил это сообщение в Telegram.",
+        "en": "🗑 The customer deleted this message in Telegram.",
+    },
+    "business.deleted": {
+        "ru": "🗑 Это сообщение удалено в Telegram.",
+        "en": "🗑 This message was deleted in Telegram.",
+    },
     # ----- amoCRM: why a manager's message was not delivered (status -1) --------------------
     "amo.blocked": {
         "ru": "Клиент заблокировал бота в Telegram, поэтому сообщение не доставлено.",
@@ -408,6 +463,36 @@ TEXTS: dict[str, dict[Language, str]] = {
     "amo.not_our_chat": {
         "ru": "Беседа {conversation} — не чат Telegram этого моста.",
         "en": "Conversation {conversation} is not a Telegram chat of this bridge.",
+    },
+    "amo.business_write_first": {
+        "ru": (
+            "Написать первым через аккаунт Telegram Business нельзя: бот отвечает от имени "
+            "аккаунта только тем, кто сам написал ему за последние 24 часа."
+        ),
+        "en": (
+            "Writing first through a Telegram Business account is impossible: the bot answers "
+            "on the account's behalf only to people who wrote to it in the last 24 hours."
+        ),
+    },
+    "amo.business_disconnected": {
+        "ru": (
+            "Аккаунт Telegram Business этого чата отключил бота (или приостановил его), "
+            "поэтому сообщение не отправлено."
+        ),
+        "en": (
+            "The Telegram Business account of this chat disconnected the bot (or paused it), "
+            "so the message was not sent."
+        ),
+    },
+    "amo.business_cannot_reply": {
+        "ru": (
+            "Аккаунт Telegram Business этого чата не разрешил боту отвечать на сообщения "
+            "(право «Отвечать на сообщения»), поэтому сообщение не отправлено."
+        ),
+        "en": (
+            "The Telegram Business account of this chat does not let the bot reply to messages "
+            '(the "reply to messages" right), so the message was not sent.'
+        ),
     },
     "amo.window.never": {
         "ru": "Клиент ещё не писал боту",

@@ -2,7 +2,7 @@
 
 from aiogram import Router
 
-from handlers import customer, deadletters, membership, operator, reactions
+from handlers import business, customer, deadletters, membership, operator, reactions
 
 
 def build_routers() -> list[Router]:
@@ -12,6 +12,7 @@ def build_routers() -> list[Router]:
         deadletters.router,
         membership.router,
         reactions.router,
+        business.router,
         customer.router,
     ]
     for router in routers:

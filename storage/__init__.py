@@ -1,6 +1,7 @@
 """SQLite storage: schema, migrations and the repository (the only module that speaks SQL)."""
 
 from storage.repository import (
+    BusinessConnection,
     ChatKey,
     Customer,
     CustomerProfile,
@@ -17,6 +18,7 @@ from storage.repository import (
 )
 
 __all__ = [
+    "BusinessConnection",
     "ChatKey",
     "Customer",
     "CustomerProfile",

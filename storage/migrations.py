@@ -259,4 +259,23 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE operator_audit ADD COLUMN bot INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        12,
+        """
+        -- Telegram Business: a staff member's own account connected to one of the bots. Its
+        -- chats are customers of the bot key -owner_id (bot/ids.py).
+        CREATE TABLE business_connections (
+            id TEXT PRIMARY KEY,
+            bot INTEGER NOT NULL,
+            owner_id INTEGER NOT NULL,
+            owner_name TEXT NOT NULL,
+            user_chat_id INTEGER NOT NULL,
+            can_reply INTEGER NOT NULL,
+            can_read INTEGER NOT NULL,
+            enabled INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX business_connections_owner ON business_connections (owner_id, updated_at);
+        """,
+    ),
 ]

@@ -81,6 +81,40 @@ class ChatKey:
 
 
 @dataclass(frozen=True, slots=True)
+class BusinessConnection:
+    """A Telegram Business account connected to one of the bots (`business_connection`)."""
+
+    id: str
+    bot: int  # the bot key of the bot it is connected to
+    owner_id: int
+    owner_name: str
+    user_chat_id: int  # the owner's private chat with the bot (for notices)
+    can_reply: bool
+    can_read: bool
+    enabled: bool
+    updated_at: float = 0.0
+
+
+_CONNECTION_COLUMNS = (
+    "id, bot, owner_id, owner_name, user_chat_id, can_reply, can_read, enabled, updated_at"
+)
+
+
+def _connection(row: sqlite3.Row | tuple[Any, ...]) -> BusinessConnection:
+    return BusinessConnection(
+        id=row[0],
+        bot=row[1],
+        owner_id=row[2],
+        owner_name=row[3],
+        user_chat_id=row[4],
+        can_reply=bool(row[5]),
+        can_read=bool(row[6]),
+        enabled=bool(row[7]),
+        updated_at=row[8],
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Customer:
     """A Telegram private chat known to the bridge."""
 
@@ -443,6 +477,28 @@ class Transaction:
                 )
                 for link in links
             ],
+        )
+
+    async def save_business_connection(self, connection: BusinessConnection) -> None:
+        """Store a business connection as Telegram last described it."""
+        await self._conn.execute(
+            f"INSERT INTO business_connections ({_CONNECTION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "bot = excluded.bot, owner_id = excluded.owner_id, owner_name = excluded.owner_name, "
+            "user_chat_id = excluded.user_chat_id, can_reply = excluded.can_reply, "
+            "can_read = excluded.can_read, enabled = excluded.enabled, "
+            "updated_at = excluded.updated_at",
+            (
+                connection.id,
+                connection.bot,
+                connection.owner_id,
+                connection.owner_name,
+                connection.user_chat_id,
+                int(connection.can_reply),
+                int(connection.can_read),
+                int(connection.enabled),
+                connection.updated_at or time.time(),
+            ),
         )
 
     async def set_amo_message_id(self, our_msgid: str, amo_message_id: str) -> None:
@@ -913,6 +969,13 @@ class Repository:
         )
         return int(rows[0][0])
 
+    async def business_connections(self) -> list[BusinessConnection]:
+        """Every business connection ever seen, oldest change first."""
+        rows = await self._all(
+            f"SELECT {_CONNECTION_COLUMNS} FROM business_connections ORDER BY updated_at, id"
+        )
+        return [_connection(row) for row in rows]
+
     async def get_customer(self, key: ChatKey) -> Customer | None:
         """A customer by bot and Telegram chat id."""
         rows = await self._all(
@@ -922,16 +985,18 @@ class Repository:
         return _customer(rows[0]) if rows else None
 
     async def customers_with_phone(
-        self, phone: str, limit: int = 10, *, bot: int | None = None
+        self, phone: str, limit: int = 10, *, bot: int | None = None, accounts: bool = False
     ) -> list[Customer]:
         """Customers who shared this very phone (normalised, `+digits`) as their own.
 
-        `bot` narrows the search to one bot's customers (None: every bot's).
+        `bot` narrows the search to one bot's customers (None: every bot's). Chats of Business
+        accounts (negative keys) match only with `accounts`, and then only they do: a bot cannot
+        write first on an account's behalf.
         """
         rows = await self._all(
             f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE phone = ? "
-            "AND (? IS NULL OR bot = ?) ORDER BY updated_at DESC LIMIT ?",
-            (phone, bot, bot, limit),
+            "AND (? IS NULL OR bot = ?) AND (bot < 0) = ? ORDER BY updated_at DESC LIMIT ?",
+            (phone, bot, bot, accounts, limit),
         )
         return [_customer(row) for row in rows]
 
@@ -963,6 +1028,15 @@ class Repository:
             (key.bot, key.chat_id, tg_message_id),
         )
         return _link(rows[0]) if rows else None
+
+    async def last_incoming_message(self, key: ChatKey) -> int | None:
+        """The Telegram id of the customer's latest bridged message in a chat."""
+        rows = await self._all(
+            "SELECT MAX(tg_message_id) FROM message_links "
+            "WHERE bot = ? AND chat_id = ? AND direction = 'in'",
+            (key.bot, key.chat_id),
+        )
+        return rows[0][0] if rows and rows[0][0] is not None else None
 
     async def links_for_amo_message(self, amo_id: str) -> list[MessageLink]:
         """Telegram messages for an amo message id (or our own msgid), in send order."""

@@ -523,6 +523,18 @@ class CrmClient:
             raise CrmError(response.status_code, "the account answer has no amojo_id")
         return str(amojo_id)
 
+    async def user_amojo_id(self, user_id: int) -> str | None:
+        """A user's id in the chats service (`GET /api/v4/users/{id}?with=amojo_id`; admin)."""
+        response = await self.request(
+            "GET", f"/api/v4/users/{user_id}", params={"with": "amojo_id"}
+        )
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        value = data.get("amojo_id") if isinstance(data, dict) else None
+        return str(value) if value else None
+
     async def get_talk(self, talk_id: int) -> Talk:
         """One talk (`GET /api/v4/talks/{id}`)."""
         response = await self.request("GET", f"/api/v4/talks/{talk_id}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiogram.types import Contact, Message
+from aiogram.types import CallbackQuery, Contact, Message
 
 from bot import ids
 from bot.bots import Bots
@@ -15,12 +16,14 @@ from bot.customer import mapping
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.notices import Markup, notice_job
 from bot.phones import mask_phone, normalise_phone
+from bot.texts import Language, text
 from storage import ChatKey, CustomerProfile, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)
 
 KIND_NEW_MESSAGE = "customer.message"
 KIND_EDIT_MESSAGE = "customer.edit"
+KIND_OWNER_MESSAGE = "business.owner_message"
 
 
 def is_own_contact(message: Message) -> bool:
@@ -79,9 +82,10 @@ class Intake:
     for updates already committed — one commit per batch instead of one per message.
     """
 
-    def __init__(self, repo: Repository, bots: Bots) -> None:
+    def __init__(self, repo: Repository, bots: Bots, language: Language = "en") -> None:
         self.repo = repo
         self.bots = bots
+        self.language = language  # of what amoCRM is told on the bridge's own behalf
         self._batch = _Batch()
         self._flushing = asyncio.Lock()
 
@@ -109,8 +113,8 @@ class Intake:
                 raise
 
     def chat_of(self, message: Message) -> ChatKey:
-        """The conversation a message belongs to (the bot it came to, its chat)."""
-        return self.bots.chat(message.bot, message.chat)
+        """The conversation a message belongs to (the bot or Business account, its chat)."""
+        return self.bots.chat(message.bot, message.chat, message.business_connection_id)
 
     def _touch_customer(self, message: Message) -> None:
         user = message.from_user
@@ -213,3 +217,83 @@ class Intake:
             direction="in",
             content_hash=new_hash,
         )
+
+    async def record_owner_message(self, message: Message, owner_name: str) -> None:
+        """Record what a Business account's owner typed in Telegram, for amoCRM as outgoing.
+
+        A message the bridge itself sent on the account's behalf is linked already (delivery
+        records it when Telegram accepts it), so it is not imported back.
+        """
+        await self.flush()  # the quoted or the linked message may be in this very batch
+        key = self.chat_of(message)
+        if await self.repo.get_link(key, message.message_id) is not None:
+            logger.debug("message %d of %s is bridged already", message.message_id, key)
+            return
+        content = mapping.message_content(message)
+        payload = mapping.owner_message_payload(key, message, content, owner_name)
+        if message.reply_to_message is not None:
+            link = await self.repo.get_link(key, message.reply_to_message.message_id)
+            if link is not None:
+                reply_to = mapping.reply_reference(link.our_msgid, link.amo_message_id)
+                if reply_to is not None:
+                    payload["reply_to"] = reply_to
+        job = amojo_job(
+            KIND_OWNER_MESSAGE,
+            key,
+            f"owner:{ids.key_text(key)}:{message.message_id}",
+            payload,
+            content,
+        )
+        job.payload["owner_id"] = message.from_user.id if message.from_user else -key.bot
+        self._batch.jobs.append(job)
+        self._batch.links[job.dedup_key] = MessageLink(
+            key=key,
+            tg_message_id=message.message_id,
+            direction="out",
+            our_msgid=payload["msgid"],
+            content_hash=mapping.content_hash(message),
+        )
+
+    async def record_deletions(self, key: ChatKey, message_ids: list[int], update_id: int) -> None:
+        """Show in amoCRM that messages were deleted in Telegram (amojo cannot delete): each
+        bridged one is edited to say so. Messages the bridge never carried are only logged."""
+        await self.flush()  # a deleted message may be in this very batch
+        for telegram_id in message_ids:
+            link = await self.repo.get_link(key, telegram_id)
+            if link is None or (link.our_msgid is None and link.direction == "out"):
+                # Never bridged, or a manager's message the bridge delivered: amoCRM has it as
+                # the manager wrote it, and only its author's side could change it.
+                logger.info(
+                    "deleted message %d of %s: not one amoCRM got from us", telegram_id, key
+                )
+                continue
+            who = "business.deleted_by_customer" if link.direction == "in" else "business.deleted"
+            payload = mapping.deleted_message_payload(key, telegram_id, text(who, self.language))
+            self._batch.jobs.append(
+                amojo_job(
+                    KIND_EDIT_MESSAGE,
+                    key,
+                    f"deleted:{ids.key_text(key)}:{telegram_id}:u{update_id}",
+                    payload,
+                    mapping.Content(payload["message"]),
+                )
+            )
+
+    async def record_button_press(self, key: ChatKey, callback: CallbackQuery, label: str) -> None:
+        """A customer's press of a manager's inline button (Business chats): its text, as the
+        customer's message (spec §3.2: a press sends the button's text back). A repeated
+        callback is one message."""
+        moment = int(time.time())
+        msgid = f"{ids.conversation_id(key)}-cb{callback.id}"
+        payload: dict[str, Any] = {
+            "timestamp": moment,
+            "msec_timestamp": moment * 1000,
+            "msgid": msgid,
+            "conversation_id": ids.conversation_id(key),
+            "sender": mapping.sender(callback.from_user),
+            "message": {"type": "text", "text": label},
+            "silent": False,
+        }
+        content = mapping.Content(payload["message"])
+        dedup = f"in:{ids.key_text(key)}:cb{callback.id}"
+        self._batch.jobs.append(amojo_job(KIND_NEW_MESSAGE, key, dedup, payload, content))

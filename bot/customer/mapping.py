@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,4 +248,45 @@ def edit_message_payload(key: ChatKey, message: Message, content: Content) -> di
         "msgid": ids.message_id(key, message.message_id),
         "conversation_id": ids.conversation_id(key),
         "message": content.message,
+    }
+
+
+def chat_name(message: Message) -> str:
+    """The display name of a private chat's other person (the customer of a Business chat)."""
+    chat = message.chat
+    name = " ".join(part for part in (chat.first_name, chat.last_name) if part).strip()
+    return name or (f"@{chat.username}" if chat.username else f"Telegram user {chat.id}")
+
+
+def owner_message_payload(
+    key: ChatKey, message: Message, content: Content, owner_name: str
+) -> dict[str, Any]:
+    """`new_message` for what a Business account's owner typed in Telegram: an outgoing
+    message from the owner to the customer (spec §4.1). Its `sender.ref_id` (the owner's
+    amoCRM user, or the channel's bot) is added when it is sent; it is silent, as the owner
+    answered already."""
+    timestamp = int(message.date.timestamp())
+    owner = message.from_user
+    return {
+        "timestamp": timestamp,
+        "msec_timestamp": timestamp * 1000,
+        "msgid": ids.message_id(key, message.message_id),
+        "conversation_id": ids.conversation_id(key),
+        "sender": {"id": ids.user_id(owner.id if owner else -key.bot), "name": owner_name},
+        "receiver": {"id": ids.user_id(message.chat.id), "name": chat_name(message)},
+        "message": content.message,
+        "silent": True,
+    }
+
+
+def deleted_message_payload(key: ChatKey, telegram_message_id: int, text: str) -> dict[str, Any]:
+    """`edit_message` that shows in amoCRM that a message was deleted in Telegram (amojo has
+    no delete)."""
+    moment = int(time.time())
+    return {
+        "timestamp": moment,
+        "msec_timestamp": moment * 1000,
+        "msgid": ids.message_id(key, telegram_message_id),
+        "conversation_id": ids.conversation_id(key),
+        "message": {"type": "text", "text": text},
     }

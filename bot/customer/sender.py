@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
 from bot.customer.files import FileLinks
-from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
+from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, KIND_OWNER_MESSAGE
 from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import ChatKey, Job, Repository
 from storage.repository import Transaction
@@ -39,6 +39,7 @@ class CustomerMessageSender:
         channel: Channel,
         files: FileLinks,
         sources: Callable[[ChatKey], str | None] | None = None,
+        author_of: Callable[[int], Awaitable[str]] | None = None,
     ) -> None:
         self.repo = repo
         self.amojo = amojo
@@ -47,12 +48,15 @@ class CustomerMessageSender:
         # The amoCRM source external id of a chat's bot (None: the channel's default source);
         # it raises RetryLater while the sources are not checked yet.
         self.sources = sources or (lambda key: None)
+        # The amojo id an owner's own Business messages are imported under (GiveUp: none).
+        self.author_of = author_of
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds this sender runs."""
         return {
             KIND_NEW_MESSAGE: JobKind(run=self.send_new_message),
             KIND_EDIT_MESSAGE: JobKind(run=self.send_edit),
+            KIND_OWNER_MESSAGE: JobKind(run=self.send_owner_message),
         }
 
     def _attach_media(
@@ -84,6 +88,29 @@ class CustomerMessageSender:
                 payload["conversation_ref_id"] = customer.amo_conversation_id
             if customer.amo_user_id:
                 payload["sender"]["ref_id"] = customer.amo_user_id
+        return await self._send(job, key, payload)
+
+    async def send_owner_message(self, job: Job) -> Done:
+        """`new_message`, outgoing, for what a Business account's owner typed in Telegram."""
+        key = ids.chat_of(job.payload)
+        payload: dict[str, Any] = job.payload["payload"]
+        if self.author_of is None:
+            raise GiveUp("no author for a Business owner's message: set AMOJO_BOT_ID")
+        payload["sender"]["ref_id"] = await self.author_of(int(job.payload["owner_id"]))
+        self._attach_media(key, payload, job.payload.get("media"))
+        source = self.sources(key)
+        if source is not None:
+            payload["source"] = {"external_id": source}
+        customer = await self.repo.get_customer(key)
+        if customer is not None:
+            if customer.amo_conversation_id:
+                payload["conversation_ref_id"] = customer.amo_conversation_id
+            if customer.amo_user_id:
+                payload["receiver"]["ref_id"] = customer.amo_user_id
+        return await self._send(job, key, payload)
+
+    async def _send(self, job: Job, key: ChatKey, payload: dict[str, Any]) -> Done:
+        """POST one `new_message`; amo's id for it is kept with the message pair."""
         msgid = payload["msgid"]
         try:
             answer = await self.amojo.send_event(self.channel.scope_id, "new_message", payload)

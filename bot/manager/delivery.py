@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from aiogram import Bot
 from aiogram.exceptions import (
+    TelegramAPIError,
     TelegramBadRequest,
     TelegramEntityTooLarge,
     TelegramForbiddenError,
@@ -46,6 +47,7 @@ from bot.limits import (
     ALBUM_QUIET_SECONDS,
     AMOJO_DELIVERY_ERROR_MAX_CHARS,
     AMOJO_MEDIA_TIMEOUT_SECONDS,
+    BUSINESS_REPLY_WINDOW_SECONDS,
     DELIVERY_GIVE_UP_SECONDS,
     MEDIA_CHUNK_BYTES,
     MEDIA_CONCURRENCY,
@@ -75,6 +77,7 @@ KIND_AMO_STATUS = "amo.status"
 DELIVERED = 1
 FAILED = -1
 ERROR_BLOCKED = 901
+ERROR_NO_RIGHTS = 902
 ERROR_NO_CONVERSATION = 904
 ERROR_OTHER = 905
 
@@ -130,7 +133,7 @@ class Recipient:
 def _cache_key(to: _Target, kind: str | None, url: str) -> str:
     """Where the file_id Telegram gave a file is kept (a file_id is valid for its bot only)."""
     key = f"{kind or 'document'}:{hashlib.sha256(url.encode()).hexdigest()}"
-    return f"b{to.chat.bot}:{key}" if to.chat.bot else key
+    return f"b{to.bot_key}:{key}" if to.bot_key else key
 
 
 async def _record_conversation(
@@ -209,10 +212,19 @@ class _NotAnAlbum(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """The bot that sends, and the chat it sends to."""
+    """The bot that sends, the chat it sends to, and the Business connection it sends through."""
 
     bot: Bot
     chat: ChatKey
+    bot_key: int = 0
+    business_connection_id: str | None = None
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What every send into this chat adds (the Business connection)."""
+        if self.business_connection_id is None:
+            return {}
+        return {"business_connection_id": self.business_connection_id}
 
     @property
     def chat_id(self) -> int:
@@ -296,6 +308,8 @@ class ManagerMessageDelivery:
         received_at = float(job.payload.get("received_at") or job.created_at)
         try:
             recipient = await self._recipient(message)
+            if ids.is_business(recipient.chat) and await self._is_echo(message):
+                return Done()
             self._check_allowed(recipient, received_at)
             if message.media_group_id is not None and album_class(message) is not None:
                 return await self._deliver_album(job, message, recipient, received_at)
@@ -303,6 +317,16 @@ class ManagerMessageDelivery:
         except Undeliverable as exc:
             logger.info("message %s not delivered (%d): %s", message.amo_id, exc.error_code, exc)
             return Done(followups=[self._failed(message, exc.error_code, exc.reason)])
+
+    async def _is_echo(self, message: ManagerMessage) -> bool:
+        """Whether a hook is amoCRM echoing a Business owner's message the bridge imported."""
+        for link in await self.repo.links_for_amo_message(message.amo_id):
+            if link.direction == "out" and link.our_msgid is not None:
+                logger.info(
+                    "message %s is an imported owner message: not sent back", message.amo_id
+                )
+                return True
+        return False
 
     def _source_bot(self, message: ManagerMessage) -> int | None:
         """The bot whose amoCRM source the hook names (None: no source, or sources are off)."""
@@ -341,6 +365,8 @@ class ManagerMessageDelivery:
                     phrase("amo.source_mismatch", source=message.source_external_id),
                 )
             return Recipient(bound.key, bound)
+        if source_bot is not None and source_bot < 0:
+            raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.business_write_first"))
         if self.sources and message.source_external_id is not None and source_bot is None:
             raise Undeliverable(
                 ERROR_NO_CONVERSATION,
@@ -349,6 +375,8 @@ class ManagerMessageDelivery:
         phone = normalise_phone(message.receiver_phone)
         # With sources, the manager picked the bot by its source: only its customers match.
         matches = await self.repo.customers_with_phone(phone, bot=source_bot) if phone else []
+        if not matches and phone and await self.repo.customers_with_phone(phone, accounts=True):
+            raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.business_write_first"))
         if not matches:
             logger.info(
                 "write-first to %s: no customer shared this phone",
@@ -368,6 +396,16 @@ class ManagerMessageDelivery:
         customer = recipient.customer
         if customer is not None and customer.blocked:
             raise Undeliverable(ERROR_BLOCKED, phrase("amo.blocked"))
+        if ids.is_business(recipient.chat):
+            self._target(recipient.chat)  # a removed or read-only connection: 902 first
+            # Telegram lets an account's bot answer only within 24 h of the customer's last
+            # message, whatever TIME_WINDOW_SECONDS says.
+            last = customer.last_message_at if customer is not None else None
+            ago = time.time() - last if last is not None else None
+            if ago is None or ago > BUSINESS_REPLY_WINDOW_SECONDS:
+                window = window_closed_reason(ago, BUSINESS_REPLY_WINDOW_SECONDS)
+                raise Undeliverable(ERROR_OTHER, window)
+            return
         if self.time_window > 0:
             last = customer.last_message_at if customer is not None else None
             ago = received_at - last if last is not None else None
@@ -421,7 +459,7 @@ class ManagerMessageDelivery:
     async def _send_album(self, run: list[ManagerMessage], recipient: Recipient) -> Done:
         """One sendMediaGroup for 2–10 parts; _NotAnAlbum when they must go one by one."""
         chat = recipient.chat
-        bot = self._bot_of(chat)
+        to = self._target(chat)
         sent_before = {
             link.amo_message_id
             for message in run
@@ -432,7 +470,8 @@ class ManagerMessageDelivery:
         if len(todo) == 1:
             raise _NotAnAlbum("one part left after a restart")
         if todo:
-            await self._send_album_items(_Target(bot, chat), todo)
+            await self._send_album_items(to, todo)
+            await self._mark_read(to)
         if self.typing is not None:
             self.typing.stop(chat)
         head = run[0]
@@ -460,7 +499,7 @@ class ManagerMessageDelivery:
                     upload = await self._album_upload(to, message, spooled)
                     media.append(_album_item(message, upload))
                 reply_to = await self._reply_target(todo[0], to.chat)
-                extra: dict[str, Any] = {}
+                extra: dict[str, Any] = dict(to.extra)
                 if reply_to is not None:
                     extra["reply_parameters"] = ReplyParameters(
                         message_id=reply_to, allow_sending_without_reply=True
@@ -501,12 +540,41 @@ class ManagerMessageDelivery:
                         _cache_key(to, part.media_kind, part.media), file_id
                     )
 
-    def _bot_of(self, chat: ChatKey) -> Bot:
-        """The bot that sends to a chat (Undeliverable when it is no longer configured)."""
+    async def _mark_read(self, to: _Target) -> None:
+        """In a Business chat whose account lets the bot read messages, mark the customer's
+        messages read: staff answered them, so the owner's app need not list them unread."""
+        if to.business_connection_id is None:
+            return
+        connection = self.bots.connections.get(to.business_connection_id)
+        latest = await self.repo.last_incoming_message(to.chat)
+        if connection is None or not connection.can_read or latest is None:
+            return
+        try:
+            await to.bot.read_business_message(to.business_connection_id, to.chat_id, latest)
+        except TelegramAPIError as exc:  # cosmetic: the answer itself went out
+            logger.info("messages of %s not marked read: %s", to.chat, exc.message)
+
+    def _target(self, chat: ChatKey) -> _Target:
+        """Who sends to a chat: its bot, or the bot of its Business account's connection.
+
+        Undeliverable when the bot is no longer configured (904), or the account's connection
+        is removed, disabled or may not reply (902).
+        """
+        if ids.is_business(chat):
+            connection = self.bots.connection_of(-chat.bot)
+            if connection is None or not connection.enabled:
+                raise Undeliverable(ERROR_NO_RIGHTS, phrase("amo.business_disconnected"))
+            if not connection.can_reply:
+                raise Undeliverable(ERROR_NO_RIGHTS, phrase("amo.business_cannot_reply"))
+            bot = self.bots.get(connection.bot)
+            if bot is None:
+                gone = phrase("amo.bot_gone", bot=connection.bot)
+                raise Undeliverable(ERROR_NO_CONVERSATION, gone)
+            return _Target(bot, chat, connection.bot, connection.id)
         bot = self.bots.get(chat.bot)
         if bot is None:
             raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.bot_gone", bot=chat.bot))
-        return bot
+        return _Target(bot, chat, chat.bot)
 
     async def _album_upload(
         self, to: _Target, message: ManagerMessage, spooled: list[str]
@@ -537,10 +605,11 @@ class ManagerMessageDelivery:
 
     async def _send(self, message: ManagerMessage, recipient: Recipient) -> Done:
         chat = recipient.chat
-        bot = self._bot_of(chat)
+        to = self._target(chat)
         if self.typing is not None:
             self.typing.stop(chat)
-        buttons = keyboard_for(message.markup)
+        # A Business chat takes no reply keyboard: its text buttons become inline buttons.
+        buttons = keyboard_for(message.markup, inline=to.business_connection_id is not None)
         parts = plan_parts(message, buttons.extra_lines)
         if not parts:
             raise Undeliverable(ERROR_OTHER, phrase("amo.empty"))
@@ -554,9 +623,7 @@ class ManagerMessageDelivery:
             markup = buttons.keyboard if index == len(parts) - 1 else None
             reply = reply_to if index == 0 else None
             try:
-                sent, refused = await self._send_part(
-                    _Target(bot, chat), message, parts[index], markup, reply
-                )
+                sent, refused = await self._send_part(to, message, parts[index], markup, reply)
             except TelegramForbiddenError as exc:
                 return self._failed_blocked(message, chat, exc.message)
             except TelegramBadRequest as exc:
@@ -581,6 +648,7 @@ class ManagerMessageDelivery:
                 if refused is not None:
                     # Kept with the part: a retry of a later part must still report it.
                     await tx.set_kv(refusal_key(message.amo_id), refused)
+        await self._mark_read(to)
         logger.info(
             "message %s delivered to chat %d of bot %s in %d part(s)",
             message.amo_id,
@@ -626,7 +694,7 @@ class ManagerMessageDelivery:
         reply_to: int | None,
     ) -> tuple[Message, str | None]:
         """The sent message, and why its media was refused (None: it was not)."""
-        common: dict[str, Any] = {"reply_markup": markup}
+        common: dict[str, Any] = {"reply_markup": markup, **to.extra}
         if reply_to is not None:
             common["reply_parameters"] = ReplyParameters(
                 message_id=reply_to, allow_sending_without_reply=True

@@ -12,6 +12,7 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
 )
 
+from bot import ids
 from bot.limits import TELEGRAM_CAPTION_LIMIT
 from bot.telegram_text import split_text, utf16_length, well_formed
 
@@ -117,10 +118,14 @@ class Buttons:
     extra_lines: list[str] = field(default_factory=list)
 
 
-def keyboard_for(markup: dict[str, Any] | None) -> Buttons:
+def keyboard_for(markup: dict[str, Any] | None, *, inline: bool = False) -> Buttons:
     """Text buttons → a one-time reply keyboard (a press comes back as the customer's text);
     link buttons → inline URL buttons. Telegram takes one keyboard per message, so when both
-    kinds come together the text buttons win and the links are written into the text."""
+    kinds come together the text buttons win and the links are written into the text.
+
+    `inline` (a Business chat, which takes no reply keyboard): text buttons become inline
+    buttons whose press (`callback_query`, data `amo:<row>:<column>`) comes back as the
+    customer's text, next to the link buttons."""
     rows = markup.get("buttons") if markup else None
     if not isinstance(rows, list):
         return Buttons()
@@ -143,6 +148,15 @@ def keyboard_for(markup: dict[str, Any] | None) -> Buttons:
             text_rows.append(text_row)
         if url_row:
             url_rows.append(url_row)
+    if inline and text_rows:
+        pressed = [
+            [
+                InlineKeyboardButton(text=button.text, callback_data=f"{ids.BUTTON_DATA}{r}:{c}")
+                for c, button in enumerate(row)
+            ]
+            for r, row in enumerate(text_rows)
+        ]
+        return Buttons(InlineKeyboardMarkup(inline_keyboard=pressed + url_rows))
     if text_rows:
         lines = [f"{b.text}: {b.url}" for row in url_rows for b in row]
         keyboard = ReplyKeyboardMarkup(

@@ -75,11 +75,15 @@ class TypingIndicator:
                 await task
 
     async def _keep_typing(self, chat_id: ChatKey) -> None:
-        bot = self.bots.get(chat_id.bot)
+        route = self.bots.route(chat_id.bot)  # a Business chat types through its connection
         try:
-            while bot is not None and self.clock() < self._deadlines.get(chat_id, 0.0):
+            while route is not None and self.clock() < self._deadlines.get(chat_id, 0.0):
                 try:
-                    await bot.send_chat_action(chat_id.chat_id, ChatAction.TYPING)
+                    await route.bot.send_chat_action(
+                        chat_id.chat_id,
+                        ChatAction.TYPING,
+                        business_connection_id=route.business_connection_id,
+                    )
                 except (TelegramForbiddenError, TelegramBadRequest) as exc:
                     logger.info("typing in chat %d stopped: %s", chat_id.chat_id, exc.message)
                     return

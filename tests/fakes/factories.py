@@ -4,7 +4,15 @@ import time
 from typing import Any, Literal
 
 UpdateKind = Literal[
-    "message", "edited_message", "message_reaction", "my_chat_member", "callback_query"
+    "message",
+    "edited_message",
+    "message_reaction",
+    "my_chat_member",
+    "callback_query",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
 ]
 
 

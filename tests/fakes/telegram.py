@@ -447,6 +447,11 @@ class FakeTelegram(FakeServer):
         self._file_counter = itertools.count(1)
         self._poll_generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Telegram Business: connections by id, and when each chat's customer last wrote.
+        self.business: dict[str, dict[str, Any]] = {}
+        self.business_inbound: dict[tuple[str, int], float] = {}
+        self.business_read: list[tuple[str, int, int]] = []
+        self._business_message_ids: dict[tuple[str, int], int] = defaultdict(lambda: 5000)
         if served_by is None:
             self.app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
             self.app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
@@ -500,6 +505,152 @@ class FakeTelegram(FakeServer):
         self._schedule_notify()
         return update_id
 
+    # ---- Telegram Business ------------------------------------------------------------------
+
+    def connect_business(
+        self,
+        connection_id: str,
+        owner: dict[str, Any],
+        *,
+        can_reply: bool = True,
+        can_read: bool = True,
+        enabled: bool = True,
+    ) -> int:
+        """The owner connects (or re-configures, or with enabled=False removes) this bot in
+        their account's Business settings: a `business_connection` update."""
+        connection = {
+            "id": connection_id,
+            "user": owner,
+            "user_chat_id": owner["id"],
+            "date": int(time.time()),
+            "is_enabled": enabled,
+            "rights": {"can_reply": can_reply, "can_read_messages": can_read},
+        }
+        self.business[connection_id] = connection
+        return self.push_update({"business_connection": connection})
+
+    def business_message(
+        self,
+        connection_id: str,
+        customer: dict[str, Any],
+        *,
+        from_owner: bool = False,
+        date: int | None = None,
+        message_id: int | None = None,
+        edited: bool = False,
+        **fields: Any,
+    ) -> tuple[int, int]:
+        """A message in the account's chat with `customer`, by the customer or typed by the
+        owner: a `business_message` (or edited) update. Returns (update_id, message_id)."""
+        connection = self.business[connection_id]
+        key = (connection_id, customer["id"])
+        if message_id is None:
+            self._business_message_ids[key] += 1
+            message_id = self._business_message_ids[key]
+        moment = date if date is not None else int(time.time())
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "from": connection["user"] if from_owner else customer,
+            "chat": {
+                "id": customer["id"],
+                "type": "private",
+                **{
+                    k: customer[k] for k in ("first_name", "last_name", "username") if k in customer
+                },
+            },
+            "date": moment,
+            "business_connection_id": connection_id,
+        }
+        message.update({k: v for k, v in fields.items() if v is not None})
+        if edited:
+            message["edit_date"] = moment + 1
+        elif not from_owner:
+            self.business_inbound[key] = float(moment)
+        self.known_messages.add((customer["id"], message_id))
+        kind = "edited_business_message" if edited else "business_message"
+        return self.push_update({kind: message}), message_id
+
+    def delete_business_messages(
+        self, connection_id: str, customer: dict[str, Any], message_ids: list[int]
+    ) -> int:
+        """Messages deleted in the account's chat: a `deleted_business_messages` update."""
+        chat = {"id": customer["id"], "type": "private", "first_name": customer["first_name"]}
+        return self.push_update(
+            {
+                "deleted_business_messages": {
+                    "business_connection_id": connection_id,
+                    "chat": chat,
+                    "message_ids": message_ids,
+                }
+            }
+        )
+
+    def business_sends(self, connection_id: str) -> list[RecordedCall]:
+        """Successful sends made on behalf of a business account."""
+        return [
+            c
+            for c in self.sent_messages()
+            if c.params.get("business_connection_id") == connection_id
+        ]
+
+    def _check_business(self, method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """What Telegram checks of a call made on behalf of a business account."""
+        connection_id = params.get("business_connection_id")
+        if connection_id is None:
+            return None
+        connection = self.business.get(str(connection_id))
+        if connection is None:
+            raise bad_request("BUSINESS_CONNECTION_INVALID")
+        if not connection["is_enabled"]:
+            raise bad_request("BUSINESS_CONNECTION_NOT_ALLOWED")
+        rights = connection["rights"]
+        if method == "readbusinessmessage":
+            if not rights.get("can_read_messages"):
+                raise ApiError(403, "Forbidden: BOT_ACCESS_FORBIDDEN")
+            return connection
+        if method.startswith("send") and method != "sendchataction":
+            if not rights.get("can_reply"):
+                raise ApiError(403, "Forbidden: BOT_ACCESS_FORBIDDEN")
+            chat = params.get("chat_id")
+            last = self.business_inbound.get((str(connection_id), int(chat or 0)))
+            if last is None or time.time() - last > 24 * 3600:
+                raise ApiError(403, "Forbidden: the chat had no incoming messages in 24 hours")
+            markup = params.get("reply_markup")
+            if isinstance(markup, dict) and "inline_keyboard" not in markup:
+                raise bad_request("reply keyboards are not supported for business messages")
+        return connection
+
+    def _on_behalf(self, connection: dict[str, Any], sent: Any) -> None:
+        """A message sent for the account is the owner's, sent by this bot; Telegram also
+        shows it to the bot as a `business_message` from the owner (echoed here)."""
+        for message in sent if isinstance(sent, list) else [sent]:
+            if not isinstance(message, dict) or "message_id" not in message:
+                continue
+            message["from"] = connection["user"]
+            message["sender_business_bot"] = {
+                k: self.bot_user[k] for k in ("id", "is_bot", "first_name", "username")
+            }
+            message["business_connection_id"] = connection["id"]
+            self.push_update({"business_message": dict(message)})
+
+    async def _read_business_message(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        self.business_read.append(
+            (
+                str(params["business_connection_id"]),
+                int(params["chat_id"]),
+                int(params["message_id"]),
+            )
+        )
+        return True
+
+    async def _get_business_connection(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        connection = self.business.get(str(params.get("business_connection_id")))
+        if connection is None:
+            raise bad_request("BUSINESS_CONNECTION_INVALID")
+        return connection
+
     def pending_updates(self) -> list[dict[str, Any]]:
         """Updates not yet confirmed by an offset."""
         return [u for u in self.updates if u["update_id"] >= self.confirmed_offset]
@@ -528,6 +679,10 @@ class FakeTelegram(FakeServer):
         self._failures.append(
             _Failure(method.lower(), status, description, retry_after, times, chat_id, after)
         )
+
+    def clear_failures(self) -> None:
+        """Forget every failure set with `fail` that has not happened yet."""
+        self._failures.clear()
 
     def set_down(self, down: bool) -> None:
         """While down, every method (getUpdates included) answers 502."""
@@ -701,9 +856,15 @@ class FakeTelegram(FakeServer):
         if handler is None:
             raise ApiError(404, "Not Found")
         chat_id = params.get("chat_id")
-        if chat_id is not None and chat_id in self.blocked_chats:
+        connection = self._check_business(method, params)
+        if connection is None and chat_id is not None and chat_id in self.blocked_chats:
             raise ApiError(403, "Forbidden: bot was blocked by the user")
-        return await handler(params, files)
+        if connection is not None and method == "setmessagereaction":
+            raise bad_request("business_connection_id is not a parameter of setMessageReaction")
+        result = await handler(params, files)
+        if connection is not None and method.startswith("send") and method != "sendchataction":
+            self._on_behalf(connection, result)
+        return result
 
     def _take_failure(self, method: str, chat_id: Any) -> None:
         for failure in self._failures:
@@ -745,6 +906,8 @@ class FakeTelegram(FakeServer):
             "sendcontact": self._send_contact,
             "sendlocation": self._send_location,
             "getfile": self._get_file,
+            "readbusinessmessage": self._read_business_message,
+            "getbusinessconnection": self._get_business_connection,
         }
         for method, kind in MEDIA_FIELDS.items():
             handlers[method] = functools.partial(self._send_media, kind=kind)

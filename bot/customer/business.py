@@ -1,0 +1,215 @@
+"""Telegram Business: a staff member's own account connected to a bot, as its own amoCRM source.
+
+A connection is stored (and the owner told what is bridged) on every `business_connection`
+update. A customer's `business_message` becomes a customer message in the account's chat
+(`tg-a{owner}-{chat}`, distinct from the same person's chat with the bot); what the owner
+types by hand is imported as an outgoing message; deletions are shown by editing the amoCRM
+message. Like every handler, this only stores: the workers do the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.types import BusinessConnection as TelegramConnection
+from aiogram.types import BusinessMessagesDeleted, CallbackQuery, Message
+
+from bot import ids
+from bot.bots import Bots
+from bot.customer import mapping
+from bot.customer.intake import Intake
+from bot.notices import notice_job
+from bot.texts import Language, staff_language, text
+from storage import BusinessConnection, ChatKey, Repository
+
+logger = logging.getLogger(__name__)
+
+
+def _rights(connection: TelegramConnection) -> tuple[bool, bool]:
+    """May the bot reply, and may it mark messages read (Bot API 9.0 `rights`, else 7.2)."""
+    rights = connection.rights
+    if rights is not None:
+        return bool(rights.can_reply), bool(rights.can_read_messages)
+    return bool(connection.can_reply), False
+
+
+def connection_notice(
+    connection: BusinessConnection, before: BusinessConnection | None, language: Language
+) -> str:
+    """What the owner reads in their chat with the bot when the connection is made, changed or
+    removed: what is bridged, and which rights are missing."""
+    if not connection.enabled:
+        return text("business.notice.removed", language)
+    head = (
+        "business.notice.connected"
+        if before is None or not before.enabled
+        else ("business.notice.changed")
+    )
+    lines = [text(head, language)]
+    if not connection.can_reply:
+        lines.append(text("business.notice.no_reply", language))
+    if not connection.can_read:
+        lines.append(text("business.notice.no_read", language))
+    return "\n".join(lines)
+
+
+class BusinessAccounts:
+    """The Business connections of every bot, and the intake of their chats."""
+
+    def __init__(self, repo: Repository, bots: Bots, intake: Intake, language: Language) -> None:
+        self.repo = repo
+        self.bots = bots
+        self.intake = intake
+        self.language = language  # for owners whose Telegram is neither Russian nor English
+
+    async def load(self) -> None:
+        """Every stored connection, as the bots' registry knows them (at start)."""
+        for connection in await self.repo.business_connections():
+            self.bots.remember(connection)
+
+    async def connection_changed(
+        self, update: TelegramConnection, bot: Bot, update_id: int
+    ) -> BusinessConnection:
+        """Store a connection as Telegram describes it now, and tell its owner (one notice per
+        update: a repeated update is not told twice)."""
+        can_reply, can_read = _rights(update)
+        connection = BusinessConnection(
+            id=update.id,
+            bot=self.bots.key_of(bot),
+            owner_id=update.user.id,
+            owner_name=mapping.sender_name(update.user),
+            user_chat_id=update.user_chat_id,
+            can_reply=can_reply,
+            can_read=can_read,
+            enabled=update.is_enabled,
+            updated_at=time.time(),
+        )
+        before = self.bots.connections.get(update.id)
+        language = staff_language(update.user.language_code, self.language)
+        notice = notice_job(
+            ChatKey(connection.bot, connection.user_chat_id),
+            f"business:{update.id}:u{update_id}",
+            connection_notice(connection, before, language),
+        )
+        await self.intake.flush()  # messages through the old state are stored under it
+        async with self.repo.transaction() as tx:
+            await tx.save_business_connection(connection)
+            await tx.insert_jobs([notice])
+        self.bots.remember(connection)
+        logger.info(
+            "business connection %s of %s (bot %s): %s, reply %s, read %s",
+            connection.id,
+            connection.owner_id,
+            self.bots.label(connection.bot),
+            "enabled" if connection.enabled else "removed",
+            connection.can_reply,
+            connection.can_read,
+        )
+        return connection
+
+    async def known(
+        self, bot: Bot, connection_id: str, update_id: int
+    ) -> BusinessConnection | None:
+        """The connection an update came through; asked of Telegram when the bridge was never
+        told of it (getBusinessConnection). While Telegram cannot answer, polling waits (the
+        update stays unconfirmed); None when Telegram says there is no such connection."""
+        connection = self.bots.connections.get(connection_id)
+        delay = 0.5
+        while connection is None:
+            try:
+                update = await bot.get_business_connection(connection_id)
+            except TelegramBadRequest as exc:
+                logger.warning(
+                    "update %d names business connection %s, which Telegram does not know (%s): "
+                    "not bridged",
+                    update_id,
+                    connection_id,
+                    exc.message,
+                )
+                return None
+            except TelegramAPIError as exc:
+                logger.warning("business connection %s not known yet: %s", connection_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            connection = await self.connection_changed(update, bot, update_id)
+        return connection
+
+    async def message(self, message: Message, update_id: int) -> None:
+        """A new message in an account's chat: the customer's, or what the owner typed."""
+        assert message.business_connection_id is not None and message.bot is not None
+        connection = await self.known(message.bot, message.business_connection_id, update_id)
+        if connection is None:
+            return
+        sender = message.from_user
+        if sender is not None and sender.id == connection.owner_id:
+            if message.sender_business_bot is not None:
+                # Sent by a bot on the account's behalf: the bridge's own answers are linked
+                # already, and nothing else speaks for the account.
+                logger.debug("message %d sent by a bot for the account", message.message_id)
+                return
+            await self.intake.record_owner_message(message, connection.owner_name)
+            return
+        await self.intake.record_message(message)
+
+    async def edit(self, message: Message, update_id: int) -> None:
+        """An edited message in an account's chat (bridged when its text really changed)."""
+        assert message.business_connection_id is not None and message.bot is not None
+        connection = await self.known(message.bot, message.business_connection_id, update_id)
+        if connection is None:
+            return
+        sender = message.from_user
+        if sender is not None and sender.id == connection.owner_id:
+            if message.sender_business_bot is not None:
+                return
+            await self.intake.flush()
+            key = self.intake.chat_of(message)
+            if await self.repo.get_link(key, message.message_id) is None:
+                # Typed before the bridge saw it: imported as the owner's, never as the
+                # customer's.
+                await self.intake.record_owner_message(message, connection.owner_name)
+                return
+        await self.intake.record_edit(message, update_id)
+
+    async def deleted(self, deleted: BusinessMessagesDeleted, bot: Bot, update_id: int) -> None:
+        """Messages deleted in an account's chat: amoCRM is shown that they were."""
+        connection = await self.known(bot, deleted.business_connection_id, update_id)
+        if connection is None:
+            return
+        key = ids.business_key(connection.owner_id, deleted.chat.id)
+        await self.intake.record_deletions(key, list(deleted.message_ids), update_id)
+
+    async def button(self, callback: CallbackQuery, update_id: int) -> bool:
+        """A customer pressed a manager's button in an account's chat: the button's text comes
+        back as the customer's message. False when the press is none of ours."""
+        message = callback.message
+        data = callback.data or ""
+        if not isinstance(message, Message) or not data.startswith(ids.BUTTON_DATA):
+            return False
+        if message.business_connection_id is None or message.bot is None:
+            return False
+        label = _pressed(message, data)
+        if label is None:
+            return False
+        connection = await self.known(message.bot, message.business_connection_id, update_id)
+        if connection is None:
+            return False
+        key = ids.business_key(connection.owner_id, message.chat.id)
+        await self.intake.record_button_press(key, callback, label)
+        return True
+
+
+def _pressed(message: Message, data: str) -> str | None:
+    """The text of the pressed button, read back from the message's own keyboard."""
+    markup = message.reply_markup
+    if markup is None:
+        return None
+    for row in markup.inline_keyboard:
+        for button in row:
+            if button.callback_data == data:
+                return button.text
+    return None
