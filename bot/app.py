@@ -33,7 +33,13 @@ from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel, ServiceDown, connect_with_retry
 from bot.amocrm.crm import CrmClient, CrmError, build_crm_client
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
-from bot.amocrm.sources import SourceBook, WantedSource, ensure_sources
+from bot.amocrm.sources import (
+    KV_SOURCES,
+    AccountSources,
+    SourceBook,
+    WantedSource,
+    ensure_sources,
+)
 from bot.bots import Bots
 from bot.customer.business import BusinessAccounts
 from bot.customer.files import FileLinks
@@ -68,7 +74,6 @@ logger = logging.getLogger(__name__)
 
 KV_FILES_KEY = "files.key"
 KV_PRIMARY_BOT = "telegram.primary_bot"
-KV_SOURCES = "amocrm.sources"  # external_id → source id, as the last check found them
 
 _ANSWER_MODELS: list[Any] = []
 
@@ -275,7 +280,9 @@ class Bridge:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
         self.sources.ready = True
-        await self.repo.set_kv(KV_SOURCES, json.dumps(ids, sort_keys=True))
+        # Merged: the Business accounts' sources are kept there too (bot/amocrm/sources.py).
+        stored = json.loads(await self.repo.get_kv(KV_SOURCES) or "{}")
+        await self.repo.set_kv(KV_SOURCES, json.dumps({**stored, **ids}, sort_keys=True))
         logger.info(
             "amoCRM sources: %s",
             ", ".join(
@@ -458,19 +465,20 @@ async def create_bridge(
         raise
 
     intake = Intake(repo, bots, settings.default_language)
-    business = BusinessAccounts(repo, bots, intake, settings.default_language)
+    sources = SourceBook(settings.AMOCRM_SOURCES)
+    business = BusinessAccounts(repo, bots, intake, settings.default_language, sources)
     await business.load()
     staff = StaffDesk(settings, repo, crm, bots)
     typing_indicator = TypingIndicator(bots)
-    sources = SourceBook(settings.AMOCRM_SOURCES)
+    account_sources = AccountSources(crm, repo, sources, settings.AMOJO_CHANNEL_CODE)
 
     def source_of(chat: ChatKey) -> str | None:
         if not sources.enabled:
             return None
-        if ids.is_business(chat):
-            return None  # Business accounts have no source of their own yet (README)
         if not sources.ready:  # a chat tagged once keeps its source: not before it exists
             raise RetryLater("waiting for the amoCRM sources to be checked", delay=2.0)
+        if ids.is_business(chat):
+            return sources.account_source(-chat.bot)
         return bots.source(chat.bot)
 
     authors: dict[int, str] = {}  # amoCRM user id → amojo id
@@ -589,7 +597,14 @@ async def create_bridge(
             message_kinds=frozenset({KIND_AMO_MESSAGE}),
         ),
         # Staff commands wait on amoCRM (paced to 6 rps, 429s): apart from customers' updates.
-        Worker(repo, STAFF_QUEUE, staff.kinds(), metrics=metrics, backoff=backoff, concurrency=4),
+        Worker(
+            repo,
+            STAFF_QUEUE,
+            {**staff.kinds(), **account_sources.kinds()},
+            metrics=metrics,
+            backoff=backoff,
+            concurrency=4,
+        ),
         # A few history reads at a time, paced: recovery must not crowd out live traffic.
         Worker(
             repo, RECOVERY_QUEUE, recovery.kinds(), metrics=metrics, backoff=backoff, concurrency=4

@@ -9,6 +9,7 @@ from aiogram import Bot
 from aiogram.types import Chat
 
 from bot.ids import PRIMARY, account_source_external_id, business_key, source_external_id
+from bot.texts import Phrase
 from storage import BusinessConnection, ChatKey
 
 
@@ -31,7 +32,7 @@ class Bots:
         for other in bots[1:]:
             self._by_key[other.id] = other
         # Bots whose token Telegram rejected while running, with the reason: not polled.
-        self.revoked: dict[int, str] = {}
+        self.revoked: dict[int, Phrase] = {}
         self.usernames: dict[int, str] = {}  # from getMe at start
         # Telegram Business connections by id (loaded at start, updated by every update).
         self.connections: dict[str, BusinessConnection] = {}

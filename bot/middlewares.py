@@ -30,6 +30,7 @@ from bot.bots import Bots
 from bot.customer.intake import Intake
 from bot.health import TELEGRAM
 from bot.metrics import Metrics
+from bot.texts import phrase
 from storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -207,10 +208,7 @@ class TelegramCallMetrics(BaseRequestMiddleware):
 
         `/healthz` reads `bots.revoked` (503 once every bot is revoked, degraded before).
         """
-        reason = (
-            f"Telegram rejects TELEGRAM_BOT_TOKEN of bot {bot.id} (401 Unauthorized): "
-            "was it revoked in @BotFather? Set the new token and restart"
-        )
+        reason = phrase("telegram.revoked", bot=bot.id)
         self.metrics.bot_polling.labels(str(bot.id)).set(0)
         key = self.bots.key_of(bot)
         if key not in self.bots.revoked:
@@ -219,7 +217,7 @@ class TelegramCallMetrics(BaseRequestMiddleware):
             logger.error(
                 "bot %s: %s; it is polled once a minute only, %d other bot(s) keep working",
                 self.bots.label(key),
-                reason,
+                str(reason),
                 others,
             )
 

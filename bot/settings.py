@@ -204,6 +204,10 @@ def _id_pairs(value: object, what: str, to: str, example: str) -> object:
     return pairs
 
 
+# One item of a gettext LANGUAGE list or a locale name: `ru`, `ru_RU`, `en_US.UTF-8`, `C`.
+_LOCALE_ITEM = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})?(?:\.[\w-]+)?(?:@\w+)?|C|POSIX")
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads from its environment (README → Settings)."""
 
@@ -255,7 +259,8 @@ class Settings(BaseSettings):
     AMOJO_BOT_ID: str | None = None
     BUSINESS_OWNER_USERS: Annotated[dict[int, int], NoDecode] = Field(default_factory=dict)
     # Staff replies and amoCRM error texts: `ru` or `en` (unset: the account's, .ru is Russian).
-    LANGUAGE: Language | None = None
+    # Also the gettext variable some hosts set (`ru_RU:ru`): read as its first ru/en item.
+    LANGUAGE: str | None = None
 
     @model_validator(mode="wrap")
     @classmethod
@@ -299,10 +304,26 @@ class Settings(BaseSettings):
                 raise ValueError("must be comma-separated Telegram user ids") from None
         return value
 
-    @field_validator("LANGUAGE", mode="before")
+    @field_validator("LANGUAGE")
     @classmethod
-    def _fold_language(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+    def _check_language(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        items = [item for item in value.strip().split(":") if item]
+        if not items or not all(_LOCALE_ITEM.fullmatch(item) for item in items):
+            raise ValueError("must be ru or en")
+        return value.strip()
+
+    @property
+    def language_choice(self) -> Language | None:
+        """`LANGUAGE` as ru or en: its first Russian or English item (None: neither, unset)."""
+        for item in (self.LANGUAGE or "").split(":"):
+            primary = re.split(r"[_.@-]", item)[0].lower()
+            if primary == "ru":
+                return "ru"
+            if primary == "en":
+                return "en"
+        return None
 
     @field_validator("AMOCRM_SOURCE_PIPELINES", mode="before")
     @classmethod
@@ -440,7 +461,7 @@ class Settings(BaseSettings):
     @property
     def default_language(self) -> Language:
         """LANGUAGE, else the account's: Russian for `*.amocrm.ru`, English otherwise."""
-        return account_language(self.amocrm_base_url, self.LANGUAGE)
+        return account_language(self.amocrm_base_url, self.language_choice)
 
     @property
     def media_origins(self) -> list[str]:
@@ -466,6 +487,14 @@ class Settings(BaseSettings):
             getattr(self, name) for name in OAUTH_SETTINGS
         ):
             found.append("AMOCRM_ACCESS_TOKEN is set, so the AMOCRM_CLIENT_* settings are unused")
+        language = (self.LANGUAGE or "").lower()
+        if language and language not in ("ru", "en"):
+            read = self.language_choice
+            found.append(
+                f"LANGUAGE is {self.LANGUAGE!r}, which looks like the system's locale list: "
+                + (f"read as {read}" if read else "neither ru nor en, so the account's is used")
+                + " (set LANGUAGE=ru or LANGUAGE=en for the bridge)"
+            )
         return found
 
 

@@ -40,6 +40,36 @@ TEXTS: dict[str, dict[Language, str]] = {
         "ru": "Спасибо, номер сохранён. Менеджер скоро ответит.",
         "en": "Thank you, your number is saved. A manager will answer soon.",
     },
+    # what stands in for a manager's file the customer cannot get as a file
+    "stand_in.not_delivered": {"ru": "не доставлен", "en": "not delivered"},
+    "stand_in.picture": {"ru": "Изображение", "en": "Picture"},
+    "stand_in.video": {"ru": "Видео", "en": "Video"},
+    "stand_in.file": {"ru": "Файл", "en": "File"},
+    "stand_in.voice": {"ru": "Голосовое сообщение", "en": "Voice message"},
+    "stand_in.audio": {"ru": "Аудио", "en": "Audio"},
+    "stand_in.sticker": {"ru": "Стикер", "en": "Sticker"},
+    "stand_in.attachment": {"ru": "Вложение", "en": "Attachment"},
+    # ----- amoCRM: what stands in for what amoCRM chats cannot show --------------------------
+    "amo.forwarded": {"ru": "↪ Переслано от {name}", "en": "↪ Forwarded from {name}"},
+    "amo.hidden_user": {"ru": "скрытого пользователя", "en": "a hidden user"},
+    "amo.too_big": {
+        "ru": (
+            "[файл «{name}», {size}: Telegram не даёт ботам скачивать файлы больше 20 МБ, "
+            "поэтому его здесь не показать. Попросите клиента прислать его иначе (ссылкой или "
+            "файлом поменьше).]"
+        ),
+        "en": (
+            "[file «{name}», {size}: Telegram does not let bots download files over 20 MB, so "
+            "it cannot be shown here. Ask the customer to send it another way (a link or a "
+            "smaller file).]"
+        ),
+    },
+    "amo.poll": {"ru": "[Опрос] {question}\n{options}", "en": "[Poll] {question}\n{options}"},
+    "amo.dice": {"ru": "[Кубик {emoji}: {value}]", "en": "[Dice {emoji}: {value}]"},
+    "amo.unsupported": {
+        "ru": "[Клиент отправил в Telegram {what}; чаты amoCRM это не показывают]",
+        "en": "[The customer sent a Telegram {what} that amoCRM chats cannot show]",
+    },
     # ----- durations (staff and amoCRM) ------------------------------------------------------
     "units.seconds": {"ru": "{n} с", "en": "{n} s"},
     "units.minutes": {"ru": "{n} мин", "en": "{n} min"},
@@ -299,6 +329,20 @@ TEXTS: dict[str, dict[Language, str]] = {
     "staff.status.primary": {"ru": " (основной)", "en": " (primary)"},
     "staff.status.polling": {"ru": "работает", "en": "polling"},
     "staff.status.stopped": {"ru": "остановлен: {reason}", "en": "stopped: {reason}"},
+    "staff.status.business": {
+        "ru": "Аккаунт Telegram Business {owner} ({owner_id}) через бота {bot}: {state}",
+        "en": "Telegram Business account {owner} ({owner_id}) through bot {bot}: {state}",
+    },
+    "staff.status.business_on": {"ru": "подключён", "en": "connected"},
+    "staff.status.business_off": {"ru": "отключён", "en": "disconnected"},
+    "staff.status.business_no_reply": {
+        "ru": ", но не может отвечать",
+        "en": ", but may not reply",
+    },
+    "staff.status.business_no_read": {
+        "ru": ", не отмечает прочитанным",
+        "en": ", may not mark messages read",
+    },
     "staff.status.no_gap": {
         "ru": "Восстановление пропущенных хуков: пропусков не было",
         "en": "Missed-hook recovery: no gap so far",
@@ -315,6 +359,18 @@ TEXTS: dict[str, dict[Language, str]] = {
     "staff.status.recovered": {
         "ru": "{head}; восстановлено сообщений: {recovered} из бесед: {scanned}",
         "en": "{head}; recovered {recovered} message(s) from {scanned} conversation(s)",
+    },
+    "staff.gap.restart": {"ru": "перезапуск", "en": "restart"},
+    "staff.gap.hook_not_stored": {"ru": "хук не сохранён", "en": "hook not stored"},
+    "telegram.revoked": {
+        "ru": (
+            "Telegram не принимает TELEGRAM_BOT_TOKEN бота {bot} (401 Unauthorized): его "
+            "отозвали в @BotFather? Укажите новый токен и перезапустите"
+        ),
+        "en": (
+            "Telegram rejects TELEGRAM_BOT_TOKEN of bot {bot} (401 Unauthorized): was it revoked "
+            "in @BotFather? Set the new token and restart"
+        ),
     },
     "staff.ago": {"ru": "{age} назад", "en": "{age} ago"},
     # ----- staff: /failed and /retry -------------------------------------------------------
@@ -524,7 +580,10 @@ TEXTS: dict[str, dict[Language, str]] = {
         "ru": "Файл не отправлен ({reason}); клиент получил текст.",
         "en": "The file was not sent ({reason}); the customer got the text.",
     },
-    "amo.not_delivered": {"ru": "Не доставлено: {reason}", "en": "Not delivered: {reason}"},
+    "amo.not_delivered": {
+        "ru": "Не доставлено; техническая причина: {reason}",
+        "en": "Not delivered: {reason}",
+    },
     # ----- amoCRM: why the bridge would not fetch a manager's file ---------------------------
     "media.not_url": {"ru": "адрес файла — не URL", "en": "the media address is not a URL"},
     "media.not_http": {

@@ -508,6 +508,12 @@ class Transaction:
             (amo_message_id, our_msgid),
         )
 
+    async def get_kv(self, key: str) -> str | None:
+        """A small named value, as this transaction sees it."""
+        async with self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
+
     async def set_kv(self, key: str, value: str) -> None:
         """Store a small named value."""
         await self._conn.execute(

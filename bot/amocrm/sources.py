@@ -8,6 +8,7 @@ created or updated at start; a restart finds and reuses them.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,12 @@ import httpx
 from bot.amocrm.channel import ServiceDown
 from bot.amocrm.crm import CrmClient, CrmError
 from bot.health import AMOCRM, describe_exception
+from bot.ids import account_source_external_id
+from bot.jobs.queues import STAFF_QUEUE
+from bot.jobs.worker import Done, GiveUp, JobKind, RetryLater
 from bot.settings import StartupError
+from storage import Job, NewJob, Repository
+from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,73 @@ class SourceBook:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.ready = not enabled
+        # Business accounts by owner: True once their source exists, False when amoCRM
+        # refused to make it (their chats then go without one); unknown: being made.
+        self.accounts: dict[int, bool] = {}
+
+    def account_source(self, owner_id: int) -> str | None:
+        """The source of a Business account's chats; RetryLater while it is being made."""
+        state = self.accounts.get(owner_id)
+        if state is None:
+            raise RetryLater("waiting for the Business account's amoCRM source", delay=2.0)
+        return account_source_external_id(owner_id) if state else None
+
+
+KIND_ACCOUNT_SOURCE = "amocrm.account_source"
+KV_SOURCES = "amocrm.sources"
+
+
+def account_source_job(owner_id: int, owner_name: str) -> NewJob:
+    """The job that makes (or renames) a Business account's amoCRM source."""
+    return NewJob(
+        queue=STAFF_QUEUE,
+        kind=KIND_ACCOUNT_SOURCE,
+        lane=f"source:acc-{owner_id}",
+        dedup_key=f"source:acc-{owner_id}:{owner_name}",
+        payload={"owner_id": owner_id, "name": f"Telegram: {owner_name}"},
+    )
+
+
+class AccountSources:
+    """Runs `amocrm.account_source` jobs: one amoCRM source per Business account."""
+
+    def __init__(
+        self, crm: CrmClient, repo: Repository, book: SourceBook, origin_code: str | None
+    ) -> None:
+        self.crm = crm
+        self.repo = repo
+        self.book = book
+        self.origin_code = origin_code
+
+    def kinds(self) -> dict[str, JobKind]:
+        """Job kinds of the staff queue."""
+        return {KIND_ACCOUNT_SOURCE: JobKind(run=self.make, on_dead=self.on_dead)}
+
+    async def make(self, job: Job) -> Done:
+        """Find or create the account's source (named after its owner)."""
+        owner = int(job.payload["owner_id"])
+        wanted = WantedSource(account_source_external_id(owner), str(job.payload["name"]))
+        try:
+            ids = await ensure_sources(self.crm, [wanted], self.origin_code)
+        except ServiceDown as exc:
+            raise RetryLater(str(exc)) from None
+        except StartupError as exc:
+            raise GiveUp(str(exc)) from None
+
+        async def record(tx: Transaction) -> None:
+            stored = json.loads(await tx.get_kv(KV_SOURCES) or "{}")
+            await tx.set_kv(KV_SOURCES, json.dumps({**stored, **ids}, sort_keys=True))
+            self.book.accounts[owner] = True
+
+        logger.info("amoCRM source of Business account %d: %s", owner, wanted.external_id)
+        return Done(record=record)
+
+    async def on_dead(self, job: Job, reason: str) -> list[NewJob]:
+        """amoCRM will not make it: the account's chats go on without a source."""
+        owner = int(job.payload["owner_id"])
+        self.book.accounts[owner] = False
+        logger.error("no amoCRM source for Business account %d: %s", owner, reason)
+        return []
 
 
 def _sources_of(response: httpx.Response) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ message. Like every handler, this only stores: the workers do the network.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -19,9 +20,11 @@ from aiogram.types import BusinessConnection as TelegramConnection
 from aiogram.types import BusinessMessagesDeleted, CallbackQuery, Message
 
 from bot import ids
+from bot.amocrm.sources import KV_SOURCES, SourceBook, account_source_job
 from bot.bots import Bots
 from bot.customer import mapping
 from bot.customer.intake import Intake
+from bot.ids import account_source_external_id
 from bot.notices import notice_job
 from bot.texts import Language, staff_language, text
 from storage import BusinessConnection, ChatKey, Repository
@@ -60,16 +63,38 @@ def connection_notice(
 class BusinessAccounts:
     """The Business connections of every bot, and the intake of their chats."""
 
-    def __init__(self, repo: Repository, bots: Bots, intake: Intake, language: Language) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        bots: Bots,
+        intake: Intake,
+        language: Language,
+        sources: SourceBook | None = None,
+    ) -> None:
         self.repo = repo
         self.bots = bots
         self.intake = intake
         self.language = language  # for owners whose Telegram is neither Russian nor English
+        self.sources = sources or SourceBook(False)
 
     async def load(self) -> None:
-        """Every stored connection, as the bots' registry knows them (at start)."""
-        for connection in await self.repo.business_connections():
+        """Every stored connection, as the bots' registry knows them (at start); with
+        AMOCRM_SOURCES, the accounts whose source exists, and a job for any that lacks one."""
+        connections = await self.repo.business_connections()
+        for connection in connections:
             self.bots.remember(connection)
+        if not self.sources.enabled:
+            return
+        stored = json.loads(await self.repo.get_kv(KV_SOURCES) or "{}")
+        jobs = []
+        for connection in connections:
+            if account_source_external_id(connection.owner_id) in stored:
+                self.sources.accounts[connection.owner_id] = True
+            else:
+                jobs.append(account_source_job(connection.owner_id, connection.owner_name))
+        if jobs:
+            async with self.repo.transaction() as tx:
+                await tx.insert_jobs(jobs)
 
     async def connection_changed(
         self, update: TelegramConnection, bot: Bot, update_id: int
@@ -96,9 +121,13 @@ class BusinessAccounts:
             connection_notice(connection, before, language),
         )
         await self.intake.flush()  # messages through the old state are stored under it
+        jobs = [notice]
+        if self.sources.enabled and connection.enabled:
+            # Its own source, named after the owner (a rename renames it).
+            jobs.append(account_source_job(connection.owner_id, connection.owner_name))
         async with self.repo.transaction() as tx:
             await tx.save_business_connection(connection)
-            await tx.insert_jobs([notice])
+            await tx.insert_jobs(jobs)
         self.bots.remember(connection)
         logger.info(
             "business connection %s of %s (bot %s): %s, reply %s, read %s",

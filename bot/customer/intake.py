@@ -142,7 +142,7 @@ class Intake:
                 reply_to = mapping.reply_reference(link.our_msgid, link.amo_message_id)
             else:
                 reply_to = mapping.reply_reference(ids.message_id(key, quoted), None)
-        content = mapping.message_content(message)
+        content = mapping.message_content(message, self.language)
         payload = mapping.new_message_payload(key, message, content, reply_to)
         job = amojo_job(
             KIND_NEW_MESSAGE,
@@ -201,7 +201,7 @@ class Intake:
             )
             await self.record_message(message)
             return
-        content = mapping.message_content(message)
+        content = mapping.message_content(message, self.language)
         self._touch_customer(message)
         job = amojo_job(
             KIND_EDIT_MESSAGE,
@@ -229,7 +229,7 @@ class Intake:
         if await self.repo.get_link(key, message.message_id) is not None:
             logger.debug("message %d of %s is bridged already", message.message_id, key)
             return
-        content = mapping.message_content(message)
+        content = mapping.message_content(message, self.language)
         payload = mapping.owner_message_payload(key, message, content, owner_name)
         if message.reply_to_message is not None:
             link = await self.repo.get_link(key, message.reply_to_message.message_id)

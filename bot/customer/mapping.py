@@ -9,8 +9,9 @@ from typing import Any
 
 from aiogram.types import Message, User
 
-from bot import ids
+from bot import ids, texts
 from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
+from bot.texts import Language
 from storage import ChatKey
 
 
@@ -62,10 +63,11 @@ def content_hash(message: Message) -> str:
 
 
 def _human_size(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB"
+    return f"{size / (1024 * 1024):.1f} MB"  # the same in both languages
 
 
 def _file(
+    language: Language,
     kind: str,
     text: str,
     file_id: str,
@@ -77,17 +79,13 @@ def _file(
     size = size or 0
     if size > TELEGRAM_DOWNLOAD_LIMIT:
         # https://core.telegram.org/bots/api#getfile: bots can download files of up to 20 MB.
-        note = (
-            f"[{kind} «{file_name}», {_human_size(size)}: Telegram does not let bots download "
-            "files over 20 MB, so it cannot be shown here. Ask the customer to send it another "
-            "way (a link or a smaller file).]"
-        )
+        note = texts.text("amo.too_big", language, name=file_name, size=_human_size(size))
         return Content({"type": "text", "text": f"{text}\n\n{note}" if text else note})
     message = {"type": kind, "text": text, "file_name": file_name, "file_size": size, **extra}
     return Content(message, MediaRef(file_id, file_name, mime_type, size))
 
 
-def _forward_prefix(message: Message) -> str:
+def _forward_prefix(message: Message, language: Language) -> str:
     origin = message.forward_origin
     if origin is None:
         return ""
@@ -96,37 +94,54 @@ def _forward_prefix(message: Message) -> str:
         entity = getattr(origin, attribute, None)
         if entity is not None:
             name = getattr(entity, "full_name", None) or getattr(entity, "title", None) or ""
-    name = name or getattr(origin, "sender_user_name", None) or "a hidden user"
-    return f"↪ Forwarded from {name}\n"
+    name = (
+        name or getattr(origin, "sender_user_name", None) or texts.text("amo.hidden_user", language)
+    )
+    return texts.text("amo.forwarded", language, name=name) + "\n"
 
 
-def message_content(message: Message) -> Content:
+def message_content(message: Message, language: Language = "en") -> Content:
     """The amojo `message` object for a customer's Telegram message (spec §4.2)."""
-    text = _forward_prefix(message) + (message.text or message.caption or "")
+    text = _forward_prefix(message, language) + (message.text or message.caption or "")
     if message.text is not None:
         return Content({"type": "text", "text": text})
     if message.photo:
         photo = message.photo[-1]
         name = f"photo_{photo.file_unique_id}.jpg"
-        return _file("picture", text, photo.file_id, name, "image/jpeg", photo.file_size)
+        return _file(language, "picture", text, photo.file_id, name, "image/jpeg", photo.file_size)
     if message.animation:
         anim = message.animation
         name = anim.file_name or f"animation_{anim.file_unique_id}.mp4"
         mime = anim.mime_type or "video/mp4"
         return _file(
-            "video", text, anim.file_id, name, mime, anim.file_size, media_duration=anim.duration
+            language,
+            "video",
+            text,
+            anim.file_id,
+            name,
+            mime,
+            anim.file_size,
+            media_duration=anim.duration,
         )
     if message.video:
         video = message.video
         name = video.file_name or f"video_{video.file_unique_id}.mp4"
         mime = video.mime_type or "video/mp4"
         return _file(
-            "video", text, video.file_id, name, mime, video.file_size, media_duration=video.duration
+            language,
+            "video",
+            text,
+            video.file_id,
+            name,
+            mime,
+            video.file_size,
+            media_duration=video.duration,
         )
     if message.video_note:
         note = message.video_note
         name = f"video_note_{note.file_unique_id}.mp4"
         return _file(
+            language,
             "video",
             text,
             note.file_id,
@@ -140,7 +155,14 @@ def message_content(message: Message) -> Content:
         name = f"voice_{voice.file_unique_id}.ogg"
         mime = voice.mime_type or "audio/ogg"
         return _file(
-            "voice", text, voice.file_id, name, mime, voice.file_size, media_duration=voice.duration
+            language,
+            "voice",
+            text,
+            voice.file_id,
+            name,
+            mime,
+            voice.file_size,
+            media_duration=voice.duration,
         )
     if message.audio:
         audio = message.audio
@@ -148,13 +170,20 @@ def message_content(message: Message) -> Content:
         name = audio.file_name or f"{title or 'audio_' + audio.file_unique_id}.mp3"
         mime = audio.mime_type or "audio/mpeg"
         return _file(
-            "audio", text, audio.file_id, name, mime, audio.file_size, media_duration=audio.duration
+            language,
+            "audio",
+            text,
+            audio.file_id,
+            name,
+            mime,
+            audio.file_size,
+            media_duration=audio.duration,
         )
     if message.document:
         doc = message.document
         name = doc.file_name or f"document_{doc.file_unique_id}"
         mime = doc.mime_type or "application/octet-stream"
-        return _file("file", text, doc.file_id, name, mime, doc.file_size)
+        return _file(language, "file", text, doc.file_id, name, mime, doc.file_size)
     if message.sticker:
         sticker = message.sticker
         extension, mime = "webp", "image/webp"
@@ -164,6 +193,7 @@ def message_content(message: Message) -> Content:
             extension, mime = "webm", "video/webm"
         name = f"sticker_{sticker.file_unique_id}.{extension}"
         return _file(
+            language,
             "sticker",
             sticker.emoji or "",
             sticker.file_id,
@@ -196,17 +226,19 @@ def message_content(message: Message) -> Content:
                 "contact": {"name": name or contact.phone_number, "phone": contact.phone_number},
             }
         )
-    return Content({"type": "text", "text": unsupported_text(message)})
+    return Content({"type": "text", "text": unsupported_text(message, language)})
 
 
-def unsupported_text(message: Message) -> str:
-    """A readable stand-in for content amoCRM chats cannot show."""
+def unsupported_text(message: Message, language: Language) -> str:
+    """A readable stand-in for content amoCRM chats cannot show (in the account's language)."""
     if message.poll:
         options = "\n".join(f"• {option.text}" for option in message.poll.options)
-        return f"[Poll] {message.poll.question}\n{options}"
+        return texts.text("amo.poll", language, question=message.poll.question, options=options)
     if message.dice:
-        return f"[Dice {message.dice.emoji}: {message.dice.value}]"
-    return f"[The customer sent a Telegram {message.content_type} that amoCRM chats cannot show]"
+        return texts.text("amo.dice", language, emoji=message.dice.emoji, value=message.dice.value)
+    kind = message.content_type
+    what = str(getattr(kind, "value", kind)).replace("_", " ")  # `game`, not `ContentType.GAME`
+    return texts.text("amo.unsupported", language, what=what)
 
 
 def reply_reference(our_msgid: str | None, amo_message_id: str | None) -> dict[str, Any] | None:

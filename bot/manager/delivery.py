@@ -37,7 +37,7 @@ from aiogram.types import (
 from bot import ids
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel
-from bot.amocrm.hooks import KIND_AMO_MESSAGE
+from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_TYPING
 from bot.bots import Bots
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.throttle import TelegramThrottle
@@ -66,7 +66,7 @@ from bot.manager.media import (
 )
 from bot.manager.typing_indicator import TypingIndicator
 from bot.phones import mask_phone, normalise_phone
-from bot.texts import Language, Phrase, phrase
+from bot.texts import Language, Phrase, language_of, phrase
 from storage import ChatKey, Customer, Job, MessageLink, NewJob, Repository
 from storage.repository import Transaction
 
@@ -218,6 +218,7 @@ class _Target:
     chat: ChatKey
     bot_key: int = 0
     business_connection_id: str | None = None
+    language: Language = "en"  # the customer's, for what stands in for a file
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -230,6 +231,11 @@ class _Target:
     def chat_id(self) -> int:
         """The Telegram chat id."""
         return self.chat.chat_id
+
+
+def _reads(customer: Customer | None) -> Language:
+    """The language a customer reads (their Telegram's, as for the greeting)."""
+    return language_of(customer.language_code if customer is not None else None)
 
 
 class Undeliverable(Exception):
@@ -423,11 +429,18 @@ class ManagerMessageDelivery:
         delivery status. A part Telegram cannot take in an album goes on its own.
         """
         members: list[tuple[Job, ManagerMessage]] = [(job, head)]
+        moot: list[int] = []  # typing between the parts: the parts themselves end it
+        skipped: list[int] = []
         for later in (await self.repo.pending_in_lane(job.queue, job.lane))[1:]:
+            if later.kind == KIND_AMO_TYPING:
+                skipped.append(later.id)
+                continue
             message = _album_part(later, head.media_group_id)
             if message is None:
                 break  # a message between the parts keeps its place: the album stops there
             members.append((later, message))
+            moot += skipped
+            skipped = []
         arrivals = [float(j.payload.get("received_at") or j.created_at) for j, _ in members]
         now = time.time()
         quiet, waited = now - max(arrivals), now - min(arrivals)
@@ -435,17 +448,37 @@ class ManagerMessageDelivery:
             delay = min(ALBUM_QUIET_SECONDS - quiet, ALBUM_MAX_WAIT_SECONDS - waited)
             raise RetryLater("waiting for the album's other parts", delay=delay + 0.05)
         done: list[Done] = []
-        for run in album_runs([message for _, message in members]):
-            if len(run) == 1:
-                done.append(await self._send(run[0], recipient))
-                continue
-            try:
-                done.append(await self._send_album(run, recipient))
-            except _NotAnAlbum as exc:
-                logger.info("album %s sent part by part: %s", head.media_group_id, exc)
+        decided = 0  # the parts, in order, whose outcome (sent, or its own -1) is in `done`
+        try:
+            for run in album_runs([message for _, message in members]):
+                if len(run) > 1:
+                    try:
+                        done.append(await self._send_album(run, recipient))
+                        decided += len(run)
+                        continue
+                    except _NotAnAlbum as exc:
+                        logger.info("album %s sent part by part: %s", head.media_group_id, exc)
+                    except Undeliverable as exc:  # the chat itself refuses: every part says so
+                        statuses = [self._failed(m, exc.error_code, exc.reason) for m in run]
+                        done.append(Done(followups=statuses))
+                        decided += len(run)
+                        continue
                 for message in run:
-                    done.append(await self._send(message, recipient))
-        siblings = [later.id for later, _ in members[1:]]
+                    try:
+                        done.append(await self._send(message, recipient))
+                    except Undeliverable as exc:  # this part's own failure, reported as its own
+                        statuses = [self._failed(message, exc.error_code, exc.reason)]
+                        done.append(Done(followups=statuses))
+                    decided += 1
+        except Exception as exc:
+            if decided == 0:
+                raise  # nothing went out: this job is retried (or dead-lettered) as a whole
+            # What went out is recorded; the parts after it stay pending in their own jobs
+            # (the next one gathers the rest), so one failing part holds no other part back.
+            logger.info(
+                "album %s: %d part(s) done, the rest later: %s", head.media_group_id, decided, exc
+            )
+        siblings = [later.id for later, _ in members[1:decided]]
 
         async def record(tx: Transaction) -> None:
             for part in done:
@@ -453,6 +486,8 @@ class ManagerMessageDelivery:
                     await part.record(tx)
             for sibling in siblings:
                 await tx.finish_job(sibling)
+            for typing in moot if decided == len(members) else []:
+                await tx.finish_job(typing)
 
         return Done(followups=[f for part in done for f in part.followups], record=record)
 
@@ -516,6 +551,8 @@ class ManagerMessageDelivery:
                     raise _NotAnAlbum(f"Telegram refused the album: {exc.message}") from None
                 except TelegramForbiddenError as exc:  # each part then reports it (901)
                     raise _NotAnAlbum(f"Telegram refused the album: {exc.message}") from None
+                except TelegramEntityTooLarge as exc:  # the parts together are too big
+                    raise _NotAnAlbum(f"Telegram refused the album: {exc.message}") from None
             finally:
                 for path in spooled:
                     _discard(path)
@@ -554,7 +591,7 @@ class ManagerMessageDelivery:
         except TelegramAPIError as exc:  # cosmetic: the answer itself went out
             logger.info("messages of %s not marked read: %s", to.chat, exc.message)
 
-    def _target(self, chat: ChatKey) -> _Target:
+    def _target(self, chat: ChatKey, customer: Customer | None = None) -> _Target:
         """Who sends to a chat: its bot, or the bot of its Business account's connection.
 
         Undeliverable when the bot is no longer configured (904), or the account's connection
@@ -570,11 +607,11 @@ class ManagerMessageDelivery:
             if bot is None:
                 gone = phrase("amo.bot_gone", bot=connection.bot)
                 raise Undeliverable(ERROR_NO_CONVERSATION, gone)
-            return _Target(bot, chat, connection.bot, connection.id)
+            return _Target(bot, chat, connection.bot, connection.id, _reads(customer))
         bot = self.bots.get(chat.bot)
         if bot is None:
             raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.bot_gone", bot=chat.bot))
-        return _Target(bot, chat, chat.bot)
+        return _Target(bot, chat, chat.bot, None, _reads(customer))
 
     async def _album_upload(
         self, to: _Target, message: ManagerMessage, spooled: list[str]
@@ -587,6 +624,8 @@ class ManagerMessageDelivery:
             upload = await self._download(message, message.media_kind or "document")
         except MediaRefused as exc:
             raise _NotAnAlbum(f"the media of {message.amo_id} is refused: {exc}") from None
+        except RetryLater as exc:  # its file cannot be had now: the others need not wait
+            raise _NotAnAlbum(f"the media of {message.amo_id}: {exc.reason}") from None
         if upload is None:
             raise _NotAnAlbum(f"the media of {message.amo_id} cannot be uploaded")
         spooled.append(str(upload.path))
@@ -605,7 +644,7 @@ class ManagerMessageDelivery:
 
     async def _send(self, message: ManagerMessage, recipient: Recipient) -> Done:
         chat = recipient.chat
-        to = self._target(chat)
+        to = self._target(chat, recipient.customer)
         if self.typing is not None:
             self.typing.stop(chat)
         # A Business chat takes no reply keyboard: its text buttons become inline buttons.
@@ -706,7 +745,8 @@ class ManagerMessageDelivery:
         if sent is not None:
             return sent
         await self.throttle.wait(to.chat)
-        return await to.bot.send_message(to.chat_id, message.link_text(part.text), **common), None
+        link = message.link_text(part.text, to.language)
+        return await to.bot.send_message(to.chat_id, link, **common), None
 
     async def _send_media_part(
         self, to: _Target, message: ManagerMessage, part: Part, common: dict[str, Any]
@@ -756,7 +796,7 @@ class ManagerMessageDelivery:
         except MediaRefused as exc:
             logger.warning("media of %s refused: %s", message.amo_id, exc)
             await self.throttle.wait(to.chat)
-            text = message.refused_text(part.text)
+            text = message.refused_text(part.text, to.language)
             refusal = exc.reason.render(self.language)  # reported with the status
             return await to.bot.send_message(to.chat_id, text, **common), refusal
         if spooled is None:

@@ -15,6 +15,7 @@ from aiogram.types import (
 from bot import ids
 from bot.limits import TELEGRAM_CAPTION_LIMIT
 from bot.telegram_text import split_text, utf16_length, well_formed
+from bot.texts import Language, text
 
 Keyboard = InlineKeyboardMarkup | ReplyKeyboardMarkup
 
@@ -28,14 +29,8 @@ MEDIA_KINDS = {
     "sticker": "sticker",
 }
 NO_CAPTION_KINDS = frozenset({"sticker"})
-TYPE_LABELS = {
-    "picture": "Picture",
-    "video": "Video",
-    "file": "File",
-    "voice": "Voice message",
-    "audio": "Audio",
-    "sticker": "Sticker",
-}
+# The customer reads what stands in for a file by its type (catalogue `stand_in.<type>`).
+TYPE_LABELS = frozenset({"picture", "video", "file", "voice", "audio", "sticker"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +87,17 @@ class ManagerMessage:
         """Telegram media kind, or None for text."""
         return MEDIA_KINDS.get(self.type) if self.media else None
 
-    def refused_text(self, caption: str) -> str:
+    def refused_text(self, caption: str, language: Language) -> str:
         """Text that stands in for media the bridge will not fetch: the caption and a note."""
-        return self._stand_in(caption, "not delivered")
+        return self._stand_in(caption, text("stand_in.not_delivered", language), language)
 
-    def link_text(self, caption: str) -> str:
+    def link_text(self, caption: str, language: Language) -> str:
         """Text that stands in for media Telegram would not take: the caption and the link."""
-        return self._stand_in(caption, self.media)
+        return self._stand_in(caption, self.media, language)
 
-    def _stand_in(self, caption: str, what: str) -> str:
-        label = self.file_name or TYPE_LABELS.get(self.type, "Attachment")
+    def _stand_in(self, caption: str, what: str, language: Language) -> str:
+        kind = self.type if self.type in TYPE_LABELS else "attachment"
+        label = self.file_name or text(f"stand_in.{kind}", language)
         line = f"📎 {label}: {what}"
         return f"{caption}\n\n{line}" if caption else line
 

@@ -21,8 +21,8 @@ from bot.notices import answer_jobs
 from bot.settings import Settings
 from bot.staff import commands
 from bot.staff.commands import UsageError, format_age
-from bot.texts import Language, staff_language, text
-from storage import ChatKey, Gap, Job, NewJob, Repository
+from bot.texts import TEXTS, Language, staff_language, text
+from storage import BusinessConnection, ChatKey, Gap, Job, NewJob, Repository
 from storage.crm import AuditEntry, record_audit
 from storage.repository import Transaction
 
@@ -230,13 +230,33 @@ class StaffDesk:
         lines.append(describe_recovery(await self.repo.last_gap(), now, language))
         if len(self.bots) > 1 or self.bots.revoked:
             lines += [self._describe_bot(key, language) for key in self.bots.each_key()]
+        connections = sorted(self.bots.connections.values(), key=lambda c: (c.owner_name, c.id))
+        lines += [self._describe_connection(c, language) for c in connections]
         return Reply("\n".join(lines), "ok")
+
+    def _describe_connection(self, connection: BusinessConnection, language: Language) -> str:
+        state = text(
+            "staff.status.business_on" if connection.enabled else "staff.status.business_off",
+            language,
+        )
+        if connection.enabled and not connection.can_reply:
+            state += text("staff.status.business_no_reply", language)
+        if connection.enabled and not connection.can_read:
+            state += text("staff.status.business_no_read", language)
+        return text(
+            "staff.status.business",
+            language,
+            owner=connection.owner_name,
+            owner_id=connection.owner_id,
+            bot=self.bots.label(connection.bot),
+            state=state,
+        )
 
     def _describe_bot(self, key: int, language: Language) -> str:
         role = text("staff.status.primary", language) if key == ids.PRIMARY else ""
         revoked = self.bots.revoked.get(key)
         state = (
-            text("staff.status.stopped", language, reason=revoked)
+            text("staff.status.stopped", language, reason=revoked.render(language))
             if revoked
             else text("staff.status.polling", language)
         )
@@ -285,6 +305,12 @@ async def _publish_menu(bot: Bot, operator_id: int, default: Language) -> None:
             return
 
 
+def gap_reason(reason: str, language: Language) -> str:
+    """Why hooks were missed, as the operator reads it (an unknown stored reason as is)."""
+    key = f"staff.gap.{reason.replace(' ', '_')}"
+    return text(key, language) if key in TEXTS else reason
+
+
 def describe_recovery(gap: Gap | None, now: float, language: Language) -> str:
     """The last gap in hook intake and how its recovery from amojo's history went."""
     if gap is None:
@@ -294,7 +320,7 @@ def describe_recovery(gap: Gap | None, now: float, language: Language) -> str:
         language,
         length=format_age(gap.ended_at - gap.started_at, language),
         ago=format_age(now - gap.ended_at, language),
-        reason=gap.reason,
+        reason=gap_reason(gap.reason, language),
     )
     key = "staff.status.recovering" if gap.finished_at is None else "staff.status.recovered"
     total = "?" if gap.conversations is None else str(gap.conversations)

@@ -6,9 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
+import pytest
+from aiohttp import web
+
+import bot.manager.delivery
+from tests.e2e.test_manager_to_telegram import customer_says, post, sends, status_of
+from tests.fakes.crm import CrmRequest
 from tests.fakes.factories import make_photo, private_message_update
-from tests.harness import Fakes, RunningBridge, spawn_bridge
+from tests.harness import BridgeFactory, Fakes, RunningBridge, spawn_bridge
 
 
 def album_hooks(
@@ -148,3 +153,77 @@ async def test_a_customers_ten_photo_album_reaches_amocrm_in_order(
     assert all(m["message"]["type"] == "picture" for m in items)
     texts = [m["message"].get("text", "") for m in items]
     assert texts.count("Ten photos of the order") == 1 and texts[0] == "Ten photos of the order"
+
+
+def outcomes(fakes: Fakes, amo_ids: list[str]) -> list[tuple[int, int | None]]:
+    """Each part's one reported (status, error_code), in order."""
+    result = []
+    for amo_id in amo_ids:
+        [status] = fakes.amojo.statuses_for(amo_id)
+        result.append((status["status"], status.get("error_code")))
+    return result
+
+
+async def test_a_late_part_refused_fails_alone(fakes: Fakes, bridge: RunningBridge) -> None:
+    await customer_says(fakes, 811, 1)
+    # Telegram will not take the 11th photo, nor its link instead: that part fails, and only it.
+    for method in ("sendPhoto", "sendMessage"):
+        fakes.telegram.fail(method, status=400, description="Bad Request: refused", times=99)
+    amo_ids = [await post(fakes, bridge, hook) for hook in album_hooks(fakes, "tg-811", "g", 11)]
+    await fakes.amojo.wait_for(
+        lambda: all(fakes.amojo.statuses_for(a) for a in amo_ids), timeout=30, what="statuses"
+    )
+
+    assert albums(fakes, 811) == [[f"g part {n}" for n in range(1, 11)]]
+    assert outcomes(fakes, amo_ids) == [(1, None)] * 10 + [(-1, 905)]
+
+
+async def test_a_part_whose_file_cannot_be_had_holds_no_other_part_back(
+    fakes: Fakes, bridges: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.manager.delivery, "DELIVERY_GIVE_UP_SECONDS", 2.0)
+    bridge = await bridges.start()
+    await customer_says(fakes, 812, 1)
+
+    async def down(request: CrmRequest) -> web.Response:  # this one file's host is down
+        return web.Response(status=503)
+
+    fakes.crm.add_route("GET", "/files/broken.png", down, auth=False)
+    hooks = album_hooks(fakes, "tg-812", "b", 3)
+    hooks[2]["message"]["message"]["media"] = f"{fakes.crm.url}/files/broken.png"
+    amo_ids = [await post(fakes, bridge, hook) for hook in hooks]
+    await fakes.amojo.wait_for(
+        lambda: all(fakes.amojo.statuses_for(a) for a in amo_ids), timeout=30, what="statuses"
+    )
+
+    photos = [c.params["caption"] for c in sends(fakes, 812) if c.method.lower() == "sendphoto"]
+    assert photos == ["b part 1", "b part 2"]
+    assert outcomes(fakes, amo_ids) == [(1, None), (1, None), (-1, 905)]
+
+
+async def test_an_album_too_large_for_one_request_goes_part_by_part(
+    fakes: Fakes, bridge: RunningBridge
+) -> None:
+    await customer_says(fakes, 813, 1)
+    # Each file fits alone; together they are more than one request may carry (413).
+    fakes.telegram.fail("sendMediaGroup", status=413, description="Request Entity Too Large")
+    amo_ids = [await post(fakes, bridge, hook) for hook in album_hooks(fakes, "tg-813", "L", 3)]
+    await delivered(fakes, amo_ids)
+
+    assert len(fakes.telegram.calls_of("sendMediaGroup")) == 1
+    assert [c.method.lower() for c in sends(fakes, 813)] == ["sendphoto"] * 3
+
+
+async def test_a_manager_typing_between_the_parts_does_not_split_the_album(
+    fakes: Fakes, bridge: RunningBridge
+) -> None:
+    await customer_says(fakes, 814, 1)
+    hooks = album_hooks(fakes, "tg-814", "t", 3)
+    amo_ids = [await post(fakes, bridge, hooks[0])]
+    await post(fakes, bridge, fakes.amojo.typing_hook("tg-814"))
+    amo_ids += [await post(fakes, bridge, hook) for hook in hooks[1:]]
+    await delivered(fakes, amo_ids)
+
+    assert albums(fakes, 814) == [["t part 1", "t part 2", "t part 3"]]
+    jobs = await bridge.bridge.repo.pending_in_lane("telegram", "chat:814")
+    assert jobs == []  # the typing job ended with the album

@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
-from tests.fakes.factories import make_contact, make_photo, make_user
+from tests.fakes.crm import CrmRequest, hal
+from tests.fakes.factories import make_contact, make_photo, make_user, staff_message_update
 from tests.harness import (
     BridgeFactory,
     BridgeProcess,
@@ -312,3 +315,82 @@ async def test_kill_9_between_a_business_update_and_its_confirmation(
     finally:
         for child in children:
             await child.kill()
+
+
+async def test_status_lists_the_connections(fakes: Fakes, bridges: BridgeFactory) -> None:
+    await bridges.start(OPERATOR_IDS="900", **ENV)
+    await connect(fakes, can_read=False)
+    fakes.telegram.push_update(staff_message_update(900, 1, text="/status"))
+    await fakes.telegram.wait_for(lambda: bool(fakes.telegram.sent_messages(900)), what="/status")
+    status = str(fakes.telegram.sent_messages(900)[-1].params["text"])
+    assert (
+        "Telegram Business account Anna Smirnova (9100) through bot @bridge_bot: connected, "
+        "may not mark messages read"
+    ) in status
+
+
+async def test_an_unknown_connection_is_asked_of_telegram_and_the_owners_old_edit_stays_theirs(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    # The connection was made while the bridge was not running and its update is long gone.
+    fakes.telegram.business[CONNECTION] = {
+        "id": CONNECTION,
+        "user": OWNER,
+        "user_chat_id": OWNER["id"],
+        "date": int(time.time()),
+        "is_enabled": True,
+        "rights": {"can_reply": True, "can_read_messages": True},
+    }
+    bridge = await bridges.start(**ENV)
+    first = await customer_writes(fakes, text="Добрый день")
+    assert first["conversation_id"] == CHAT
+    assert len(fakes.telegram.calls_of("getBusinessConnection")) == 1
+    [stored] = await bridge.bridge.repo.business_connections()
+    assert stored.owner_id == 9100
+
+    # Anna edits what she wrote before the bridge saw it: imported as hers, not the customer's.
+    fakes.telegram.business_message(
+        CONNECTION, CUSTOMER, from_owner=True, edited=True, message_id=4000, text="Здравствуйте!"
+    )
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 2, what="the import")
+    assert fakes.amojo.messages[-1]["sender"]["ref_id"] == BOT_AMOJO_ID
+    assert fakes.amojo.messages[-1]["receiver"]["id"] == "tg-501"
+
+
+async def test_with_sources_each_account_is_its_own_source(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await bridges.start(AMOCRM_SOURCES="true", **ENV)
+    await connect(fakes)
+    message = await customer_writes(fakes, text="Через аккаунт")
+    assert message["source"] == {"external_id": "tg-acc-9100"}
+    source = fakes.crm.source_by_external_id("tg-acc-9100")
+    assert source is not None and source["name"] == "Telegram: Anna Smirnova"
+    to_bot = await customer_says(fakes, 501, 1, text="Через бота")
+    assert to_bot["source"]["external_id"].startswith("tg-bot-")
+
+    hook = fakes.amojo.message_hook(
+        None, text="Здравствуйте", receiver_phone="+79160001122", source_external_id="tg-acc-9100"
+    )
+    refused = await status_of(fakes, await post(fakes, bridge, hook))
+    assert refused["error_code"] == 904 and refused["error"].startswith("Writing first through")
+
+
+async def test_an_owner_mapped_to_an_amocrm_user_writes_as_that_user(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    asked: list[str] = []
+
+    async def user(request: CrmRequest) -> web.StreamResponse:
+        asked.append(request.query.get("with", ""))
+        return hal({"id": 8812345, "name": "Анна", "amojo_id": "amojo-user-anna"})
+
+    fakes.crm.add_route("GET", "/api/v4/users/8812345", user)
+    await bridges.start(BUSINESS_OWNER_USERS="9100:8812345", **ENV)
+    await connect(fakes)
+    await customer_writes(fakes, text="Вопрос")
+    for text in ("Ответ 1", "Ответ 2"):
+        fakes.telegram.business_message(CONNECTION, CUSTOMER, from_owner=True, text=text)
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 3, what="both imports")
+    assert [m["sender"].get("ref_id") for m in fakes.amojo.messages[1:]] == ["amojo-user-anna"] * 2
+    assert asked == ["amojo_id"]  # asked once, then remembered

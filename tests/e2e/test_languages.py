@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bot.staff.desk import Invocation, staff_job
-from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
-from tests.fakes.factories import staff_message_update
+from tests.e2e.test_manager_to_telegram import customer_says, post, sends, status_of
+from tests.fakes.factories import make_user, staff_message_update
 from tests.harness import BridgeFactory, Fakes
 
 OPERATOR = 900
@@ -170,9 +170,12 @@ async def test_delivery_errors_are_in_the_accounts_language(
     hook = fakes.amojo.message_hook(None, text="Здравствуйте", receiver_phone="+7 916 111-22-33")
     unknown = await status_of(fakes, await post(fakes, bridge, hook))
     assert unknown["error_code"] == 904 and unknown["error"].startswith(write_first)
-    await customer_says(fakes, 622, 1, text="пришлите счёт")
+    customer = make_user(622, language_code=language)  # the stand-in is in theirs
+    await customer_says(fakes, 622, 1, text="пришлите счёт", user=customer)
     file = fakes.amojo.message_hook(
         "tg-622", msg_type="file", text="Счёт", media="http://10.0.0.5/secret", file_name="a.pdf"
     )
     unsent = await status_of(fakes, await post(fakes, bridge, file))
     assert (unsent["error_code"], unsent["error"]) == (905, refused)
+    stand_in = "не доставлен" if language == "ru" else "not delivered"
+    assert sends(fakes, 622)[-1].params["text"] == f"Счёт\n\n📎 a.pdf: {stand_in}"

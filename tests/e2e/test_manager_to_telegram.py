@@ -329,8 +329,8 @@ async def test_refused_or_missing_media_is_sent_as_a_link(
         assert (await status_of(fakes, amo_id))["status"] == 1
 
     first, second = sends(fakes, 615)
-    assert first.params["text"] == f"📎 Voice message: {url}"
-    assert second.params["text"] == f"Договор\n\n📎 File: {fakes.amojo.url}/attachments/nope"
+    assert first.params["text"] == f"📎 Голосовое сообщение: {url}"
+    assert second.params["text"] == f"Договор\n\n📎 Файл: {fakes.amojo.url}/attachments/nope"
 
 
 async def test_reply_to_maps_to_the_telegram_message(fakes: Fakes, bridge: RunningBridge) -> None:
@@ -475,7 +475,7 @@ async def test_media_from_inside_the_network_is_never_fetched(
     assert "not sent" in status["error"]
     [sent] = sends(fakes, 617)
     assert sent.method.lower() == "sendmessage"
-    assert sent.params["text"] == "Счёт\n\n📎 invoice.pdf: not delivered"
+    assert sent.params["text"] == "Счёт\n\n📎 invoice.pdf: не доставлен"
     assert all(secret not in call.files.get("document", b"") for call in fakes.telegram.calls)
 
 
@@ -508,7 +508,7 @@ async def test_a_refused_file_is_reported_even_when_a_later_part_is_retried(
 
     assert status["status"] == -1 and "not sent" in status["error"]
     first, second = sends(fakes, 619)
-    assert first.params["text"] == "📎 a.pdf: not delivered"
+    assert first.params["text"] == "📎 a.pdf: не доставлен"
     assert second.params["text"] == caption.strip()
 
 
@@ -529,7 +529,7 @@ async def test_an_oversized_file_from_a_refused_host_does_not_leak_its_link(
 
     assert status["status"] == -1
     [sent] = sends(fakes, 620)
-    assert sent.params["text"] == "Счёт\n\n📎 invoice.pdf: not delivered"
+    assert sent.params["text"] == "Счёт\n\n📎 invoice.pdf: не доставлен"
 
 
 async def test_a_broadcast_file_is_downloaded_once_and_resent_by_file_id(

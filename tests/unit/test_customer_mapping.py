@@ -208,6 +208,26 @@ def test_dice_is_shown_as_text() -> None:
     assert mapped.message == {"type": "text", "text": "[Dice 🎲: 4]"}
 
 
+def test_stand_ins_are_in_the_accounts_language_and_name_the_kind_plainly() -> None:
+    dice = message_content(message(dice={"emoji": "🎲", "value": 4}), "ru")
+    assert dice.message == {"type": "text", "text": "[Кубик 🎲: 4]"}
+    game = {"title": "g", "description": "d", "photo": []}
+    assert message_content(message(game=game)).message["text"] == (
+        "[The customer sent a Telegram game that amoCRM chats cannot show]"
+    )
+    assert (
+        message_content(message(game=game), "ru")
+        .message["text"]
+        .startswith("[Клиент отправил в Telegram game;")
+    )
+    big = {**make_document("d", "u", 30 * 1024 * 1024), "file_name": "scan.pdf"}
+    assert (
+        message_content(message(document=big), "ru")
+        .message["text"]
+        .startswith("[файл «scan.pdf», 30.0 MB: Telegram не даёт ботам")
+    )
+
+
 def test_forwarded_message_names_its_origin() -> None:
     origin = {
         "type": "user",

@@ -187,7 +187,7 @@ def test_the_code_is_not_needed_once_a_token_is_stored(tmp_path: Path) -> None:
         ("HTTP_PORT", "http", "must be a whole number"),
         ("HTTP_PORT", "70000", "must be at most 65535"),
         ("AMOCRM_REDIRECT_URI", "acme.ru/oauth", "must start with https://"),
-        ("LANGUAGE", "de", "'ru' or 'en'"),
+        ("LANGUAGE", "русский", "must be ru or en"),
     ],
 )
 def test_malformed_values_are_named_in_plain_words(
@@ -267,6 +267,11 @@ def test_source_pipelines_name_configured_bots() -> None:
         ("https://acme.amocrm.com", None, "en"),
         ("https://acme.amocrm.ru", "en", "en"),
         ("https://acme.kommo.com", " RU ", "ru"),
+        # The gettext variable of the host (Ubuntu's /etc/default/locale): its first ru/en item.
+        ("https://acme.kommo.com", "ru_RU:ru", "ru"),
+        ("https://acme.amocrm.ru", "en_US.UTF-8:en", "en"),
+        ("https://acme.amocrm.ru", "de_DE:de", "ru"),
+        ("https://acme.kommo.com", "C", "en"),
     ],
 )
 def test_the_default_language_is_the_accounts_unless_language_is_set(
@@ -276,3 +281,10 @@ def test_the_default_language_is_the_accounts_unless_language_is_set(
     if language is not None:
         env["LANGUAGE"] = language
     assert load_settings(_env_file=None, **env).default_language == expected
+
+
+def test_a_locale_list_in_language_is_read_with_a_warning_not_refused() -> None:
+    settings = load_settings(_env_file=None, **{**VALID, "LANGUAGE": "de_DE:de"})
+    [warning] = settings.warnings()
+    assert "LANGUAGE is 'de_DE:de'" in warning and "account's is used" in warning
+    assert load_settings(_env_file=None, **{**VALID, "LANGUAGE": "ru"}).warnings() == []

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.manager.gaps import REASON_NOT_STORED
+from bot.manager.mapping import TYPE_LABELS
 from bot.staff.commands import CALL_STATUSES, DIRECTIONS
-from bot.staff.desk import MENU_COMMANDS
+from bot.staff.desk import MENU_COMMANDS, gap_reason
 from bot.texts import (
     LANGUAGES,
     TEXTS,
@@ -21,7 +23,9 @@ from bot.texts import (
 
 ROOT = Path(__file__).resolve().parents[2]
 # `text("key", …)`, `phrase("key", …)`, and the usage keys a UsageError carries.
-_LITERAL_KEY = re.compile(r"""(?<![.\w])(?:text|phrase)\(\s*["']([a-z_.0-9]+)["']""")
+_LITERAL_KEY = re.compile(
+    r"""(?:(?<![.\w])|(?<=texts\.))(?:text|phrase)\(\s*["']([a-z_.0-9]+)["']"""
+)
 _USAGE_KEY = re.compile(r"""["'](staff\.usage\.[a-z_]+)["']""")
 
 
@@ -59,6 +63,8 @@ def _built_keys() -> set[str]:
         + [f"staff.talk.{kind}" for kind in ("contact", "lead", "customer")]
         + [f"staff.crm.{status}" for status in (401, 402, 403, 429)]
         + [f"staff.entity.{kind}" for kind in ("contact", "lead", "customer", "company")]
+        + [f"stand_in.{kind}" for kind in (*TYPE_LABELS, "attachment")]
+        + [f"staff.gap.{reason.replace(' ', '_')}" for reason in ("restart", REASON_NOT_STORED)]
     )
 
 
@@ -103,3 +109,12 @@ def test_an_operator_reads_their_telegram_language_else_the_default(
     code: str | None, default: str, expected: str
 ) -> None:
     assert staff_language(code, default) == expected  # type: ignore[arg-type]
+
+
+def test_what_the_bridge_stores_in_english_is_worded_for_the_operator() -> None:
+    assert gap_reason("restart", "ru") == "перезапуск"
+    assert gap_reason(REASON_NOT_STORED, "ru") == "хук не сохранён"
+    assert gap_reason("something new", "ru") == "something new"  # stored by a later version
+    revoked = phrase("telegram.revoked", bot=777001)
+    assert revoked.render("ru").startswith("Telegram не принимает TELEGRAM_BOT_TOKEN бота 777001")
+    assert str(revoked).startswith("Telegram rejects TELEGRAM_BOT_TOKEN of bot 777001")
