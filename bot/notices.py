@@ -19,6 +19,7 @@ from storage import ChatKey, Job, NewJob, Repository
 logger = logging.getLogger(__name__)
 
 KIND_NOTICE = "bot.notice"
+KIND_CALLBACK_ANSWER = "bot.callback_answer"
 
 Markup = ReplyKeyboardMarkup | ReplyKeyboardRemove
 
@@ -36,6 +37,17 @@ def notice_job(chat: ChatKey, key: str, text: str, markup: Markup | None = None)
             "markup": markup.model_dump(mode="json", exclude_none=True) if markup else None,
             "markup_type": type(markup).__name__ if markup else None,
         },
+    )
+
+
+def callback_answer_job(bot: int, callback_id: str) -> NewJob:
+    """A job that answers a button press (ends its spinner), once, through the bot it came to."""
+    return NewJob(
+        queue=TELEGRAM_QUEUE,
+        kind=KIND_CALLBACK_ANSWER,
+        lane=f"callback:{callback_id}",
+        dedup_key=f"callback:{callback_id}",
+        payload={"bot": bot, "callback_id": callback_id},
     )
 
 
@@ -75,7 +87,21 @@ class NoticeSender:
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds this sender runs."""
-        return {KIND_NOTICE: JobKind(run=self.send_notice)}
+        return {
+            KIND_NOTICE: JobKind(run=self.send_notice),
+            KIND_CALLBACK_ANSWER: JobKind(run=self.answer_callback),
+        }
+
+    async def answer_callback(self, job: Job) -> Done:
+        """Answer a button press; one Telegram no longer takes (too old) is only logged."""
+        bot = self.bots.get(int(job.payload["bot"]))
+        if bot is None:
+            return Done()
+        try:
+            await bot.answer_callback_query(str(job.payload["callback_id"]))
+        except TelegramBadRequest as exc:
+            logger.info("button press not answered: %s", exc.message)
+        return Done()
 
     async def send_notice(self, job: Job) -> Done:
         """Send one notice."""

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from aiogram import Bot, Router
-from aiogram.exceptions import TelegramAPIError
 from aiogram.types import (
     BusinessConnection,
     BusinessMessagesDeleted,
@@ -55,7 +52,5 @@ async def on_business_deletion(
 async def on_button(
     callback: CallbackQuery, event_update: Update, business: BusinessAccounts
 ) -> None:
-    """A press of a manager's button in an account's chat; stored before it is answered."""
-    if await business.button(callback, event_update.update_id):
-        with contextlib.suppress(TelegramAPIError):  # only stops the button's spinner
-            await callback.answer()
+    """A press of a manager's button in an account's chat (answered by the Telegram worker)."""
+    await business.button(callback, event_update.update_id)

@@ -14,7 +14,7 @@ from bot import ids
 from bot.bots import Bots
 from bot.customer import mapping
 from bot.jobs.queues import AMOJO_QUEUE
-from bot.notices import Markup, notice_job
+from bot.notices import Markup, callback_answer_job, notice_job
 from bot.phones import mask_phone, normalise_phone
 from bot.texts import Language, text
 from storage import ChatKey, CustomerProfile, MessageLink, NewJob, Repository
@@ -297,3 +297,7 @@ class Intake:
         content = mapping.Content(payload["message"])
         dedup = f"in:{ids.key_text(key)}:cb{callback.id}"
         self._batch.jobs.append(amojo_job(KIND_NEW_MESSAGE, key, dedup, payload, content))
+        if callback.bot is not None:  # the press's spinner ends once it is stored
+            self._batch.jobs.append(
+                callback_answer_job(self.bots.key_of(callback.bot), callback.id)
+            )

@@ -200,6 +200,11 @@ async def test_a_manager_answer_goes_out_for_the_account_with_inline_buttons(
     await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 3, what="the press")
     pressed = fakes.amojo.messages[-1]
     assert (pressed["conversation_id"], pressed["message"]["text"]) == (CHAT, "Нет")
+    await fakes.telegram.wait_for(
+        lambda: bool(fakes.telegram.calls_of("answerCallbackQuery")), what="the press answered"
+    )
+    [answer] = fakes.telegram.calls_of("answerCallbackQuery")
+    assert str(answer.params["callback_query_id"]) == "771"
 
 
 async def test_what_telegram_would_refuse_is_reported_not_sent(
