@@ -39,14 +39,21 @@ from bot.amocrm.sources import (
     SourceBook,
     WantedSource,
     ensure_sources,
+    merge_source_ids,
 )
 from bot.bots import Bots
 from bot.customer.business import BusinessAccounts
 from bot.customer.files import FileLinks
-from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, KIND_OWNER_MESSAGE, Intake
+from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.customer.sender import CustomerMessageSender
 from bot.jobs.pruner import Pruner
-from bot.jobs.queues import AMOJO_QUEUE, RECOVERY_QUEUE, STAFF_QUEUE, TELEGRAM_QUEUE
+from bot.jobs.queues import (
+    AMOJO_QUEUE,
+    KIND_OWNER_MESSAGE,
+    RECOVERY_QUEUE,
+    STAFF_QUEUE,
+    TELEGRAM_QUEUE,
+)
 from bot.jobs.throttle import HookTraffic, TelegramThrottle
 from bot.jobs.worker import Backoff, GiveUp, JobKind, RetryLater, Worker
 from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
@@ -280,9 +287,8 @@ class Bridge:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
         self.sources.ready = True
-        # Merged: the Business accounts' sources are kept there too (bot/amocrm/sources.py).
-        stored = json.loads(await self.repo.get_kv(KV_SOURCES) or "{}")
-        await self.repo.set_kv(KV_SOURCES, json.dumps({**stored, **ids}, sort_keys=True))
+        async with self.repo.transaction() as tx:  # the accounts' sources are kept there too
+            await merge_source_ids(tx, ids)
         logger.info(
             "amoCRM sources: %s",
             ", ".join(

@@ -66,9 +66,11 @@ class Bots:
         self.connections[connection.id] = connection
 
     def connection_of(self, owner_id: int) -> BusinessConnection | None:
-        """The latest connection of a Business account (the one sends go through)."""
+        """The connection of a Business account that sends go through: an enabled one first
+        (an owner moving to another bot disables the old connection, and the two bots' updates
+        may come in either order), then the latest."""
         owned = [c for c in self.connections.values() if c.owner_id == owner_id]
-        return max(owned, key=lambda c: (c.updated_at, c.enabled), default=None)
+        return max(owned, key=lambda c: (c.enabled, c.updated_at), default=None)
 
     def route(self, key: int) -> Route | None:
         """The bot (and Business connection) that sends into chats of a key."""

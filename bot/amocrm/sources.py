@@ -67,6 +67,11 @@ KIND_ACCOUNT_SOURCE = "amocrm.account_source"
 KV_SOURCES = "amocrm.sources"
 
 
+def refused_key(owner_id: int) -> str:
+    """Where amoCRM's refusal to make an account's source is kept (its chats go without)."""
+    return f"amocrm.source_refused:{owner_id}"
+
+
 def account_source_job(owner_id: int, owner_name: str) -> NewJob:
     """The job that makes (or renames) a Business account's amoCRM source."""
     return NewJob(
@@ -105,8 +110,8 @@ class AccountSources:
             raise GiveUp(str(exc)) from None
 
         async def record(tx: Transaction) -> None:
-            stored = json.loads(await tx.get_kv(KV_SOURCES) or "{}")
-            await tx.set_kv(KV_SOURCES, json.dumps({**stored, **ids}, sort_keys=True))
+            await merge_source_ids(tx, ids)
+            await tx.delete_kv(refused_key(owner))  # made after all (a `/retry`)
             self.book.accounts[owner] = True
 
         logger.info("amoCRM source of Business account %d: %s", owner, wanted.external_id)
@@ -116,8 +121,15 @@ class AccountSources:
         """amoCRM will not make it: the account's chats go on without a source."""
         owner = int(job.payload["owner_id"])
         self.book.accounts[owner] = False
+        await self.repo.set_kv(refused_key(owner), reason[:500])  # a restart remembers it
         logger.error("no amoCRM source for Business account %d: %s", owner, reason)
         return []
+
+
+async def merge_source_ids(tx: Transaction, ids: dict[str, int]) -> None:
+    """Add source ids to the stored ones, in the caller's transaction (no lost update)."""
+    stored = json.loads(await tx.get_kv(KV_SOURCES) or "{}")
+    await tx.set_kv(KV_SOURCES, json.dumps({**stored, **ids}, sort_keys=True))
 
 
 def _sources_of(response: httpx.Response) -> list[dict[str, Any]]:

@@ -15,12 +15,17 @@ import logging
 import time
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.types import BusinessConnection as TelegramConnection
 from aiogram.types import BusinessMessagesDeleted, CallbackQuery, Message
 
 from bot import ids
-from bot.amocrm.sources import KV_SOURCES, SourceBook, account_source_job
+from bot.amocrm.sources import KV_SOURCES, SourceBook, account_source_job, refused_key
 from bot.bots import Bots
 from bot.customer import mapping
 from bot.customer.intake import Intake
@@ -90,6 +95,8 @@ class BusinessAccounts:
         for connection in connections:
             if account_source_external_id(connection.owner_id) in stored:
                 self.sources.accounts[connection.owner_id] = True
+            elif await self.repo.get_kv(refused_key(connection.owner_id)) is not None:
+                self.sources.accounts[connection.owner_id] = False  # `/retry` its job to redo
             else:
                 jobs.append(account_source_job(connection.owner_id, connection.owner_name))
         if jobs:
@@ -151,20 +158,23 @@ class BusinessAccounts:
         while connection is None:
             try:
                 update = await bot.get_business_connection(connection_id)
-            except TelegramBadRequest as exc:
+            except TelegramRetryAfter as exc:
+                await asyncio.sleep(exc.retry_after)
+                continue
+            except (TelegramNetworkError, TelegramServerError) as exc:
+                logger.warning("business connection %s not known yet: %s", connection_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            except TelegramAPIError as exc:  # Telegram refuses to tell: it will not change
                 logger.warning(
-                    "update %d names business connection %s, which Telegram does not know (%s): "
-                    "not bridged",
+                    "update %d names business connection %s, which Telegram does not give "
+                    "(%s): not bridged",
                     update_id,
                     connection_id,
                     exc.message,
                 )
                 return None
-            except TelegramAPIError as exc:
-                logger.warning("business connection %s not known yet: %s", connection_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
             connection = await self.connection_changed(update, bot, update_id)
         return connection
 
@@ -193,15 +203,9 @@ class BusinessAccounts:
             return
         sender = message.from_user
         if sender is not None and sender.id == connection.owner_id:
-            if message.sender_business_bot is not None:
-                return
-            await self.intake.flush()
-            key = self.intake.chat_of(message)
-            if await self.repo.get_link(key, message.message_id) is None:
-                # Typed before the bridge saw it: imported as the owner's, never as the
-                # customer's.
-                await self.intake.record_owner_message(message, connection.owner_name)
-                return
+            if message.sender_business_bot is None:
+                await self.intake.record_owner_edit(message, update_id, connection.owner_name)
+            return
         await self.intake.record_edit(message, update_id)
 
     async def deleted(self, deleted: BusinessMessagesDeleted, bot: Bot, update_id: int) -> None:
@@ -228,6 +232,14 @@ class BusinessAccounts:
         if connection is None:
             return False
         key = ids.business_key(connection.owner_id, message.chat.id)
+        if callback.from_user.id != message.chat.id:
+            # The owner (or anyone but the customer of this chat) pressed it: not the
+            # customer's words. Only its spinner is ended.
+            logger.info(
+                "a press in %s by %d, not its customer: ignored", key, callback.from_user.id
+            )
+            await self.intake.record_button_press(key, callback, None)
+            return True
         await self.intake.record_button_press(key, callback, label)
         return True
 

@@ -13,7 +13,7 @@ from aiogram.types import CallbackQuery, Contact, Message
 from bot import ids
 from bot.bots import Bots
 from bot.customer import mapping
-from bot.jobs.queues import AMOJO_QUEUE
+from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE
 from bot.notices import Markup, callback_answer_job, notice_job
 from bot.phones import mask_phone, normalise_phone
 from bot.texts import Language, text
@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 KIND_NEW_MESSAGE = "customer.message"
 KIND_EDIT_MESSAGE = "customer.edit"
-KIND_OWNER_MESSAGE = "business.owner_message"
 
 
 def is_own_contact(message: Message) -> bool:
@@ -181,6 +180,32 @@ class Intake:
         self._touch_customer(message)
         self._batch.jobs.append(notice_job(self.chat_of(message), key, text, markup))
 
+    async def record_owner_edit(self, message: Message, update_id: int, owner_name: str) -> None:
+        """An edit of what a Business account's owner typed: the imported message is edited
+        (when its text really changed); one the bridge never saw is imported as the owner's.
+        The customer's profile and last-message time are not the owner's to change."""
+        await self.flush()
+        key = self.chat_of(message)
+        link = await self.repo.get_link(key, message.message_id)
+        if link is None:
+            await self.record_owner_message(message, owner_name)
+            return
+        new_hash = mapping.content_hash(message)
+        if link.content_hash == new_hash or link.our_msgid is None:
+            return  # unchanged, or a message the bridge sent for the account (not ours to edit)
+        content = mapping.message_content(message, self.language)
+        job = amojo_job(
+            KIND_EDIT_MESSAGE,
+            key,
+            f"edit:{ids.key_text(key)}:{message.message_id}:u{update_id}",
+            mapping.edit_message_payload(key, message, content),
+            content,
+        )
+        self._batch.jobs.append(job)
+        self._batch.links[job.dedup_key] = MessageLink(
+            key=key, tg_message_id=message.message_id, direction="out", content_hash=new_hash
+        )
+
     async def record_edit(self, message: Message, update_id: int) -> None:
         """Record an edit of a customer message when its text or caption really changed.
 
@@ -279,10 +304,18 @@ class Intake:
                 )
             )
 
-    async def record_button_press(self, key: ChatKey, callback: CallbackQuery, label: str) -> None:
+    async def record_button_press(
+        self, key: ChatKey, callback: CallbackQuery, label: str | None
+    ) -> None:
         """A customer's press of a manager's inline button (Business chats): its text, as the
         customer's message (spec §3.2: a press sends the button's text back). A repeated
-        callback is one message."""
+        callback is one message. Without a label, only the press is answered."""
+        if callback.bot is not None:  # the press's spinner ends once it is stored
+            self._batch.jobs.append(
+                callback_answer_job(self.bots.key_of(callback.bot), callback.id)
+            )
+        if label is None:
+            return
         moment = int(time.time())
         msgid = f"{ids.conversation_id(key)}-cb{callback.id}"
         payload: dict[str, Any] = {
@@ -297,7 +330,3 @@ class Intake:
         content = mapping.Content(payload["message"])
         dedup = f"in:{ids.key_text(key)}:cb{callback.id}"
         self._batch.jobs.append(amojo_job(KIND_NEW_MESSAGE, key, dedup, payload, content))
-        if callback.bot is not None:  # the press's spinner ends once it is stored
-            self._batch.jobs.append(
-                callback_answer_job(self.bots.key_of(callback.bot), callback.id)
-            )

@@ -10,7 +10,8 @@ from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
 from bot.customer.files import FileLinks
-from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, KIND_OWNER_MESSAGE
+from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
+from bot.jobs.queues import KIND_OWNER_MESSAGE
 from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import ChatKey, Job, Repository
 from storage.repository import Transaction

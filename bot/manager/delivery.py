@@ -39,7 +39,7 @@ from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_TYPING
 from bot.bots import Bots
-from bot.jobs.queues import AMOJO_QUEUE
+from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE
 from bot.jobs.throttle import TelegramThrottle
 from bot.jobs.worker import Done, JobKind, RetryLater
 from bot.limits import (
@@ -314,8 +314,10 @@ class ManagerMessageDelivery:
         received_at = float(job.payload.get("received_at") or job.created_at)
         try:
             recipient = await self._recipient(message)
-            if ids.is_business(recipient.chat) and await self._is_echo(message):
-                return Done()
+            if ids.is_business(recipient.chat):
+                await self._after_imports(recipient.chat)
+                if await self._is_echo(message):
+                    return Done()
             self._check_allowed(recipient, received_at)
             if message.media_group_id is not None and album_class(message) is not None:
                 return await self._deliver_album(job, message, recipient, received_at)
@@ -323,6 +325,13 @@ class ManagerMessageDelivery:
         except Undeliverable as exc:
             logger.info("message %s not delivered (%d): %s", message.amo_id, exc.error_code, exc)
             return Done(followups=[self._failed(message, exc.error_code, exc.reason)])
+
+    async def _after_imports(self, chat: ChatKey) -> None:
+        """Wait while an owner's message of this chat is being imported: until amoCRM's answer
+        is recorded, its echo could not be told from a manager's message."""
+        for pending in await self.repo.pending_in_lane(AMOJO_QUEUE, ids.chat_lane(chat)):
+            if pending.kind == KIND_OWNER_MESSAGE:
+                raise RetryLater("an owner's message of this chat is being imported", delay=1.0)
 
     async def _is_echo(self, message: ManagerMessage) -> bool:
         """Whether a hook is amoCRM echoing a Business owner's message the bridge imported."""
@@ -710,6 +719,11 @@ class ManagerMessageDelivery:
         return Done(followups=[status], record=record)
 
     def _failed_blocked(self, message: ManagerMessage, chat: ChatKey, description: str) -> Done:
+        if ids.is_business(chat):
+            # For an account, a 403 is about the account's chat or rights, not a block of the
+            # bot (no update would ever lift it): reported, nothing remembered.
+            refused = phrase("amo.telegram_refused", description=description)
+            return Done(followups=[self._failed(message, ERROR_NO_RIGHTS, refused)])
         blocked = "blocked" in description.lower()
 
         async def record(tx: Transaction) -> None:
