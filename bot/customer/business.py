@@ -178,35 +178,38 @@ class BusinessAccounts:
             connection = await self.connection_changed(update, bot, update_id)
         return connection
 
-    async def message(self, message: Message, update_id: int) -> None:
-        """A new message in an account's chat: the customer's, or what the owner typed."""
+    async def _author(
+        self, message: Message, update_id: int
+    ) -> tuple[BusinessConnection | None, str]:
+        """The connection a message came through, and who wrote it: `customer`, `owner`, or
+        `bot` (sent by a bot on the account's behalf: the bridge's own answers are linked
+        already, and nothing else speaks for the account)."""
         assert message.business_connection_id is not None and message.bot is not None
         connection = await self.known(message.bot, message.business_connection_id, update_id)
-        if connection is None:
-            return
         sender = message.from_user
-        if sender is not None and sender.id == connection.owner_id:
-            if message.sender_business_bot is not None:
-                # Sent by a bot on the account's behalf: the bridge's own answers are linked
-                # already, and nothing else speaks for the account.
-                logger.debug("message %d sent by a bot for the account", message.message_id)
-                return
-            await self.intake.record_owner_message(message, connection.owner_name)
+        if connection is None or sender is None or sender.id != connection.owner_id:
+            return connection, "customer"
+        return connection, "owner" if message.sender_business_bot is None else "bot"
+
+    async def message(self, message: Message, update_id: int) -> None:
+        """A new message in an account's chat: the customer's, or what the owner typed."""
+        connection, author = await self._author(message, update_id)
+        if connection is None or author == "bot":
             return
-        await self.intake.record_message(message)
+        if author == "owner":
+            await self.intake.record_owner_message(message, connection.owner_name)
+        else:
+            await self.intake.record_message(message)
 
     async def edit(self, message: Message, update_id: int) -> None:
         """An edited message in an account's chat (bridged when its text really changed)."""
-        assert message.business_connection_id is not None and message.bot is not None
-        connection = await self.known(message.bot, message.business_connection_id, update_id)
-        if connection is None:
+        connection, author = await self._author(message, update_id)
+        if connection is None or author == "bot":
             return
-        sender = message.from_user
-        if sender is not None and sender.id == connection.owner_id:
-            if message.sender_business_bot is None:
-                await self.intake.record_owner_edit(message, update_id, connection.owner_name)
-            return
-        await self.intake.record_edit(message, update_id)
+        if author == "owner":
+            await self.intake.record_owner_edit(message, update_id, connection.owner_name)
+        else:
+            await self.intake.record_edit(message, update_id)
 
     async def deleted(self, deleted: BusinessMessagesDeleted, bot: Bot, update_id: int) -> None:
         """Messages deleted in an account's chat: amoCRM is shown that they were."""

@@ -193,18 +193,7 @@ class Intake:
         new_hash = mapping.content_hash(message)
         if link.content_hash == new_hash or link.our_msgid is None:
             return  # unchanged, or a message the bridge sent for the account (not ours to edit)
-        content = mapping.message_content(message, self.language)
-        job = amojo_job(
-            KIND_EDIT_MESSAGE,
-            key,
-            f"edit:{ids.key_text(key)}:{message.message_id}:u{update_id}",
-            mapping.edit_message_payload(key, message, content),
-            content,
-        )
-        self._batch.jobs.append(job)
-        self._batch.links[job.dedup_key] = MessageLink(
-            key=key, tg_message_id=message.message_id, direction="out", content_hash=new_hash
-        )
+        self._record_edit_job(key, message, update_id, "out", new_hash)
 
     async def record_edit(self, message: Message, update_id: int) -> None:
         """Record an edit of a customer message when its text or caption really changed.
@@ -226,8 +215,14 @@ class Intake:
             )
             await self.record_message(message)
             return
-        content = mapping.message_content(message, self.language)
         self._touch_customer(message)
+        self._record_edit_job(key, message, update_id, "in", new_hash)
+
+    def _record_edit_job(
+        self, key: ChatKey, message: Message, update_id: int, direction: str, new_hash: str
+    ) -> None:
+        """The `edit_message` job of an edited message, and the pair's new fingerprint."""
+        content = mapping.message_content(message, self.language)
         job = amojo_job(
             KIND_EDIT_MESSAGE,
             key,
@@ -237,10 +232,7 @@ class Intake:
         )
         self._batch.jobs.append(job)
         self._batch.links[job.dedup_key] = MessageLink(
-            key=key,
-            tg_message_id=message.message_id,
-            direction="in",
-            content_hash=new_hash,
+            key=key, tg_message_id=message.message_id, direction=direction, content_hash=new_hash
         )
 
     async def record_owner_message(self, message: Message, owner_name: str) -> None:

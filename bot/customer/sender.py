@@ -13,7 +13,7 @@ from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
 from bot.jobs.queues import KIND_OWNER_MESSAGE
 from bot.jobs.worker import Done, GiveUp, JobKind
-from storage import ChatKey, Job, Repository
+from storage import ChatKey, Customer, Job, Repository
 from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
@@ -74,13 +74,7 @@ class CustomerMessageSender:
 
     async def send_new_message(self, job: Job) -> Done:
         """`new_message` for one customer message."""
-        key = ids.chat_of(job.payload)
-        payload: dict[str, Any] = job.payload["payload"]
-        self._attach_media(key, payload, job.payload.get("media"))
-        source = self.sources(key)
-        if source is not None:
-            payload["source"] = {"external_id": source}
-        customer = await self.repo.get_customer(key)
+        key, payload, customer = await self._prepare(job)
         if customer is not None:
             if customer.phone:
                 payload["sender"].setdefault("profile", {})["phone"] = customer.phone
@@ -93,22 +87,27 @@ class CustomerMessageSender:
 
     async def send_owner_message(self, job: Job) -> Done:
         """`new_message`, outgoing, for what a Business account's owner typed in Telegram."""
-        key = ids.chat_of(job.payload)
-        payload: dict[str, Any] = job.payload["payload"]
         if self.author_of is None:
             raise GiveUp("no author for a Business owner's message: set AMOJO_BOT_ID")
-        payload["sender"]["ref_id"] = await self.author_of(int(job.payload["owner_id"]))
-        self._attach_media(key, payload, job.payload.get("media"))
-        source = self.sources(key)
-        if source is not None:
-            payload["source"] = {"external_id": source}
-        customer = await self.repo.get_customer(key)
+        author = await self.author_of(int(job.payload["owner_id"]))
+        key, payload, customer = await self._prepare(job)
+        payload["sender"]["ref_id"] = author
         if customer is not None:
             if customer.amo_conversation_id:
                 payload["conversation_ref_id"] = customer.amo_conversation_id
             if customer.amo_user_id:
                 payload["receiver"]["ref_id"] = customer.amo_user_id
         return await self._send(job, key, payload)
+
+    async def _prepare(self, job: Job) -> tuple[ChatKey, dict[str, Any], Customer | None]:
+        """A stored `new_message` with its media link and source, and the chat's customer."""
+        key = ids.chat_of(job.payload)
+        payload: dict[str, Any] = job.payload["payload"]
+        self._attach_media(key, payload, job.payload.get("media"))
+        source = self.sources(key)
+        if source is not None:
+            payload["source"] = {"external_id": source}
+        return key, payload, await self.repo.get_customer(key)
 
     async def _send(self, job: Job, key: ChatKey, payload: dict[str, Any]) -> Done:
         """POST one `new_message`; amo's id for it is kept with the message pair."""

@@ -399,3 +399,32 @@ async def test_an_owner_mapped_to_an_amocrm_user_writes_as_that_user(
     await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 3, what="both imports")
     assert [m["sender"].get("ref_id") for m in fakes.amojo.messages[1:]] == ["amojo-user-anna"] * 2
     assert asked == ["amojo_id"]  # asked once, then remembered
+
+
+async def test_an_owners_message_with_no_author_is_dead_lettered_saying_what_to_set(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await bridges.start()  # neither AMOJO_BOT_ID nor BUSINESS_OWNER_USERS
+    await connect(fakes)
+    await customer_writes(fakes, text="Вопрос")
+    fakes.telegram.business_message(CONNECTION, CUSTOMER, from_owner=True, text="Ответ")
+
+    async def dead() -> bool:
+        return (await bridge.bridge.repo.newest_dead(5))[1] == 1
+
+    await wait_until(dead, what="the import dead-lettered")
+    [job], _ = await bridge.bridge.repo.newest_dead(5)
+    assert job.kind == "business.owner_message" and "set AMOJO_BOT_ID" in (job.last_error or "")
+    assert [m["message"]["text"] for m in fakes.amojo.messages] == ["Вопрос"]
+
+
+async def test_a_connection_telegram_does_not_know_is_not_bridged_and_holds_nothing(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await bridges.start(**ENV)
+    fakes.telegram.business["bc-gone"] = {"id": "bc-gone", "user": OWNER, "is_enabled": True}
+    fakes.telegram.business_message("bc-gone", CUSTOMER, text="через забытое подключение")
+    del fakes.telegram.business["bc-gone"]  # getBusinessConnection: 400, no such connection
+    await customer_says(fakes, 504, 1, text="обычный чат")
+    assert [m["message"]["text"] for m in fakes.amojo.messages] == ["обычный чат"]
+    assert len(fakes.telegram.calls_of("getBusinessConnection")) == 1
