@@ -73,12 +73,18 @@ class Bots:
         return max(owned, key=lambda c: (c.enabled, c.updated_at), default=None)
 
     def route(self, key: int) -> Route | None:
-        """The bot (and Business connection) that sends into chats of a key."""
+        """The bot (and Business connection) that sends into chats of a key; None when nothing
+        may be sent there (the bot is gone; the account's connection is removed or may not
+        reply)."""
         bot = self.get(key)
         if bot is None:
             return None
-        connection = self.connection_of(-key) if key < 0 else None
-        return Route(bot, connection.id if connection is not None else None)
+        if key >= 0:
+            return Route(bot)
+        connection = self.connection_of(-key)
+        if connection is None or not connection.enabled or not connection.can_reply:
+            return None
+        return Route(bot, connection.id)
 
     def telegram_id(self, key: int) -> int:
         """The Telegram id of the bot behind a key."""

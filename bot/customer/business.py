@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -75,17 +76,41 @@ class BusinessAccounts:
         intake: Intake,
         language: Language,
         sources: SourceBook | None = None,
+        *,
+        staff: frozenset[int] = frozenset(),
     ) -> None:
         self.repo = repo
         self.bots = bots
         self.intake = intake
         self.language = language  # for owners whose Telegram is neither Russian nor English
         self.sources = sources or SourceBook(False)
+        # Whose accounts are served: OPERATOR_IDS and BUSINESS_OWNER_USERS (anyone may connect
+        # a bot to their Premium account; a stranger's must never speak for the company).
+        self.staff = staff
+        self.refused: dict[str, int] = {}  # connection id → its owner, refused since start
+
+    def serves(self, owner_id: int) -> bool:
+        """Whether the bridge serves this person's Business account (they are staff)."""
+        return owner_id in self.staff
 
     async def load(self) -> None:
         """Every stored connection, as the bots' registry knows them (at start); with
         AMOCRM_SOURCES, the accounts whose source exists, and a job for any that lacks one."""
         connections = await self.repo.business_connections()
+        strangers = [c for c in connections if c.enabled and not self.serves(c.owner_id)]
+        if strangers:
+            # Stored before the bridge checked owners (or the owner left the staff lists).
+            async with self.repo.transaction() as tx:
+                for stranger in strangers:
+                    await tx.save_business_connection(replace(stranger, enabled=False))
+            for stranger in strangers:
+                logger.warning(
+                    "business connection %s of user %d disabled: the owner is in neither "
+                    "OPERATOR_IDS nor BUSINESS_OWNER_USERS",
+                    stranger.id,
+                    stranger.owner_id,
+                )
+            connections = await self.repo.business_connections()
         for connection in connections:
             self.bots.remember(connection)
         if not self.sources.enabled:
@@ -105,9 +130,13 @@ class BusinessAccounts:
 
     async def connection_changed(
         self, update: TelegramConnection, bot: Bot, update_id: int
-    ) -> BusinessConnection:
+    ) -> BusinessConnection | None:
         """Store a connection as Telegram describes it now, and tell its owner (one notice per
-        update: a repeated update is not told twice)."""
+        update: a repeated update is not told twice). A stranger's connection is refused:
+        nothing of it is stored, and None is returned."""
+        if not self.serves(update.user.id):
+            await self._refuse(update, bot)
+            return None
         can_reply, can_read = _rights(update)
         connection = BusinessConnection(
             id=update.id,
@@ -147,12 +176,55 @@ class BusinessAccounts:
         )
         return connection
 
+    async def _refuse(self, update: TelegramConnection, bot: Bot) -> None:
+        """A stranger connected the bot to their account: one polite notice, nothing else."""
+        owner = update.user.id
+        first = update.id not in self.refused
+        self.refused[update.id] = owner
+        if first:
+            logger.warning(
+                "business connection %s of user %d refused: the owner is in neither "
+                "OPERATOR_IDS nor BUSINESS_OWNER_USERS; nothing of it is bridged",
+                update.id,
+                owner,
+            )
+        if not update.is_enabled:
+            return  # they removed the bot: nothing to say
+        language = staff_language(update.user.language_code, self.language)
+        notice = notice_job(
+            ChatKey(self.bots.key_of(bot), update.user_chat_id),
+            f"business-refused:{update.id}",  # once per connection, however often it comes
+            text("business.notice.refused", language),
+        )
+        async with self.repo.transaction() as tx:
+            await tx.insert_jobs([notice])
+
+    async def served(
+        self, bot: Bot, connection_id: str, update_id: int
+    ) -> BusinessConnection | None:
+        """The connection an update came through when the bridge serves it now (a staff
+        member's, enabled); None for a stranger's, a removed one, or one Telegram denies."""
+        connection = await self.known(bot, connection_id, update_id)
+        if connection is None or not connection.enabled or not self.serves(connection.owner_id):
+            if connection is not None:
+                logger.info(
+                    "update %d of business connection %s not bridged: it is %s",
+                    update_id,
+                    connection_id,
+                    "removed" if not connection.enabled else "not a staff member's",
+                )
+            return None
+        return connection
+
     async def known(
         self, bot: Bot, connection_id: str, update_id: int
     ) -> BusinessConnection | None:
         """The connection an update came through; asked of Telegram when the bridge was never
         told of it (getBusinessConnection). While Telegram cannot answer, polling waits (the
-        update stays unconfirmed); None when Telegram says there is no such connection."""
+        update stays unconfirmed); None when Telegram says there is no such connection, or
+        when it is a stranger's."""
+        if connection_id in self.refused:
+            return None
         connection = self.bots.connections.get(connection_id)
         delay = 0.5
         while connection is None:
@@ -176,6 +248,8 @@ class BusinessAccounts:
                 )
                 return None
             connection = await self.connection_changed(update, bot, update_id)
+            if connection is None:
+                return None
         return connection
 
     async def _author(
@@ -185,7 +259,7 @@ class BusinessAccounts:
         `bot` (sent by a bot on the account's behalf: the bridge's own answers are linked
         already, and nothing else speaks for the account)."""
         assert message.business_connection_id is not None and message.bot is not None
-        connection = await self.known(message.bot, message.business_connection_id, update_id)
+        connection = await self.served(message.bot, message.business_connection_id, update_id)
         sender = message.from_user
         if connection is None or sender is None or sender.id != connection.owner_id:
             return connection, "customer"
@@ -213,7 +287,7 @@ class BusinessAccounts:
 
     async def deleted(self, deleted: BusinessMessagesDeleted, bot: Bot, update_id: int) -> None:
         """Messages deleted in an account's chat: amoCRM is shown that they were."""
-        connection = await self.known(bot, deleted.business_connection_id, update_id)
+        connection = await self.served(bot, deleted.business_connection_id, update_id)
         if connection is None:
             return
         key = ids.business_key(connection.owner_id, deleted.chat.id)
@@ -231,7 +305,7 @@ class BusinessAccounts:
         label = _pressed(message, data)
         if label is None:
             return False
-        connection = await self.known(message.bot, message.business_connection_id, update_id)
+        connection = await self.served(message.bot, message.business_connection_id, update_id)
         if connection is None:
             return False
         key = ids.business_key(connection.owner_id, message.chat.id)

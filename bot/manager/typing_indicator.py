@@ -75,9 +75,14 @@ class TypingIndicator:
                 await task
 
     async def _keep_typing(self, chat_id: ChatKey) -> None:
-        route = self.bots.route(chat_id.bot)  # a Business chat types through its connection
         try:
-            while route is not None and self.clock() < self._deadlines.get(chat_id, 0.0):
+            while self.clock() < self._deadlines.get(chat_id, 0.0):
+                # Asked each round: a Business chat types through its connection only while it
+                # is enabled and may reply (it may be removed meanwhile).
+                route = self.bots.route(chat_id.bot)
+                if route is None:
+                    logger.info("typing in %s stopped: nothing may be sent there", chat_id)
+                    return
                 try:
                     await route.bot.send_chat_action(
                         chat_id.chat_id,
