@@ -10,9 +10,37 @@ from typing import Any
 from aiogram.types import Message, User
 
 from bot import ids, texts
+from bot.customer.updates import dropped_fields
 from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
 from bot.texts import Language
 from storage import ChatKey
+
+# Message fields that are its content: dropping one leaves a stand-in, not a note.
+CONTENT_FIELDS = frozenset(
+    {
+        "text",
+        "caption",
+        "photo",
+        "animation",
+        "video",
+        "video_note",
+        "voice",
+        "audio",
+        "document",
+        "sticker",
+        "venue",
+        "location",
+        "contact",
+        "poll",
+        "dice",
+        "game",
+        "story",
+        "invoice",
+        "paid_media",
+        "giveaway",
+        "checklist",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +130,16 @@ def _forward_prefix(message: Message, language: Language) -> str:
 
 def message_content(message: Message, language: Language = "en") -> Content:
     """The amojo `message` object for a customer's Telegram message (spec §4.2)."""
+    content = _readable_content(message, language)
+    unread = [field for field in dropped_fields(message) if field not in CONTENT_FIELDS]
+    if unread:
+        note = texts.text("amo.unreadable_fields", language, fields=", ".join(unread))
+        body = str(content.message.get("text") or "")
+        content.message["text"] = f"{body}\n\n{note}" if body else note
+    return content
+
+
+def _readable_content(message: Message, language: Language) -> Content:
     text = _forward_prefix(message, language) + (message.text or message.caption or "")
     if message.text is not None:
         return Content({"type": "text", "text": text})
@@ -237,7 +275,11 @@ def unsupported_text(message: Message, language: Language) -> str:
     if message.dice:
         return texts.text("amo.dice", language, emoji=message.dice.emoji, value=message.dice.value)
     kind = message.content_type
-    what = str(getattr(kind, "value", kind)).replace("_", " ")  # `game`, not `ContentType.GAME`
+    what = str(getattr(kind, "value", kind))  # `game`, not `ContentType.GAME`
+    dropped = dropped_fields(message)
+    if what == "unknown" and dropped:
+        what = dropped[0]  # its content is of a kind this bridge's aiogram cannot read
+    what = what.replace("_", " ")
     return texts.text("amo.unsupported", language, what=what)
 
 
