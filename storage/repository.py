@@ -766,12 +766,16 @@ class Repository:
             for callback in self._listeners:
                 callback(queue)
 
-    async def count_attempts(self, job_ids: Sequence[int]) -> None:
-        """Count an attempt for each job before it touches the network (one statement)."""
+    async def start_attempts(self, leases: Sequence[tuple[int, float]]) -> None:
+        """Count an attempt for each job before it touches the network, and lease it: it is
+        not due again before its time, however its attempt ends (one atomic statement)."""
+        if not leases:
+            return
         await self._autocommit(
-            "UPDATE jobs SET attempts = attempts + 1 WHERE id IN "
-            f"({', '.join('?' * len(job_ids))})",
-            list(job_ids),
+            "UPDATE jobs SET attempts = attempts + 1, next_attempt_at = lease.column2 FROM "
+            f"(VALUES {', '.join(['(?, ?)'] * len(leases))}) AS lease "
+            "WHERE jobs.id = lease.column1",
+            [value for lease in leases for value in lease],
         )
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:

@@ -239,7 +239,12 @@ class Worker:
         jobs = await self.repo.due_jobs(self.queue, time.time(), free, set(self._inflight))
         if not jobs:
             return 0
-        await self.repo.count_attempts([job.id for job in jobs])
+        now = time.time()
+        # Each job is leased until its backoff would retry it: however its handling ends (a
+        # crash, an error nothing expected), it is never due again at once.
+        await self.repo.start_attempts(
+            [(job.id, now + self.backoff.delay(job.attempts + 1)) for job in jobs]
+        )
         for job in jobs:
             self._inflight[job.lane] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         return len(jobs)
@@ -256,13 +261,25 @@ class Worker:
             except Exception as exc:
                 outcome = await self._fail(job, kind, exc)
             else:
-                await self._record_done(job, done)
+                try:
+                    await self._record_done(job, done)
+                except StorageError:
+                    raise
+                except Exception as exc:  # recording what the job did failed: not a success
+                    outcome = await self._fail(job, kind, exc)
         except GiveUp as exc:
             outcome = "dead"
             await self._kill(job, None, exc.reason)
         except StorageError:
+            # Left pending: its lease (start_attempts) retries it later, not at once.
             outcome = "retry"
-            logger.exception("job %d (%s): could not record its outcome", job.id, job.kind)
+            logger.warning(
+                "job %d (%s): could not record its outcome; retried later", job.id, job.kind
+            )
+        except Exception:
+            # A failure while handling a failure (a bug): the lease retries it with backoff.
+            outcome = "retry"
+            logger.exception("job %d (%s): its failure could not be handled", job.id, job.kind)
         finally:
             self._inflight.pop(job.lane, None)
             self._wake.set()
@@ -342,7 +359,15 @@ class Worker:
     async def _kill(self, job: Job, kind: JobKind | None, reason: str) -> None:
         followups: Sequence[NewJob] = ()
         if kind is not None and kind.on_dead is not None:
-            followups = await kind.on_dead(job, reason)
+            try:
+                followups = await kind.on_dead(job, reason)
+            except StorageError:
+                raise
+            except Exception as exc:  # the job is dead all the same; say why nothing followed
+                logger.error(
+                    "job %d (%s): its dead-letter handler failed", job.id, job.kind, exc_info=exc
+                )
+                reason = f"{reason} (and what follows a dead letter failed: {type(exc).__name__})"
         logger.error("job %d (%s, lane %s) dead-lettered: %s", job.id, job.kind, job.lane, reason)
         self.metrics.dead_letters.labels(self.queue, job.kind).inc()
         async with self.repo.transaction() as tx:

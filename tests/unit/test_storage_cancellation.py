@@ -60,7 +60,7 @@ async def test_cancelled_transaction_leaves_the_writer_usable(
     assert await repo.insert_jobs([job("hook")]) == [True]
     async with repo.transaction() as tx:
         await tx.enqueue([job("worker")])
-    await repo.count_attempts([1])
+    await repo.start_attempts([(1, 0.0)])
     keys = stored_keys(tmp_path / "bridge.sqlite3")
     assert {"hook", "worker"} <= keys
     # The cancelled transaction is all or nothing.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -140,3 +141,63 @@ async def test_transient_failure_retries_in_order(repo: Repository) -> None:
     assert ran == [1, 1, 1, 2]
     first = await repo.get_job(1)
     assert first is not None and first.attempts == 3
+
+
+async def test_a_failing_dead_letter_handler_still_ends_in_a_dead_letter(repo: Repository) -> None:
+    ran: list[int] = []
+
+    async def run(stored: Job) -> Done:
+        ran.append(int(stored.payload["n"]))
+        raise GiveUp("never")
+
+    async def on_dead(stored: Job, reason: str) -> list[NewJob]:
+        raise ValueError("the stored payload cannot be read")
+
+    kind = JobKind(run=run, on_dead=on_dead)
+    worker = Worker(repo, "q", {"k": kind}, metrics=Metrics(), backoff=Backoff(0.01))
+    await repo.enqueue(job(1), job(2))
+    worker.start()
+    try:
+        await wait_until(lambda: _count_dead(repo, 2), what="both dead-lettered")
+    finally:
+        await worker.stop(1.0)
+    assert ran == [1, 2]  # once each: no re-run of a job whose failure handling failed
+    dead = await repo.jobs(state=JobState.DEAD)
+    assert all("ValueError" in (d.last_error or "") for d in dead)
+
+
+async def test_an_error_recording_a_success_ends_in_a_dead_letter_not_a_rerun(
+    repo: Repository,
+) -> None:
+    ran: list[int] = []
+
+    async def record(tx: object) -> None:
+        raise TypeError("a bug in what the job records")
+
+    async def run(stored: Job) -> Done:
+        ran.append(int(stored.payload["n"]))
+        return Done(record=record)
+
+    worker = Worker(repo, "q", {"k": JobKind(run=run)}, metrics=Metrics(), backoff=Backoff(0.01))
+    await repo.enqueue(job(1), job(2))
+    worker.start()
+    try:
+        await wait_until(lambda: _count_dead(repo, 2), what="both dead-lettered")
+    finally:
+        await worker.stop(1.0)
+    assert ran == [1, 2]
+    [first, _] = await repo.jobs(state=JobState.DEAD)
+    assert "TypeError: a bug in what the job records" in (first.last_error or "")
+
+
+async def test_a_job_left_unfinished_is_not_due_again_at_once(repo: Repository) -> None:
+    await repo.enqueue(job(1))
+    [due] = await repo.due_jobs("q", time.time(), 10, set())
+    await repo.start_attempts([(due.id, time.time() + 30)])  # then the process dies
+    assert await repo.due_jobs("q", time.time(), 10, set()) == []
+    [later] = await repo.due_jobs("q", time.time() + 31, 10, set())
+    assert (later.id, later.attempts) == (due.id, 1)
+
+
+async def _count_dead(repo: Repository, expected: int) -> bool:
+    return len(await repo.jobs(state=JobState.DEAD)) == expected
