@@ -13,8 +13,10 @@ from aiohttp import web
 
 from bot import ids
 from bot.amocrm.amojo import verify_hook_signature
+from bot.amocrm.hook_model import MessageHook, UnusableHook
 from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic
+from bot.limits import HOOK_BODY_TIMEOUT_SECONDS as BODY_TIMEOUT
 from bot.metrics import Metrics
 from storage import NewJob, Repository
 
@@ -61,24 +63,40 @@ def hook_lane(conversation: dict[str, Any]) -> str:
     return f"amo:{conversation.get('id')}"
 
 
-def hook_job(hook: Any, received_at: float) -> NewJob:
-    """The durable job for a decoded hook; raises HookRejected for anything unknown."""
+def hook_job(hook: Any, received_at: float, max_age: float | None = None) -> NewJob:
+    """The durable job for a decoded hook; raises HookRejected for anything unknown.
+
+    A message hook is stored in its canonical form (hook_model.py): a field of the wrong type
+    is dropped there, never a reason to refuse it (amojo does not send it again). `max_age`:
+    a hook dated further back is refused (a replay outliving its dedup key).
+    """
     hook = _object(hook, "hook")
-    payload = {"hook": hook, "received_at": received_at}
     if "message" in hook:
-        envelope = _object(hook["message"], "message")
-        message = _object(envelope.get("message"), "message.message")
-        conversation = _object(envelope.get("conversation"), "message.conversation")
-        _string(conversation.get("id"), "message.conversation.id")
-        _string(message.get("type"), "message.message.type")
-        amo_id = _string(message.get("id"), "message.message.id")
+        try:
+            read = MessageHook.parse(hook)
+        except UnusableHook as exc:
+            raise HookRejected(400, str(exc)) from None
+        if max_age is not None and read.sent_at and received_at - read.sent_at > max_age:
+            raise HookRejected(
+                400,
+                f"message {read.amo_id} was sent {int((received_at - read.sent_at) // 86400)} "
+                "days ago, longer than duplicates are remembered: a replay?",
+            )
+        if read.dropped:
+            logger.warning(
+                "hook of message %s: unusable field(s) dropped: %s",
+                read.amo_id,
+                ", ".join(read.dropped),
+            )
+        conversation = {"id": read.conversation_amo_id, "client_id": read.conversation_client_id}
         return NewJob(
             queue=TELEGRAM_QUEUE,
             kind=KIND_AMO_MESSAGE,
             lane=hook_lane(conversation),
-            dedup_key=f"hook:{amo_id}",
-            payload=payload,
+            dedup_key=f"hook:{read.amo_id}",
+            payload={"hook": read.as_hook(), "received_at": received_at},
         )
+    payload = {"hook": hook, "received_at": received_at}
     action = _object(hook.get("action"), "action")
     if "typing" in action:
         typing = _object(action["typing"], "action.typing")
@@ -133,7 +151,9 @@ class HookReceiver:
         metrics: Metrics,
         traffic: HookTraffic | None = None,
         on_not_stored: Callable[[float], None] | None = None,
+        max_age: float | None = None,
     ) -> None:
+        self.max_age = max_age
         self.on_not_stored = on_not_stored
         self.traffic = traffic or HookTraffic()
         self.repo = repo
@@ -218,11 +238,17 @@ class HookReceiver:
     async def _accept(self, request: web.Request) -> NewJob:
         if request.match_info["scope_id"] != self.channel.scope_id:
             raise HookRejected(404, "unknown scope_id")
-        body = await request.read()
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):  # a body dripping in holds no slot
+                body = await request.read()
+        except TimeoutError:
+            raise HookRejected(
+                408, f"the body did not arrive within {BODY_TIMEOUT:.0f} s"
+            ) from None
         if not verify_hook_signature(self.secret, body, request.headers.get("X-Signature")):
             raise HookRejected(401, "bad or missing X-Signature")
         try:
             hook = json.loads(body)
-        except ValueError:
-            raise HookRejected(400, "body is not JSON") from None
-        return hook_job(hook, time.time())
+        except (ValueError, RecursionError):  # nested deeper than any hook: not one
+            raise HookRejected(400, "body is not JSON (or nested too deep)") from None
+        return hook_job(hook, time.time(), self.max_age)

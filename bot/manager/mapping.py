@@ -13,6 +13,7 @@ from aiogram.types import (
 )
 
 from bot import ids
+from bot.amocrm.hook_model import MessageHook
 from bot.limits import TELEGRAM_CAPTION_LIMIT
 from bot.telegram_text import split_text, utf16_length, well_formed
 from bot.texts import Language, text
@@ -53,33 +54,32 @@ class ManagerMessage:
     sent_at: float
     source_external_id: str | None = None
 
+    dropped: tuple[str, ...] = ()
+
     @classmethod
     def from_hook(cls, hook: dict[str, Any]) -> ManagerMessage:
-        """Read a stored hook (validated by the listener)."""
-        envelope: dict[str, Any] = hook["message"]
-        message: dict[str, Any] = envelope["message"]
-        conversation: dict[str, Any] = envelope["conversation"]
-        receiver: dict[str, Any] = envelope.get("receiver") or {}
-        reply_to = message.get("reply_to")
-        markup = message.get("markup")
-        source = envelope.get("source")
-        source_id = source.get("external_id") if isinstance(source, dict) else None
+        """Read a stored hook (leniently: a field of the wrong type is dropped, never fatal).
+
+        UnusableHook when it names no message id (the listener never stores such a hook).
+        """
+        read = MessageHook.parse(hook)
         return cls(
-            amo_id=str(message["id"]),
-            type=str(message.get("type") or "text"),
-            text=well_formed(str(message.get("text") or "")),
-            media=str(message.get("media") or ""),
-            file_name=well_formed(str(message.get("file_name") or "")),
-            file_size=int(message.get("file_size") or 0),
-            conversation_amo_id=str(conversation["id"]),
-            conversation_client_id=conversation.get("client_id") or None,
-            receiver_amo_id=receiver.get("id") or None,
-            receiver_phone=str(receiver.get("phone") or ""),
-            markup=markup if isinstance(markup, dict) else None,
-            reply_to=reply_to.get("message") if isinstance(reply_to, dict) else None,
-            media_group_id=message.get("media_group_id") or None,
-            sent_at=float(envelope.get("timestamp") or hook.get("time") or 0),
-            source_external_id=source_id if isinstance(source_id, str) and source_id else None,
+            amo_id=read.amo_id,
+            type=read.type,
+            text=well_formed(read.text),
+            media=read.media,
+            file_name=well_formed(read.file_name),
+            file_size=read.file_size,
+            conversation_amo_id=read.conversation_amo_id or "",
+            conversation_client_id=read.conversation_client_id,
+            receiver_amo_id=read.receiver_amo_id,
+            receiver_phone=read.receiver_phone,
+            markup=read.markup,
+            reply_to=read.reply_to,
+            media_group_id=read.media_group_id,
+            sent_at=read.sent_at,
+            source_external_id=read.source_external_id,
+            dropped=read.dropped,
         )
 
     @property

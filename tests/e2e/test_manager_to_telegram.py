@@ -78,10 +78,10 @@ async def test_text_is_delivered_paired_and_reported(fakes: Fakes, bridge: Runni
         ("good", "hook", None, 401),
         ("good", b"{not json", "auto", 400),
         ("good", {"account_id": "x", "time": 1}, "auto", 400),
-        ("good", {"message": {"message": {"id": "x"}}}, "auto", 400),
+        ("good", {"message": {"message": {"type": "text", "text": "x"}}}, "auto", 400),
         ("unknown", "hook", "auto", 404),
     ],
-    ids=["bad-signature", "missing-signature", "malformed", "unknown-kind", "partial", "scope"],
+    ids=["bad-signature", "missing-signature", "malformed", "unknown-kind", "no-id", "scope"],
 )
 async def test_rejected_hooks_store_and_deliver_nothing(
     fakes: Fakes,
