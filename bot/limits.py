@@ -28,6 +28,7 @@ AMOCRM_TOKEN_REFRESH_MARGIN_SECONDS = 10 * 60
 AMOCRM_RATE_LIMIT_MAX_WAIT_SECONDS = 30.0
 AMOCRM_RATE_LIMIT_RETRIES = 3
 AMOJO_HOOK_DEADLINE_SECONDS = 5.0
+HOOK_BODY_TIMEOUT_SECONDS = 10.0  # a hook's body, once its head arrived
 AMOJO_SIGNATURE_TTL_SECONDS = 15 * 60
 # Our clock is followed to amojo's once they differ by more than this (Date has 1 s steps).
 AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS = 30.0
