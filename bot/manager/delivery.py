@@ -11,6 +11,8 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from aiogram.types import (
 from bot import ids
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel
+from bot.amocrm.hook_model import UnusableHook
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_TYPING
 from bot.bots import Bots
 from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE
@@ -80,6 +83,15 @@ ERROR_BLOCKED = 901
 ERROR_NO_RIGHTS = 902
 ERROR_NO_CONVERSATION = 904
 ERROR_OTHER = 905
+
+
+def _hook_of(job: Job) -> Any:
+    """The hook a message job carries (read leniently by ManagerMessage.from_hook)."""
+    return job.payload.get("hook")
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def refusal_key(amo_id: str) -> str:
@@ -141,7 +153,8 @@ async def _record_conversation(
 ) -> None:
     """What a delivery teaches about the chat: amo's chat id, and a write-first binding."""
     # amo's chat id lets a later gap be recovered from this chat's history.
-    await tx.set_amo_chat_id(recipient.chat, message.conversation_amo_id)
+    if message.conversation_amo_id:
+        await tx.set_amo_chat_id(recipient.chat, message.conversation_amo_id)
     if recipient.bind:
         await tx.bind_amo_conversation(
             recipient.chat, message.conversation_amo_id, message.receiver_amo_id
@@ -186,8 +199,8 @@ def _album_part(job: Job, group: str | None) -> ManagerMessage | None:
     if job.kind != KIND_AMO_MESSAGE:
         return None
     try:
-        message = ManagerMessage.from_hook(job.payload["hook"])
-    except (KeyError, TypeError, ValueError):
+        message = ManagerMessage.from_hook(_hook_of(job))
+    except UnusableHook:
         return None
     return message if message.media_group_id == group else None
 
@@ -281,7 +294,8 @@ class ManagerMessageDelivery:
             transport=media_transport,
             timeout=AMOJO_MEDIA_TIMEOUT_SECONDS,
             follow_redirects=False,
-            headers={"User-Agent": "tg-amocrm-bridge"},
+            # Raw bytes: a compressed body is decoded here, a bounded piece at a time.
+            headers={"User-Agent": "tg-amocrm-bridge", "Accept-Encoding": "identity"},
         )
 
     async def aclose(self) -> None:
@@ -301,7 +315,7 @@ class ManagerMessageDelivery:
 
     async def on_dead(self, job: Job, reason: str) -> list[NewJob]:
         """Still undeliverable (an hour of retries, or an unexpected error): report 905."""
-        message = ManagerMessage.from_hook(job.payload["hook"])
+        message = ManagerMessage.from_hook(_hook_of(job))
         return [self._failed(message, ERROR_OTHER, phrase("amo.not_delivered", reason=reason))]
 
     def _failed(self, message: ManagerMessage, error_code: int, reason: Phrase) -> NewJob:
@@ -310,8 +324,8 @@ class ManagerMessageDelivery:
 
     async def deliver(self, job: Job) -> Done:
         """Send one manager message (all its parts) to the customer's Telegram chat."""
-        message = ManagerMessage.from_hook(job.payload["hook"])
-        received_at = float(job.payload.get("received_at") or job.created_at)
+        message = ManagerMessage.from_hook(_hook_of(job))
+        received_at = _number(job.payload.get("received_at")) or job.created_at
         try:
             recipient = await self._recipient(message)
             if ids.is_business(recipient.chat):
@@ -371,6 +385,8 @@ class ManagerMessageDelivery:
                     phrase("amo.source_mismatch", source=message.source_external_id),
                 )
             return Recipient(chat, await self.repo.get_customer(chat))
+        if not message.conversation_amo_id:
+            raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.no_conversation"))
         # Write-first (spec §3.3): no client_id; amo gives the phone the manager picked.
         bound = await self.repo.customer_by_amo_conversation(message.conversation_amo_id)
         if bound is not None:
@@ -860,7 +876,7 @@ class ManagerMessageDelivery:
         MediaRefused when the URL (or a redirect) points anywhere but amoCRM's file hosts.
         """
         try:
-            url = await self.media_policy.check(message.media)
+            fetch = await self.media_policy.resolve(message.media)
         except MediaUnresolved as exc:
             raise RetryLater(str(exc)) from None
         limit = TELEGRAM_PHOTO_UPLOAD_LIMIT if kind == "photo" else TELEGRAM_UPLOAD_LIMIT
@@ -870,11 +886,14 @@ class ManagerMessageDelivery:
             # A whole download, however slowly its bytes drip in, gets this long.
             async with asyncio.timeout(MEDIA_DOWNLOAD_DEADLINE_SECONDS):
                 for _ in range(MAX_REDIRECTS + 1):
-                    async with self._http.stream("GET", url) as response:
+                    url, headers, extensions = fetch.request()
+                    async with self._http.stream(
+                        "GET", url, headers=headers, extensions=extensions
+                    ) as response:
                         location = response.headers.get("Location")
                         if response.status_code not in REDIRECT_STATUSES or not location:
                             return await self._read_upload(message, response, limit)
-                    url = await self.media_policy.check(url.join(location))
+                    fetch = await self.media_policy.resolve(fetch.url.join(location))
         except TimeoutError:
             raise RetryLater(
                 f"media download took over {MEDIA_DOWNLOAD_DEADLINE_SECONDS:.0f} s"
@@ -905,12 +924,16 @@ class ManagerMessageDelivery:
             return None
         try:
             with spool:
-                async for chunk in response.aiter_bytes(MEDIA_CHUNK_BYTES):
+                async for chunk in bounded_body(response, MEDIA_CHUNK_BYTES):
                     size += len(chunk)
                     if size > limit:
                         _discard(spool.name)
                         return None
                     spool.write(chunk)
+        except UnknownEncoding as exc:
+            _discard(spool.name)
+            logger.warning("media of %s: body in %s, sending the link", message.amo_id, exc)
+            return None
         except OSError as exc:  # the disk is full, a quota: the customer still gets the link
             _discard(spool.name)
             logger.error("media of %s not spooled (%s); sending the link", message.amo_id, exc)
@@ -922,6 +945,40 @@ class ManagerMessageDelivery:
             _discard(spool.name)
             return None
         return FSInputFile(spool.name, filename=name, chunk_size=MEDIA_CHUNK_BYTES)
+
+
+class UnknownEncoding(Exception):
+    """A body in a Content-Encoding the bridge does not decode."""
+
+
+async def bounded_body(response: httpx.Response, piece: int) -> AsyncIterator[bytes]:
+    """The decoded body in pieces of at most `piece` bytes, however well it is compressed.
+
+    httpx decodes a whole received chunk at once: a small gzip'd chunk could expand to many
+    megabytes before a size limit sees it. Decoded here, at most `piece` bytes at a time.
+    """
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        async for chunk in response.aiter_raw(piece):
+            yield chunk
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnknownEncoding(encoding)
+    decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib, told by its header
+    try:
+        async for chunk in response.aiter_raw(piece):
+            data = decoder.decompress(chunk, piece)
+            while True:
+                if data:
+                    yield data
+                if not decoder.unconsumed_tail:
+                    break
+                data = decoder.decompress(decoder.unconsumed_tail, piece)
+        tail = decoder.flush()
+    except zlib.error as exc:
+        raise UnknownEncoding(f"{encoding} that does not decode: {exc}") from None
+    if tail:
+        yield tail
 
 
 class MediaSpool:

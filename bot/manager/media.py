@@ -13,6 +13,8 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -32,12 +34,39 @@ _NOT_PUBLIC = (
 )
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits (RFC 6052, RFC 2765/6145, the
+# deprecated IPv4-compatible form): each is judged by the IPv4 address it carries.
+_LAST_32_BITS = (
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
+    ipaddress.ip_network("::/96"),
+)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for (mapped, 6to4, Teredo, translated…)."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _LAST_32_BITS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def is_public(address: str) -> bool:
-    """Whether an address is on the public internet (not private, loopback, link-local…)."""
+    """Whether an address is on the public internet (not private, loopback, link-local…).
+
+    An IPv6 address that carries an IPv4 one is public only when that IPv4 address is.
+    """
     ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return is_public(str(ip.ipv4_mapped))
+        embedded = embedded_ipv4(ip)
+        if embedded:
+            return all(is_public(str(inner)) for inner in embedded)
         if any(ip in network for network in _NOT_PUBLIC):
             return False
     return ip.is_global
@@ -47,6 +76,29 @@ def origin(url: httpx.URL) -> tuple[str, str, int]:
     """(scheme, host, port) with the scheme's default port filled in."""
     port = url.port or (443 if url.scheme == "https" else 80)
     return url.scheme, (url.host or "").lower().rstrip("."), port
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """A URL the policy allows, and the address to connect to (None: the host's own)."""
+
+    url: httpx.URL
+    address: str | None = None
+
+    def request(self) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+        """(URL, headers, extensions) of a GET that connects to the checked address only.
+
+        The URL names the address; the Host header and TLS's server name stay the host's, so
+        the certificate is still checked against the host.
+        """
+        if self.address is None:
+            return self.url, {}, {}
+        host = self.url.host
+        default = {"https": 443, "http": 80}.get(self.url.scheme)
+        port = self.url.port
+        authority = host if port is None or port == default else f"{host}:{port}"
+        pinned = self.url.copy_with(host=self.address)
+        return pinned, {"Host": authority}, {"sni_hostname": host}
 
 
 class MediaRefused(Exception):
@@ -88,6 +140,12 @@ class MediaPolicy:
 
     async def check(self, url: str | httpx.URL) -> httpx.URL:
         """The URL, parsed, when it may be fetched; MediaRefused otherwise."""
+        return (await self.resolve(url)).url
+
+    async def resolve(self, url: str | httpx.URL) -> Fetch:
+        """How to fetch the URL when it may be fetched (MediaRefused otherwise): for a host
+        allowed by its suffix, the public address that was checked, to connect to exactly
+        that one (a second lookup could answer differently)."""
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError):
@@ -96,7 +154,7 @@ class MediaPolicy:
             raise MediaRefused(phrase("media.not_http", scheme=parsed.scheme or "?"))
         host = parsed.host.lower().rstrip(".")
         if origin(parsed) in self.configured:
-            return parsed
+            return Fetch(parsed)
         if not self._suffix_allowed(host):
             raise MediaRefused(phrase("media.host_not_allowed", host=host))
         try:
@@ -110,4 +168,4 @@ class MediaPolicy:
         private = [address for address in addresses if not is_public(address)]
         if not addresses or private:
             raise MediaRefused(phrase("media.host_private", host=host))
-        return parsed
+        return Fetch(parsed, addresses[0])
