@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import httpx
 from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     TelegramNetworkError,
@@ -46,6 +45,7 @@ from bot.customer.business import BusinessAccounts
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.customer.sender import CustomerMessageSender
+from bot.customer.updates import UpdateReadingSession
 from bot.jobs.pruner import Pruner
 from bot.jobs.queues import (
     AMOJO_QUEUE,
@@ -436,7 +436,10 @@ async def create_bridge(
     )
     crm = build_crm_client(settings, repo, transport=transports.crm, metrics=metrics)
     # One session (connection pool) for every bot: the token is in each request's URL.
-    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    session = UpdateReadingSession(
+        api=TelegramAPIServer.from_base(settings.telegram_api_url),
+        on_unreadable=lambda bot, _: metrics.unreadable_update(bot.id),
+    )
     try:
         bots = Bots([Bot(token, session=session) for token in settings.bot_tokens])
     except BaseException:
@@ -472,7 +475,9 @@ async def create_bridge(
 
     intake = Intake(repo, bots, settings.default_language)
     sources = SourceBook(settings.AMOCRM_SOURCES)
-    business = BusinessAccounts(repo, bots, intake, settings.default_language, sources)
+    business = BusinessAccounts(
+        repo, bots, intake, settings.default_language, sources, staff=settings.business_owners
+    )
     await business.load()
     staff = StaffDesk(settings, repo, crm, bots)
     typing_indicator = TypingIndicator(bots)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,6 +25,26 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.outages = Outages()
         self.queues: set[str] = set()
+        self.unreadable_updates = Counter(
+            "bridge_telegram_unreadable_updates_total",
+            "Telegram updates aiogram could not read as sent (bridged without the fields it "
+            "could not read, or only confirmed), by bot (its Telegram id)",
+            ["bot"],
+            registry=self.registry,
+        )
+        self.failed_updates = Counter(
+            "bridge_telegram_failed_updates_total",
+            "Telegram updates whose handling failed with an unexpected error (a bug), by bot",
+            ["bot"],
+            registry=self.registry,
+        )
+        self.recent_unreadable: deque[float] = deque(maxlen=1000)
+        self.listener_evictions = Counter(
+            "bridge_listener_connections_closed_total",
+            "Connections the listener closed at its connection limit because they had sent "
+            "no request (slow or idle clients), to keep room for hooks",
+            registry=self.registry,
+        )
         self.updates_received = Counter(
             "bridge_telegram_updates_total",
             "Telegram updates received, by update type and bot (its Telegram id)",
@@ -145,6 +166,15 @@ class Metrics:
             buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
             registry=self.registry,
         )
+
+    def unreadable_update(self, bot_id: int) -> None:
+        """One update aiogram could not read as Telegram sent it."""
+        self.unreadable_updates.labels(str(bot_id)).inc()
+        self.recent_unreadable.append(time.time())
+
+    def unreadable_since(self, since: float) -> int:
+        """How many unreadable updates came since `since` (of the last 1,000)."""
+        return sum(1 for moment in self.recent_unreadable if moment >= since)
 
     def observe_call(self, api: str, outcome: str, seconds: float, problem: str = "") -> None:
         """Record one call to an external API; `outcome` "ok" also moves its last-success time.

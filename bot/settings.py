@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.limits import DEDUP_KEY_EXTRA_DAYS
 from bot.texts import Language, account_language
 from storage.crm import token_pair_stored
 
@@ -97,6 +98,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_ASCII_ID = re.compile(r"[0-9]{1,20}")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def is_host_name(host: str) -> bool:
+    """An IP address, or a DNS name the resolver can take (labels of 1-63 letters, digits, -)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return True
+    name = host.rstrip(".")
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(part) for part in name.split("."))
 
 
 def _check_url(variable: str, value: object) -> object:
@@ -193,7 +210,11 @@ def _id_pairs(value: object, what: str, to: str, example: str) -> object:
         if not part:
             continue
         left, sep, right = part.partition(":")
-        if not sep or not left.strip().isdigit() or not right.strip().isdigit():
+        if (
+            not sep
+            or not _ASCII_ID.fullmatch(left.strip())
+            or not _ASCII_ID.fullmatch(right.strip())
+        ):
             raise ValueError(
                 f"must be comma-separated <{what.removesuffix('_user')}_id>:<{to}> pairs, "
                 f"e.g. {example}"
@@ -298,10 +319,30 @@ class Settings(BaseSettings):
     def _parse_operator_ids(cls, value: object) -> object:
         if isinstance(value, str):
             parts = [part.strip() for part in value.replace(";", ",").split(",")]
-            try:
-                return frozenset(int(part) for part in parts if part)
-            except ValueError:
-                raise ValueError("must be comma-separated Telegram user ids") from None
+            # ASCII digits only: int() would also read "１２３" as someone's id.
+            if not all(_ASCII_ID.fullmatch(part) for part in parts if part):
+                raise ValueError("must be comma-separated Telegram user ids (digits 0-9)")
+            return frozenset(int(part) for part in parts if part)
+        return value
+
+    @field_validator("HTTP_HOST")
+    @classmethod
+    def _check_http_host(cls, value: str) -> str:
+        host = value.strip()
+        if not is_host_name(host):
+            raise ValueError(
+                "must be an IP address of this machine or a host name (like 127.0.0.1 behind a "
+                "proxy, or 0.0.0.0 for every interface)"
+            )
+        return host
+
+    @field_validator("DATABASE_PATH")
+    @classmethod
+    def _check_database_path(cls, value: Path) -> Path:
+        if value.is_dir():
+            raise ValueError(
+                f"is a directory; name the database file in it, e.g. {value / 'bridge.sqlite3'}"
+            )
         return value
 
     @field_validator("LANGUAGE")
@@ -365,8 +406,10 @@ class Settings(BaseSettings):
     @classmethod
     def _check_timezone(cls, value: str) -> str:
         try:
+            if len(value) > 255:
+                raise ValueError(value)
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
             raise ValueError("must be an IANA time zone name such as Europe/Moscow") from None
         return value
 
@@ -467,6 +510,17 @@ class Settings(BaseSettings):
     def media_origins(self) -> list[str]:
         """The configured amoCRM addresses: media from them is always fetched."""
         return [self.amojo_base_url, self.amocrm_base_url]
+
+    @property
+    def dedup_window_seconds(self) -> float:
+        """How long a finished hook's or update's key is remembered (a repeat is a duplicate)."""
+        return (self.JOB_RETENTION_DAYS + DEDUP_KEY_EXTRA_DAYS) * 86400.0
+
+    @property
+    def business_owners(self) -> frozenset[int]:
+        """Whose Telegram Business accounts the bridge serves: OPERATOR_IDS and the owners of
+        BUSINESS_OWNER_USERS."""
+        return self.OPERATOR_IDS | frozenset(self.BUSINESS_OWNER_USERS)
 
     @property
     def uses_oauth(self) -> bool:

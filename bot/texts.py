@@ -66,6 +66,10 @@ TEXTS: dict[str, dict[Language, str]] = {
     },
     "amo.poll": {"ru": "[Опрос] {question}\n{options}", "en": "[Poll] {question}\n{options}"},
     "amo.dice": {"ru": "[Кубик {emoji}: {value}]", "en": "[Dice {emoji}: {value}]"},
+    "amo.unreadable_fields": {
+        "ru": "[Эта версия моста не смогла прочитать часть сообщения: {fields}]",
+        "en": "[This version of the bridge could not read part of this message: {fields}]",
+    },
     "amo.unsupported": {
         "ru": "[Клиент отправил в Telegram {what}; чаты amoCRM это не показывают]",
         "en": "[The customer sent a Telegram {what} that amoCRM chats cannot show]",
@@ -431,6 +435,18 @@ TEXTS: dict[str, dict[Language, str]] = {
             "managers' answers are not sent."
         ),
     },
+    "business.notice.refused": {
+        "ru": (
+            "Этот бот работает только с аккаунтами Telegram для бизнеса сотрудников компании: "
+            "из вашего аккаунта ничего не читается и от вашего имени ничего не отправляется. "
+            "Отключить бота: Настройки → Telegram для бизнеса → Чат-боты."
+        ),
+        "en": (
+            "This bot works only with the Telegram Business accounts of the company's staff: "
+            "nothing of your account is read, and nothing is sent on your behalf. To remove it: "
+            "Settings → Telegram Business → Chatbots."
+        ),
+    },
     "business.notice.no_reply": {
         "ru": (
             "Не хватает права «Отвечать на сообщения»: ответы менеджеров не будут отправлены, "
@@ -515,6 +531,10 @@ TEXTS: dict[str, dict[Language, str]] = {
         "такого источника.",
         "en": "Write-first through source {source}: no Telegram bot of this bridge has that "
         "source.",
+    },
+    "amo.no_conversation": {
+        "ru": "amoCRM не указал беседу этого сообщения, поэтому его некуда отправить.",
+        "en": "amoCRM named no conversation for this message, so there is nowhere to send it.",
     },
     "amo.not_our_chat": {
         "ru": "Беседа {conversation} — не чат Telegram этого моста.",

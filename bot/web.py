@@ -18,6 +18,13 @@ from bot.amocrm.hooks import HookReceiver
 from bot.customer.files import FileLinks
 from bot.jobs.throttle import HookTraffic
 from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
+from bot.listener_guard import (
+    HEADER_TIMEOUT,
+    ConnectionGuard,
+    GuardedSite,
+    connection_limit,
+    raise_open_file_limit,
+)
 from bot.manager.gaps import Heartbeat
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings, StartupError
@@ -32,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 HEALTH_MAX_PENDING_AGE_SECONDS = 15 * 60
 HEALTH_RECENT_DEAD_SECONDS = 60 * 60
+# Unreadable Telegram updates this often are worth an operator's look (an aiogram upgrade).
+UNREADABLE_HEALTH_WINDOW_SECONDS = 60 * 60
+UNREADABLE_HEALTH_COUNT = 3
 
 
 @dataclass(slots=True)
@@ -139,6 +149,13 @@ async def healthz(request: web.Request) -> web.Response:
         for key, reason in deps.bots.revoked.items():
             stopped.append(f"Telegram bot {deps.bots.label(key)} stopped: {reason}")
     now = time.time()
+    unreadable = deps.metrics.unreadable_since(now - UNREADABLE_HEALTH_WINDOW_SECONDS)
+    if unreadable >= UNREADABLE_HEALTH_COUNT:
+        degraded.append(
+            f"{unreadable} Telegram update(s) in the last hour could not be read as sent (a newer "
+            "Bot API than this bridge's aiogram?): bridged without what could not be read; "
+            "upgrade the bridge"
+        )
     for outage in deps.metrics.outages.active():
         (failing if outage.unhealthy(now) else degraded).append(outage.describe(now))
     status = "unhealthy" if failing else "degraded" if degraded else "ok"
@@ -165,8 +182,9 @@ async def metrics_view(request: web.Request) -> web.Response:
     """Prometheus text exposition (behind METRICS_TOKEN when it is set)."""
     deps = request.app[DEPS]
     if deps.metrics_token is not None:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {deps.metrics_token}".encode()):
+        # Header bytes that are not UTF-8 arrive as surrogates: compared as the raw bytes.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {deps.metrics_token}".encode()):
             raise web.HTTPUnauthorized(
                 text="metrics need Authorization: Bearer <METRICS_TOKEN>",
                 headers={"WWW-Authenticate": "Bearer"},
@@ -195,6 +213,11 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     bot = deps.bots.get(ref.bot)
     if bot is None:  # its token was taken out of TELEGRAM_BOT_TOKEN since
         raise web.HTTPNotFound(text="the file's bot is no longer run by this bridge")
+    if request.method == "HEAD":  # the link says it all: nothing is fetched from Telegram
+        head = web.Response(headers=file_headers(ref.mime_type, ref.file_name))
+        if ref.file_size:
+            head.headers["Content-Length"] = str(ref.file_size)
+        return head
     try:
         file = await bot.get_file(ref.file_id)
     except TelegramAPIError as exc:
@@ -264,9 +287,10 @@ def file_headers(mime_type: str, file_name: str) -> dict[str, str]:
     }
 
 
-def build_web_app(deps: WebDeps) -> web.Application:
+def build_web_app(deps: WebDeps, guard: ConnectionGuard | None = None) -> web.Application:
     """The listener's aiohttp application."""
-    app = web.Application(client_max_size=1024 * 1024)
+    middlewares = [guard.middleware] if guard is not None else []
+    app = web.Application(client_max_size=1024 * 1024, middlewares=middlewares)
     app[DEPS] = deps
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
@@ -301,6 +325,8 @@ class Listener:
         )
         self.traffic = traffic
         self.heartbeat = Heartbeat(repo, metrics)
+        self.header_timeout = HEADER_TIMEOUT
+        self.guard = ConnectionGuard(connection_limit(raise_open_file_limit()), metrics)
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -316,9 +342,15 @@ class Listener:
         a host that does not resolve or is not this machine's): retrying would not help.
         """
         settings = self.settings
-        runner = web.AppRunner(build_web_app(self.deps), access_log=None)
+        # aiohttp's keep-alive timer runs from a connection's start: it is also the deadline
+        # of a request's head (a client that sends nothing, or a header line now and then).
+        runner = web.AppRunner(
+            build_web_app(self.deps, self.guard),
+            access_log=None,
+            keepalive_timeout=self.header_timeout,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, settings.HTTP_HOST, settings.HTTP_PORT)
+        site = GuardedSite(runner, settings.HTTP_HOST, settings.HTTP_PORT, self.guard)
         try:
             await site.start()
         except OSError as exc:
@@ -328,8 +360,7 @@ class Listener:
             await runner.cleanup()
             raise
         self.runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else settings.HTTP_PORT
+        self.port = site.port
         logger.info("listening on http://%s:%s", settings.HTTP_HOST, self.port)
 
     async def take_hooks(self, channel: Channel) -> None:
@@ -343,6 +374,7 @@ class Listener:
             self.deps.metrics,
             self.traffic,
             on_not_stored=self.heartbeat.hook_not_stored,
+            max_age=self.settings.dedup_window_seconds,
         )
         await self.heartbeat.open(time.time())
 

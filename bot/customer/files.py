@@ -69,7 +69,9 @@ class FileLinks:
     def parse(self, token: str, now: float | None = None) -> FileRef | None:
         """The file behind a valid, unexpired token; None otherwise."""
         body, _, signature = token.partition(".")
-        if not body or not signature or not hmac.compare_digest(self._sign(body), signature):
+        if not body or not signature or not (body + signature).isascii():
+            return None  # compare_digest takes ASCII str only (a link is base64url)
+        if not hmac.compare_digest(self._sign(body), signature):
             return None
         try:
             claims = json.loads(_unb64(body))

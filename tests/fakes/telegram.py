@@ -500,8 +500,11 @@ class FakeTelegram(FakeServer):
         self.updates.append(stored)
         for kind in ("message", "edited_message"):
             message = update.get(kind)
-            if isinstance(message, dict):
-                self.known_messages.add((message["chat"]["id"], message["message_id"]))
+            chat = message.get("chat") if isinstance(message, dict) else None
+            if isinstance(chat, dict) and isinstance(message, dict):
+                chat_id, message_id = chat.get("id"), message.get("message_id")
+                if isinstance(chat_id, int | str) and isinstance(message_id, int):
+                    self.known_messages.add((chat_id, message_id))
         self._schedule_notify()
         return update_id
 
@@ -999,7 +1002,7 @@ class FakeTelegram(FakeServer):
         for update in self.updates:
             if update["update_id"] < self.confirmed_offset:
                 continue
-            kind = next(key for key in update if key != "update_id")
+            kind = next((key for key in update if key != "update_id"), "")
             if (allowed and kind not in allowed) or (not allowed and kind in OPT_IN_UPDATES):
                 # Telegram never delivers updates of types the bot did not subscribe to.
                 if update not in self.skipped_updates:

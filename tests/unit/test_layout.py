@@ -27,7 +27,7 @@ SHARED = {
     "bot.bots",
 }
 BOTH_DIRECTIONS = {"bot.notices", "bot.reactions"}
-TOP = {"bot.app", "bot.launch", "bot.web", "bot.middlewares", "bot.__main__"}
+TOP = {"bot.app", "bot.launch", "bot.web", "bot.listener_guard", "bot.middlewares", "bot.__main__"}
 RANKS = {"shared": 0, "jobs": 1, "amocrm": 2, "both": 3, "customer": 4, "manager": 4, "staff": 4}
 
 

@@ -188,6 +188,11 @@ def test_the_code_is_not_needed_once_a_token_is_stored(tmp_path: Path) -> None:
         ("HTTP_PORT", "70000", "must be at most 65535"),
         ("AMOCRM_REDIRECT_URI", "acme.ru/oauth", "must start with https://"),
         ("LANGUAGE", "русский", "must be ru or en"),
+        ("HTTP_HOST", "a" * 64, "must be an IP address of this machine or a host name"),
+        ("HTTP_HOST", "a..b", "must be an IP address of this machine or a host name"),
+        ("TIMEZONE", "Europe/" + "x" * 5000, "must be an IANA time zone name"),
+        ("OPERATOR_IDS", "\uff11\uff12\uff13", "digits 0-9"),  # full-width 123
+        ("BUSINESS_OWNER_USERS", "\uff19:1", "pairs"),
     ],
 )
 def test_malformed_values_are_named_in_plain_words(
@@ -288,3 +293,24 @@ def test_a_locale_list_in_language_is_read_with_a_warning_not_refused() -> None:
     [warning] = settings.warnings()
     assert "LANGUAGE is 'de_DE:de'" in warning and "account's is used" in warning
     assert load_settings(_env_file=None, **{**VALID, "LANGUAGE": "ru"}).warnings() == []
+
+
+def test_a_database_path_that_is_a_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, **{**VALID, "DATABASE_PATH": str(tmp_path)})
+    [problem] = caught.value.problems
+    assert problem.variable == "DATABASE_PATH"
+    assert f"is a directory; name the database file in it, e.g. {tmp_path}" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("HTTP_HOST", "a" * 70), ("HTTP_HOST", "a..b"), ("TIMEZONE", "x" * 5000)],
+)
+def test_hostile_settings_exit_2_with_one_line_not_a_traceback(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = run_bridge({**VALID, variable: value}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{variable}: must be" in result.stderr
