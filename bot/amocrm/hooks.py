@@ -161,7 +161,6 @@ class HookReceiver:
         self.secret = secret
         self.metrics = metrics
         self._pending: list[tuple[NewJob, asyncio.Future[bool]]] = []
-        self._inflight: list[tuple[NewJob, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def store(self, job: NewJob) -> bool:
@@ -172,35 +171,47 @@ class HookReceiver:
         """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((job, future))
+        # A flusher that is done returned only after finding nothing pending (no await in
+        # between): what is pending now is this hook's, and only a new flusher answers it.
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="hook-store")
-            self._flusher.add_done_callback(self._answer_the_rest)
+            self._flusher.add_done_callback(self._cancelled_before_start)
         return await future
 
-    async def _flush(self) -> None:
-        while self._pending:
-            self._inflight, self._pending = self._pending, []
-            try:
-                await self._store_batch(self._inflight)
-            except Exception:
-                # One hook that cannot be stored must not take the rest of its batch along.
-                logger.warning(
-                    "a batch of %d hooks failed; storing one by one", len(self._inflight)
-                )
-                for entry in self._inflight:
-                    try:
-                        await self._store_batch([entry])
-                    except Exception as exc:
-                        if not entry[1].done():
-                            entry[1].set_exception(exc)
-        self._inflight = []
-
-    def _answer_the_rest(self, flusher: asyncio.Task[None]) -> None:
-        """Once the flusher ends in any way (cancelled too), nobody waits for an answer."""
-        for _, future in self._inflight + self._pending:
+    def _cancelled_before_start(self, flusher: asyncio.Task[None]) -> None:
+        """A flusher cancelled before it ran took nothing: unless a newer one takes over what
+        is pending, whoever waits gets an answer (the listener is stopping)."""
+        if not flusher.cancelled() or flusher is not self._flusher:
+            return
+        for _, future in self._pending:
             if not future.done():
                 future.set_exception(HookNotStored("the listener is stopping"))
-        self._inflight, self._pending = [], []
+        self._pending = []
+
+    async def _flush(self) -> None:
+        batch: list[tuple[NewJob, asyncio.Future[bool]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._store_batch(batch)
+                except Exception:
+                    # One hook that cannot be stored must not take the rest of its batch along.
+                    logger.warning("a batch of %d hooks failed; storing one by one", len(batch))
+                    for entry in batch:
+                        try:
+                            await self._store_batch([entry])
+                        except Exception as exc:
+                            if not entry[1].done():
+                                entry[1].set_exception(exc)
+                batch = []
+        except BaseException:
+            # Cancelled (the process stops): whoever waits here gets an answer, not a hang.
+            for _, future in batch + self._pending:
+                if not future.done():
+                    future.set_exception(HookNotStored("the listener is stopping"))
+            self._pending = []
+            raise
 
     async def _store_batch(self, batch: list[tuple[NewJob, asyncio.Future[bool]]]) -> None:
         inserted = await self.repo.insert_jobs([job for job, _ in batch])
