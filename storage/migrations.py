@@ -278,4 +278,61 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX business_connections_owner ON business_connections (owner_id, updated_at);
         """,
     ),
+    (
+        13,
+        # Reconciliation. A recovered manager message takes its place in its chat's lane by
+        # the time it was sent (`pos` between two jobs' positions; NULL: the job's own id), so
+        # it goes out before newer messages still waiting there. Every amo chat id ever seen
+        # for a conversation is kept (a write-first chat is a second one of the customer).
+        """
+        ALTER TABLE jobs ADD COLUMN pos REAL;
+        CREATE INDEX jobs_pending_lane_pos ON jobs (queue, lane, coalesce(pos, id))
+            WHERE state = 'pending';
+        DROP TRIGGER lane_head_insert;
+        CREATE TRIGGER lane_head_insert AFTER INSERT ON jobs
+        WHEN NEW.state = 'pending' AND NEW.pos IS NULL BEGIN
+            INSERT OR IGNORE INTO lane_heads (queue, lane, job_id, next_attempt_at)
+                VALUES (NEW.queue, NEW.lane, NEW.id, NEW.next_attempt_at);
+        END;
+        CREATE TRIGGER lane_head_insert_placed AFTER INSERT ON jobs
+        WHEN NEW.state = 'pending' AND NEW.pos IS NOT NULL BEGIN
+            DELETE FROM lane_heads WHERE queue = NEW.queue AND lane = NEW.lane;
+            INSERT INTO lane_heads (queue, lane, job_id, next_attempt_at)
+                SELECT queue, lane, id, next_attempt_at FROM jobs INDEXED BY jobs_pending_lane_pos
+                WHERE queue = NEW.queue AND lane = NEW.lane AND state = 'pending'
+                ORDER BY coalesce(pos, id) LIMIT 1;
+        END;
+        DROP TRIGGER lane_head_update;
+        CREATE TRIGGER lane_head_update AFTER UPDATE OF state, next_attempt_at ON jobs
+        WHEN OLD.state = 'pending' OR NEW.state = 'pending' BEGIN
+            DELETE FROM lane_heads WHERE queue = NEW.queue AND lane = NEW.lane;
+            INSERT INTO lane_heads (queue, lane, job_id, next_attempt_at)
+                SELECT queue, lane, id, next_attempt_at FROM jobs INDEXED BY jobs_pending_lane_pos
+                WHERE queue = NEW.queue AND lane = NEW.lane AND state = 'pending'
+                ORDER BY coalesce(pos, id) LIMIT 1;
+        END;
+        DROP TRIGGER lane_head_delete;
+        CREATE TRIGGER lane_head_delete AFTER DELETE ON jobs WHEN OLD.state = 'pending' BEGIN
+            DELETE FROM lane_heads WHERE queue = OLD.queue AND lane = OLD.lane;
+            INSERT INTO lane_heads (queue, lane, job_id, next_attempt_at)
+                SELECT queue, lane, id, next_attempt_at FROM jobs INDEXED BY jobs_pending_lane_pos
+                WHERE queue = OLD.queue AND lane = OLD.lane AND state = 'pending'
+                ORDER BY coalesce(pos, id) LIMIT 1;
+        END;
+
+        CREATE TABLE amo_chats (
+            amo_chat_id TEXT PRIMARY KEY,
+            bot INTEGER NOT NULL,
+            chat_id INTEGER NOT NULL,
+            learned_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX amo_chats_conversation ON amo_chats (bot, chat_id);
+        INSERT OR IGNORE INTO amo_chats (amo_chat_id, bot, chat_id, learned_at)
+            SELECT amo_chat_id, bot, chat_id, updated_at FROM customers
+            WHERE amo_chat_id IS NOT NULL;
+        INSERT OR IGNORE INTO amo_chats (amo_chat_id, bot, chat_id, learned_at)
+            SELECT amo_conversation_id, bot, chat_id, updated_at FROM customers
+            WHERE amo_conversation_id IS NOT NULL;
+        """,
+    ),
 ]

@@ -42,6 +42,8 @@ class NewJob:
     dedup_key: str
     payload: dict[str, Any]
     not_before: float | None = None
+    # Its place in the lane (between two jobs' positions; None: after every job there).
+    pos: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,12 @@ class Job:
     updated_at: float
     last_error: str | None
     redriven_at: float | None = None
+    pos: float | None = None
+
+    @property
+    def position(self) -> float:
+        """Where it stands in its lane (jobs run in this order)."""
+        return self.id if self.pos is None else self.pos
 
     @property
     def retrying_since(self) -> float:
@@ -228,10 +236,10 @@ _UPSERT_CUSTOMER = (
     "last_message_at = max(coalesce(customers.last_message_at, 0), "
     "coalesce(excluded.last_message_at, 0)), updated_at = excluded.updated_at"
 )
-_INSERT_BATCH = 500  # rows per INSERT: 8 parameters each, far below SQLite's variable limit
+_INSERT_BATCH = 500  # rows per INSERT: 9 parameters each, far below SQLite's variable limit
 _JOB_COLUMNS = (
     "id, queue, kind, lane, dedup_key, payload, state, attempts, created_at, "
-    "next_attempt_at, updated_at, last_error, redriven_at"
+    "next_attempt_at, updated_at, last_error, redriven_at, pos"
 )
 _JOINED_JOB_COLUMNS = ", ".join(f"jobs.{name.strip()}" for name in _JOB_COLUMNS.split(","))
 _CUSTOMER_COLUMNS = (
@@ -266,6 +274,7 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         updated_at=row[10],
         last_error=row[11],
         redriven_at=row[12],
+        pos=row[13],
     )
 
 
@@ -310,12 +319,13 @@ async def _insert_new_jobs(conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -
                 job.not_before or now,
                 now,
                 now,
+                job.pos,
             ]
         # A key is new when no job has it, and no pruned job had it (job_keys).
         rows = await conn.execute_fetchall(
             "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
-            "created_at, updated_at) SELECT * FROM (VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            "created_at, updated_at, pos) SELECT * FROM (VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
             + ") AS v WHERE NOT EXISTS (SELECT 1 FROM job_keys AS k WHERE k.dedup_key = "
             "v.column4) ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
             params,
@@ -627,12 +637,28 @@ class Transaction:
         return Gap(*rows[0]) if rows else None
 
     async def set_amo_chat_id(self, key: ChatKey, amo_chat_id: str) -> None:
-        """Remember amo's chat id for a customer's chat (needed to read its history)."""
+        """Remember an amo chat of a conversation (the latest is the customer's; every one is
+        kept: a write-first chat is a second chat of the same customer)."""
         await self._conn.execute(
             "UPDATE customers SET amo_chat_id = ? "
             "WHERE bot = ? AND chat_id = ? AND amo_chat_id IS NOT ?",
             (amo_chat_id, key.bot, key.chat_id, amo_chat_id),
         )
+        await self._conn.execute(
+            "INSERT INTO amo_chats (amo_chat_id, bot, chat_id, learned_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (amo_chat_id) DO NOTHING",
+            (amo_chat_id, key.bot, key.chat_id, time.time()),
+        )
+
+    async def pending_in_lane(self, queue: str, lane: str, limit: int = 200) -> list[Job]:
+        """The pending jobs of one lane in the order they run (as this transaction sees it)."""
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_pending_lane_pos "
+            "WHERE queue = ? AND lane = ? AND state = 'pending' ORDER BY coalesce(pos, id) "
+            "LIMIT ?",
+            (queue, lane, limit),
+        )
+        return [_job(row) for row in rows]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement of a storage-module extension; returns the changed row count."""
@@ -881,13 +907,46 @@ class Repository:
         return [_job(row) for row in rows]
 
     async def pending_in_lane(self, queue: str, lane: str, limit: int = 50) -> list[Job]:
-        """The oldest pending jobs of one lane, in order (the head first)."""
+        """The pending jobs of one lane in the order they run (the head first)."""
         rows = await self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_pending_lane "
-            "WHERE queue = ? AND lane = ? AND state = 'pending' ORDER BY id LIMIT ?",
+            f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_pending_lane_pos "
+            "WHERE queue = ? AND lane = ? AND state = 'pending' ORDER BY coalesce(pos, id) "
+            "LIMIT ?",
             (queue, lane, limit),
         )
         return [_job(row) for row in rows]
+
+    async def chat_of_amo_chat(self, amo_chat_id: str) -> ChatKey | None:
+        """Our conversation behind an amo chat id, when the bridge has seen that chat."""
+        rows = await self._all(
+            "SELECT bot, chat_id FROM amo_chats WHERE amo_chat_id = ?", (amo_chat_id,)
+        )
+        return ChatKey(rows[0][0], rows[0][1]) if rows else None
+
+    async def amo_chats_of(self, key: ChatKey, limit: int = 5) -> list[str]:
+        """Every amo chat of a conversation the bridge has seen, the latest first."""
+        rows = await self._all(
+            "SELECT amo_chat_id FROM amo_chats WHERE bot = ? AND chat_id = ? "
+            "ORDER BY learned_at DESC LIMIT ?",
+            (key.bot, key.chat_id, limit),
+        )
+        return [str(row[0]) for row in rows]
+
+    async def known_message_ids(self, amo_ids: Sequence[str]) -> set[str]:
+        """Which amo message ids the bridge has (their hook stored, or a message it sent)."""
+        known: set[str] = set()
+        for start in range(0, len(amo_ids), 400):
+            chunk = list(amo_ids[start : start + 400])
+            marks = ", ".join("?" * len(chunk))
+            keys = [f"hook:{amo_id}" for amo_id in chunk]
+            rows = await self._all(
+                f"SELECT substr(dedup_key, 6) FROM jobs WHERE dedup_key IN ({marks}) "
+                f"UNION SELECT substr(dedup_key, 6) FROM job_keys WHERE dedup_key IN ({marks}) "
+                f"UNION SELECT amo_message_id FROM message_links WHERE amo_message_id IN ({marks})",
+                [*keys, *keys, *chunk],
+            )
+            known.update(str(row[0]) for row in rows)
+        return known
 
     async def newest_dead(self, limit: int) -> tuple[list[Job], int]:
         """The `limit` most recently dead-lettered jobs, newest first, and how many there are.
@@ -957,14 +1016,23 @@ class Repository:
         rows = await self._all(f"SELECT {_GAP_COLUMNS} FROM gaps ORDER BY id DESC LIMIT 1")
         return Gap(*rows[0]) if rows else None
 
-    async def recovery_targets(self, active_since: float) -> list[RecoveryTarget]:
-        """Customers who wrote since `active_since`, most recently active first."""
+    async def recovery_targets(
+        self, active_since: float, after: ChatKey | None = None, limit: int = 500
+    ) -> list[RecoveryTarget]:
+        """A page of the customers who wrote since `active_since`, in conversation order."""
+        start = after or ChatKey(-(2**63), -(2**63))
         rows = await self._all(
             "SELECT bot, chat_id, user_id, name, amo_chat_id FROM customers "
-            "WHERE last_message_at >= ? ORDER BY last_message_at DESC",
-            (active_since,),
+            "WHERE last_message_at >= ? AND (bot, chat_id) > (?, ?) "
+            "ORDER BY bot, chat_id LIMIT ?",
+            (active_since, start.bot, start.chat_id, limit),
         )
         return [RecoveryTarget(ChatKey(row[0], row[1]), *row[2:]) for row in rows]
+
+    async def unfinished_gaps_since(self) -> float | None:
+        """Where the oldest gap whose recovery is not finished starts (None: there is none)."""
+        rows = await self._all("SELECT min(started_at) FROM gaps WHERE finished_at IS NULL")
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def newest_job_created_at(self) -> float | None:
         """When the newest job was stored (a lower bound of the last moment the bridge ran)."""
