@@ -441,6 +441,58 @@ def parse_call_attachment(data: Any) -> CallAttachment:
     )
 
 
+EVENTS_PAGE_LIMIT = 100  # events-and-notes.md: at most 100 a page
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessageEvent:
+    """An `outgoing_chat_message` event: a manager's (or Salesbot's) message exists."""
+
+    message_id: str
+    created_at: float
+    contact_id: int | None  # `linked_talk_contact_id`, or the entity when it is the contact
+    lead_id: int | None  # the entity when it is a lead (its contact may be asked of it)
+
+
+def parse_chat_message_event(event: Any) -> ChatMessageEvent | None:
+    """A chat message event as documented (value_after[0].message.id), read defensively.
+
+    Where `linked_talk_contact_id` sits is not shown in the docs: the event and its
+    `_embedded` are both looked at.
+    """
+    if not isinstance(event, dict):
+        return None
+    after = event.get("value_after")
+    first = after[0] if isinstance(after, list) and after and isinstance(after[0], dict) else {}
+    message = first.get("message")
+    message_id = message.get("id") if isinstance(message, dict) else None
+    if not isinstance(message_id, str) or not message_id:
+        return None
+    embedded = event.get("_embedded")
+    inner = embedded.get("linked_talk_contact_id") if isinstance(embedded, dict) else None
+    contact = _int_or_none(event.get("linked_talk_contact_id")) or _int_or_none(inner)
+    entity_type, entity_id = event.get("entity_type"), _int_or_none(event.get("entity_id"))
+    if contact is None and entity_type == "contact":
+        contact = entity_id
+    created = event.get("created_at")
+    return ChatMessageEvent(
+        message_id=message_id,
+        created_at=float(created) if isinstance(created, int | float) else 0.0,
+        contact_id=contact,
+        lead_id=entity_id if entity_type == "lead" else None,
+    )
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise CrmUnreadable(response.status_code, "the answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise CrmUnreadable(response.status_code, "the answer is not a JSON object")
+    return data
+
+
 class CrmClient:
     """Requests to `{AMOCRM_BASE_URL}/api/v4/...`."""
 
@@ -534,6 +586,64 @@ class CrmClient:
             return None
         value = data.get("amojo_id") if isinstance(data, dict) else None
         return str(value) if value else None
+
+    async def chat_message_events(
+        self, since: float, until: float, page: int, limit: int = EVENTS_PAGE_LIMIT
+    ) -> tuple[list[ChatMessageEvent], bool]:
+        """One page of `outgoing_chat_message` events created in [since, until]; (events,
+        whether there is a next page). Filtered by contact: amoCRM's documented way for chat
+        message events (events-and-notes.md, "Особенности фильтрации")."""
+        response = await self.request(
+            "GET",
+            "/api/v4/events",
+            params={
+                "filter[type][]": "outgoing_chat_message",
+                "filter[entity][]": "contact",
+                "filter[created_at][from]": int(since),
+                "filter[created_at][to]": int(until) + 1,
+                "page": page,
+                "limit": limit,
+            },
+        )
+        if response.status_code == 204 or not response.content:
+            return [], False
+        data = _json_object(response)
+        events = (data.get("_embedded") or {}).get("events") or []
+        parsed = [event for event in map(parse_chat_message_event, events) if event is not None]
+        has_next = bool(((data.get("_links") or {}).get("next") or {}).get("href"))
+        return parsed, has_next and len(events) >= limit
+
+    async def contact_chats(self, contact_ids: list[int]) -> dict[int, list[str]]:
+        """The amo chats of each contact (`GET /api/v4/contacts/chats?contact_id[]=…`)."""
+        response = await self.request(
+            "GET",
+            "/api/v4/contacts/chats",
+            params=[("contact_id[]", str(contact_id)) for contact_id in contact_ids],
+        )
+        found: dict[int, list[str]] = {contact_id: [] for contact_id in contact_ids}
+        if response.status_code == 204 or not response.content:
+            return found
+        for link in (_json_object(response).get("_embedded") or {}).get("chats") or []:
+            if not isinstance(link, dict):
+                continue
+            contact, chat = _int_or_none(link.get("contact_id")), link.get("chat_id")
+            if contact is not None and isinstance(chat, str) and chat:
+                found.setdefault(contact, []).append(chat)
+        return found
+
+    async def lead_contacts(self, lead_id: int) -> list[int]:
+        """The contacts of a lead (`GET /api/v4/leads/{id}?with=contacts`)."""
+        response = await self.request(
+            "GET", f"/api/v4/leads/{lead_id}", params={"with": "contacts"}
+        )
+        if response.status_code == 204 or not response.content:
+            return []
+        contacts = (_json_object(response).get("_embedded") or {}).get("contacts") or []
+        return [
+            contact_id
+            for contact_id in (_int_or_none(c.get("id")) for c in contacts if isinstance(c, dict))
+            if contact_id is not None
+        ]
 
     async def get_talk(self, talk_id: int) -> Talk:
         """One talk (`GET /api/v4/talks/{id}`)."""
