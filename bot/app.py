@@ -26,6 +26,7 @@ from aiogram.exceptions import (
 )
 from aiogram.methods.base import Response
 from aiogram.types import File, Message, Update, User
+from aiolimiter import AsyncLimiter
 
 from bot import ids
 from bot.amocrm.amojo import AmojoClient
@@ -54,10 +55,11 @@ from bot.jobs.queues import (
     STAFF_QUEUE,
     TELEGRAM_QUEUE,
 )
-from bot.jobs.throttle import HookTraffic, TelegramThrottle
+from bot.jobs.throttle import HookTraffic, Pace, TelegramThrottle
 from bot.jobs.worker import Backoff, GiveUp, JobKind, RetryLater, Worker
 from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
 from bot.manager.media import MediaPolicy
+from bot.manager.reconcile import Reconciler
 from bot.manager.recovery import HistoryRecovery
 from bot.manager.typing_indicator import TypingIndicator, TypingRunner
 from bot.metrics import Metrics
@@ -119,6 +121,7 @@ class Bridge:
     reconnect: asyncio.Task[None] | None = None
     source_check: asyncio.Task[None] | None = None
     stopping: asyncio.Task[None] | None = None
+    reconciler: Reconciler | None = None
     pruner: Pruner = field(init=False)
 
     def __post_init__(self) -> None:
@@ -170,10 +173,13 @@ class Bridge:
         deps.connect_pending = None
 
     def start_workers(self) -> None:
-        """Resume every pending job and run new ones; prune finished ones now and then."""
+        """Resume every pending job and run new ones; prune finished ones now and then; compare
+        amoCRM's record of manager messages with the hooks that came, every interval."""
         for worker in self.workers:
             worker.start()
         self.pruner.start()
+        if self.reconciler is not None:
+            self.reconciler.start()
 
     async def on_startup(self) -> None:
         """Dispatcher startup hook: listener first, then workers (each only once)."""
@@ -198,6 +204,8 @@ class Bridge:
                 logger.exception("shutdown: the last customer updates were not stored")
         await self.typing_indicator.close()
         await self.pruner.stop()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         await asyncio.gather(*(worker.stop(self.shutdown_grace) for worker in self.workers))
         self.workers_running = False
 
@@ -416,6 +424,7 @@ async def create_bridge(
     backoff: Backoff | None = None,
     repo: Repository | None = None,
     listener: Listener | None = None,
+    pace: Pace | None = None,
 ) -> Bridge:
     """Build and connect everything; nothing runs until polling starts.
 
@@ -543,12 +552,16 @@ async def create_bridge(
     amojo_kinds.update(reaction_sender.amojo_kinds())
     telegram_kinds: dict[str, JobKind] = {}
     # One throttle for every send: Telegram's limits count all of a bot's messages.
-    throttle = TelegramThrottle(hooks=listener.traffic)
+    pace = pace or Pace()
+    throttle = TelegramThrottle(
+        pace.global_rate, pace.per_chat_interval, pace.per_chat_burst, hooks=listener.traffic
+    )
     telegram_kinds.update(NoticeSender(bots, throttle).kinds())
     delivery = ManagerMessageDelivery(
         bots,
         repo,
         throttle,
+        metrics=metrics,
         time_window=settings.TIME_WINDOW_SECONDS,
         media_transport=transports.media,
         typing=typing_indicator,
@@ -579,12 +592,27 @@ async def create_bridge(
         connected=connected,
         sources=sources,
     )
+    budget = AsyncLimiter(settings.RECONCILE_REQUESTS_PER_SECOND, 1)
+    reconciler = Reconciler(
+        repo,
+        crm,
+        metrics,
+        public_base_url=settings.public_base_url,
+        interval=settings.RECONCILE_INTERVAL_SECONDS,
+        budget=budget,
+        amo_clock=lambda: amojo.clock_offset or 0.0,
+    )
+    bridge.reconciler = reconciler
+    listener.deps.probe_token = reconciler.probe_token
+    listener.deps.reconcile = reconciler.status
     recovery = HistoryRecovery(
         repo,
         amojo,
         channel,
         metrics,
         lookback_days=settings.RECOVERY_LOOKBACK_DAYS,
+        budget=budget,
+        events=reconciler.cover_gap,
         sources=source_of,
     )
     bridge.workers = [

@@ -50,6 +50,8 @@ AMOJO_HISTORY_RATE_PER_SECOND = 10
 RECOVERY_MAX_PAGES = 200  # 10,000 messages of one chat inside one gap at most
 
 DELIVERY_GIVE_UP_SECONDS = 60 * 60
+# A live manager message waits at most this long while older ones of its chat are recovered.
+RECONCILE_HOLD_SECONDS = 120.0
 PRUNE_INTERVAL_SECONDS = 10 * 60
 # A pruned job's dedup key outlives it by this much: longer than Telegram keeps an update and
 # than any gap recovery looks back (RECOVERY_LOOKBACK_DAYS at most 365 is read per gap window).

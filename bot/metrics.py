@@ -160,6 +160,30 @@ class Metrics:
             "Manager messages found only in amojo's history (their hook was missed)",
             registry=self.registry,
         )
+        self.reconcile_runs = Counter(
+            "bridge_reconcile_runs_total",
+            "Reconciliation passes (amoCRM's record of manager messages against the hooks that "
+            "came), by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.reconcile_missing = Counter(
+            "bridge_reconcile_missing_messages_total",
+            "Manager messages found in amoCRM that never came as a hook (delivered since)",
+            registry=self.registry,
+        )
+        self.reconcile_age = Histogram(
+            "bridge_reconcile_delivered_age_seconds",
+            "Age of a message found missing when it reached Telegram (since amoCRM sent it)",
+            buckets=(5, 15, 30, 60, 120, 300, 900, 3600, 4 * 3600, 86400),
+            registry=self.registry,
+        )
+        self.reconcile_requests = Counter(
+            "bridge_reconcile_requests_total",
+            "Requests reconciliation spent, by API (amojo: chat history; amocrm: events, chats)",
+            ["api"],
+            registry=self.registry,
+        )
         self.recovery_seconds = Histogram(
             "bridge_recovery_duration_seconds",
             "Time from a gap's detection until every conversation of it was read",

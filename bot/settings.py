@@ -266,6 +266,10 @@ class Settings(BaseSettings):
     CALL_SOURCE: str = Field(default="telegram-bridge", min_length=1)
     TIMEZONE: str = "UTC"
     RECOVERY_LOOKBACK_DAYS: int = Field(default=7, ge=1, le=365)
+    # How often amoCRM's record of manager messages is compared with the hooks that came,
+    # and PUBLIC_BASE_URL is checked; and how many requests a second that may spend.
+    RECONCILE_INTERVAL_SECONDS: int = Field(default=60, ge=5, le=3600)
+    RECONCILE_REQUESTS_PER_SECOND: float = Field(default=5.0, gt=0, le=50)
     JOB_RETENTION_DAYS: int = Field(default=7, ge=1, le=3650)
     METRICS_TOKEN: SecretStr | None = None  # when set, GET /metrics needs "Bearer <token>"
     # Host suffixes manager media may come from, besides the hosts of AMOJO_/AMOCRM_BASE_URL.

@@ -26,6 +26,7 @@ from bot.listener_guard import (
     raise_open_file_limit,
 )
 from bot.manager.gaps import Heartbeat
+from bot.manager.reconcile import ReconcileStatus
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings, StartupError
 from storage import Repository, StorageError
@@ -61,6 +62,9 @@ class WebDeps:
     # Set when the background check of known amoCRM sources was refused (they are still used).
     sources_problem: str | None = None
     metrics_token: str | None = None
+    # The self-probe's secret path segment and reconciliation's findings (once built).
+    probe_token: str | None = None
+    reconcile: ReconcileStatus | None = None
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -149,6 +153,10 @@ async def healthz(request: web.Request) -> web.Response:
         for key, reason in deps.bots.revoked.items():
             stopped.append(f"Telegram bot {deps.bots.label(key)} stopped: {reason}")
     now = time.time()
+    if deps.reconcile is not None:
+        reconcile_failing, reconcile_degraded = deps.reconcile.problems(now)
+        failing += reconcile_failing
+        degraded += reconcile_degraded
     unreadable = deps.metrics.unreadable_since(now - UNREADABLE_HEALTH_WINDOW_SECONDS)
     if unreadable >= UNREADABLE_HEALTH_COUNT:
         degraded.append(
@@ -296,7 +304,23 @@ def build_web_app(deps: WebDeps, guard: ConnectionGuard | None = None) -> web.Ap
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/files/{token}", serve_file)
     app.router.add_post("/amojo/{scope_id}", receive_hook)
+    app.router.add_get("/amojo/self-probe/{token}", self_probe)
     return app
+
+
+async def self_probe(request: web.Request) -> web.Response:
+    """Answers the bridge's own probe through PUBLIC_BASE_URL (204); anything else is 404.
+
+    Under /amojo/ on purpose: the proxy rules that let amoCRM's hooks in let this in.
+    """
+    token = request.app[DEPS].probe_token
+    given = request.match_info["token"].encode("utf-8", "surrogateescape")
+    if token is not None and hmac.compare_digest(given, token.encode()):
+        return web.Response(status=204)
+    return web.json_response(
+        {"error": "not this bridge's probe (the route answers, so the proxy reaches the bridge)"},
+        status=404,
+    )
 
 
 async def receive_hook(request: web.Request) -> web.Response:

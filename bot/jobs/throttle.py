@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
@@ -45,6 +46,15 @@ class HookTraffic:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._quiet.wait(), timeout=at_most)
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How fast the bridge sends to Telegram: its limits, unless a test needs only behaviour."""
+
+    global_rate: float = TELEGRAM_SEND_RATE
+    per_chat_interval: float = TELEGRAM_PER_CHAT_INTERVAL
+    per_chat_burst: int = TELEGRAM_PER_CHAT_BURST
 
 
 class TelegramThrottle:

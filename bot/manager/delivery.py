@@ -42,7 +42,7 @@ from bot.amocrm.channel import Channel
 from bot.amocrm.hook_model import UnusableHook
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_TYPING
 from bot.bots import Bots
-from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE
+from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE, RECOVERY_QUEUE
 from bot.jobs.throttle import TelegramThrottle
 from bot.jobs.worker import Done, JobKind, RetryLater
 from bot.limits import (
@@ -55,10 +55,12 @@ from bot.limits import (
     MEDIA_CHUNK_BYTES,
     MEDIA_CONCURRENCY,
     MEDIA_DOWNLOAD_DEADLINE_SECONDS,
+    RECONCILE_HOLD_SECONDS,
     TELEGRAM_ALBUM_MAX,
     TELEGRAM_PHOTO_UPLOAD_LIMIT,
     TELEGRAM_UPLOAD_LIMIT,
 )
+from bot.manager.gaps import GAPS_LANE
 from bot.manager.mapping import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
 from bot.manager.media import (
     MAX_REDIRECTS,
@@ -67,7 +69,9 @@ from bot.manager.media import (
     MediaRefused,
     MediaUnresolved,
 )
+from bot.manager.recovery import recover_lane
 from bot.manager.typing_indicator import TypingIndicator
+from bot.metrics import Metrics
 from bot.phones import mask_phone, normalise_phone
 from bot.texts import Language, Phrase, language_of, phrase
 from storage import ChatKey, Customer, Job, MessageLink, NewJob, Repository
@@ -276,7 +280,9 @@ class ManagerMessageDelivery:
         spool_dir: Path | None = None,
         sources: bool = False,
         language: Language = "en",
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.bots = bots
         self.language = language  # of the error texts managers read in amoCRM
         self.sources = sources  # route by the hook's source (AMOCRM_SOURCES)
@@ -328,6 +334,7 @@ class ManagerMessageDelivery:
         received_at = _number(job.payload.get("received_at")) or job.created_at
         try:
             recipient = await self._recipient(message)
+            await self._in_order(job, message, recipient.chat, received_at)
             if ids.is_business(recipient.chat):
                 await self._after_imports(recipient.chat)
                 if await self._is_echo(message):
@@ -339,6 +346,25 @@ class ManagerMessageDelivery:
         except Undeliverable as exc:
             logger.info("message %s not delivered (%d): %s", message.amo_id, exc.error_code, exc)
             return Done(followups=[self._failed(message, exc.error_code, exc.reason)])
+
+    async def _in_order(
+        self, job: Job, message: ManagerMessage, chat: ChatKey, received_at: float
+    ) -> None:
+        """Go out only in the chat's order: RetryLater while older messages may be missing.
+
+        While a gap is being looked into, or this chat's history is being read for messages
+        whose hook never came, a live message waits (at most RECONCILE_HOLD_SECONDS): what
+        is found is placed before it in the lane. And a job that is no longer its lane's head
+        (something was placed before it meanwhile) lets that go first.
+        """
+        if not message.recovered and time.time() - received_at < RECONCILE_HOLD_SECONDS:
+            if await self.repo.pending_in_lane(RECOVERY_QUEUE, GAPS_LANE, 1):
+                raise RetryLater("a gap in hook intake is being looked into", delay=0.5)
+            if await self.repo.pending_in_lane(RECOVERY_QUEUE, recover_lane(chat), 1):
+                raise RetryLater("older messages of this chat are being recovered", delay=0.5)
+        head = await self.repo.pending_in_lane(job.queue, job.lane, 1)
+        if head and head[0].id != job.id:
+            raise RetryLater("an older message was placed before this one", delay=0.01)
 
     async def _after_imports(self, chat: ChatKey) -> None:
         """Wait while an owner's message of this chat is being imported: until amoCRM's answer
@@ -713,6 +739,8 @@ class ManagerMessageDelivery:
                     # Kept with the part: a retry of a later part must still report it.
                     await tx.set_kv(refusal_key(message.amo_id), refused)
         await self._mark_read(to)
+        if message.recovered and message.sent_at and self.metrics is not None:
+            self.metrics.reconcile_age.observe(max(0.0, time.time() - message.sent_at))
         logger.info(
             "message %s delivered to chat %d of bot %s in %d part(s)",
             message.amo_id,

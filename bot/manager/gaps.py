@@ -30,12 +30,15 @@ GAP_MARGIN_SECONDS = 60.0
 UNKNOWN_START_CAP_SECONDS = 10 * 60
 
 
+GAPS_LANE = "recovery:gaps"
+
+
 def recovery_job(started_at: float, ended_at: float) -> NewJob:
     """The job that recovers one gap (its dedup key and payload get the gap's id)."""
     return NewJob(
         queue=RECOVERY_QUEUE,
         kind=KIND_RECOVER_GAP,
-        lane="recovery:gaps",
+        lane=GAPS_LANE,
         dedup_key="recover-gap",
         payload={"started_at": started_at, "ended_at": ended_at},
     )

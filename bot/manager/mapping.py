@@ -55,6 +55,7 @@ class ManagerMessage:
     source_external_id: str | None = None
 
     dropped: tuple[str, ...] = ()
+    recovered: bool = False  # read back from history: its hook never came
 
     @classmethod
     def from_hook(cls, hook: dict[str, Any]) -> ManagerMessage:
@@ -80,6 +81,7 @@ class ManagerMessage:
             sent_at=read.sent_at,
             source_external_id=read.source_external_id,
             dropped=read.dropped,
+            recovered=read.recovered,
         )
 
     @property

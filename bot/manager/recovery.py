@@ -1,17 +1,22 @@
-"""Recovery of manager messages whose hook was missed: read amojo's chat history after a gap.
+"""Manager messages whose hook never came, read back from amojo's chat history.
 
-A gap job (gaps.py) fans out into one job per conversation with recent customer activity;
-each reads that chat's history (spec §5.3, newest first, 50 a page) back to the gap's start and
-stores every message addressed to the customer, sent inside the gap, exactly as if its hook had
-arrived: same job, same dedup key (`hook:{amo id}`), so a message that came both ways is
-delivered once. Nothing older than the gap is sent.
+Two ways find them (bot/manager/reconcile.py decides which): amoCRM's events feed names the
+message ids that exist, and a chat job reads just those from the chat's history (`wanted`); or,
+when the feed cannot be had, a gap (gaps.py) fans out into one job per conversation with
+recent customer activity, each reading its chats' history back to the gap's start. Either way
+a message is stored exactly as if its hook had arrived: same job, same dedup key (`hook:{amo
+id}`), so a message that came both ways is delivered once. It takes its place in its chat's
+lane by the time it was sent, ahead of newer messages still waiting there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiolimiter import AsyncLimiter
@@ -19,14 +24,11 @@ from aiolimiter import AsyncLimiter
 from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
-from bot.amocrm.hooks import HookRejected, hook_job
+from bot.amocrm.hook_model import MessageHook, UnusableHook
+from bot.amocrm.hooks import KIND_AMO_MESSAGE, HookRejected, hook_job
 from bot.jobs.queues import RECOVERY_QUEUE
-from bot.jobs.worker import Done, GiveUp, JobKind
-from bot.limits import (
-    AMOJO_HISTORY_PAGE_LIMIT,
-    AMOJO_HISTORY_RATE_PER_SECOND,
-    RECOVERY_MAX_PAGES,
-)
+from bot.jobs.worker import Done, GiveUp, JobKind, RetryLater
+from bot.limits import AMOJO_HISTORY_PAGE_LIMIT, RECOVERY_MAX_PAGES
 from bot.manager.gaps import GAP_MARGIN_SECONDS, KIND_RECOVER_GAP
 from bot.metrics import Metrics
 from storage import ChatKey, Gap, Job, NewJob, Repository
@@ -36,16 +38,54 @@ logger = logging.getLogger(__name__)
 
 KIND_RECOVER_CHAT = "recovery.chat"
 DAY = 24 * 60 * 60
+FAN_OUT_SLICE = 200  # conversations per transaction: the loop is never held for long
+# Events cover a gap: (gap id, since, until) → how many chat jobs were stored, or None when
+# the feed cannot be had (the gap is then read chat by chat).
+EventsCover = Callable[[int, float, float], Awaitable[int | None]]
 
 
-def chat_job(gap_id: int, chat: ChatKey, since: float, until: float) -> NewJob:
-    """The job reading one conversation's history for one gap."""
+def recover_lane(chat: ChatKey | None, amo_chat_id: str | None = None) -> str:
+    """The lane of one conversation's recovery (a live delivery there waits while it is busy)."""
+    if chat is not None:
+        return f"recover:{ids.key_text(chat)}"
+    return f"recover:amo:{amo_chat_id}"
+
+
+def chat_job(gap_id: int | None, chat: ChatKey, since: float) -> NewJob:
+    """Read one conversation's chats back to `since` (a gap, when there is no events feed)."""
     return NewJob(
         queue=RECOVERY_QUEUE,
         kind=KIND_RECOVER_CHAT,
-        lane=f"recover:{ids.key_text(chat)}",
+        lane=recover_lane(chat),
         dedup_key=f"recover:{gap_id}:{ids.key_text(chat)}",
-        payload={"gap_id": gap_id, **ids.chat_fields(chat), "since": since, "until": until},
+        payload={"gap_id": gap_id, **ids.chat_fields(chat), "since": since},
+    )
+
+
+def wanted_job(
+    gap_id: int | None,
+    amo_chat_id: str,
+    chat: ChatKey | None,
+    wanted: Sequence[str],
+    since: float,
+) -> NewJob:
+    """Read one amo chat for the messages the events feed named (`chat` None: a chat the
+    bridge has not seen, such as a write-first one)."""
+    digest = hashlib.sha1(",".join(sorted(wanted)).encode()).hexdigest()[:16]
+    payload: dict[str, Any] = {
+        "gap_id": gap_id,
+        "amo_chat_id": amo_chat_id,
+        "wanted": sorted(wanted),
+        "since": since,
+    }
+    if chat is not None:
+        payload.update(ids.chat_fields(chat))
+    return NewJob(
+        queue=RECOVERY_QUEUE,
+        kind=KIND_RECOVER_CHAT,
+        lane=recover_lane(chat, amo_chat_id),
+        dedup_key=f"recover:ev:{amo_chat_id}:{digest}",
+        payload=payload,
     )
 
 
@@ -60,10 +100,17 @@ def _timestamp(entry: dict[str, Any]) -> float | None:
 
 
 def history_hook(
-    entry: dict[str, Any], account_id: str, amo_chat_id: str, conversation_id: str
+    entry: dict[str, Any], account_id: str, amo_chat_id: str, conversation_id: str | None
 ) -> dict[str, Any]:
-    """A history entry in the shape of the outgoing message hook it stands for (spec §3.2)."""
+    """A history entry in the shape of the outgoing message hook it stands for (spec §3.2).
+
+    Without our conversation id (a chat the bridge has not seen) it is a write-first hook:
+    the receiver's phone says whom it is for.
+    """
     sent_at = _timestamp(entry) or 0.0
+    conversation: dict[str, Any] = {"id": amo_chat_id}
+    if conversation_id is not None:
+        conversation["client_id"] = conversation_id
     return {
         "account_id": account_id,
         "time": int(sent_at),
@@ -71,7 +118,7 @@ def history_hook(
         "message": {
             "receiver": entry.get("receiver") or {},
             "sender": entry.get("sender") or {},
-            "conversation": {"id": amo_chat_id, "client_id": conversation_id},
+            "conversation": conversation,
             "timestamp": int(sent_at),
             "msec_timestamp": int(sent_at * 1000),
             "message": entry.get("message") or {},
@@ -79,8 +126,49 @@ def history_hook(
     }
 
 
+def conversation_in(entries: list[dict[str, Any]]) -> ChatKey | None:
+    """Our conversation, as the customer's messages in a history name it (their client_id
+    is the msgid the bridge gave them: the conversation id and the Telegram message id)."""
+    for entry in entries:
+        message = entry.get("message")
+        client_id = message.get("client_id") if isinstance(message, dict) else None
+        if isinstance(client_id, str) and "-" in client_id:
+            chat = ids.chat_from_conversation(client_id.rsplit("-", 1)[0])
+            if chat is not None:
+                return chat
+    return None
+
+
+def _sent_at(job: Job | NewJob) -> float | None:
+    """When the manager message of a delivery job was sent (None: not a manager message)."""
+    if job.kind != KIND_AMO_MESSAGE:
+        return None
+    try:
+        return MessageHook.parse(job.payload.get("hook")).sent_at or None
+    except UnusableHook:
+        return None
+
+
+async def place_in_order(tx: Transaction, jobs: Sequence[NewJob]) -> int:
+    """Store recovered deliveries each at its place in its lane: before the first waiting
+    manager message sent after it. Returns how many were new."""
+    stored = 0
+    for job in sorted(jobs, key=lambda job: _sent_at(job) or 0.0):
+        sent_at = _sent_at(job) or 0.0
+        waiting = await tx.pending_in_lane(job.queue, job.lane)
+        placed = job
+        for index, later in enumerate(waiting):
+            later_sent = _sent_at(later)
+            if later_sent is not None and later_sent > sent_at:
+                before = waiting[index - 1].position if index else later.position - 1
+                placed = replace(job, pos=(before + later.position) / 2)
+                break
+        stored += sum(await tx.insert_jobs([placed]))
+    return stored
+
+
 class HistoryRecovery:
-    """Runs the recovery jobs (queue "recovery"), paced so live traffic keeps its room."""
+    """Runs the recovery jobs (queue "recovery"), within the reconciliation's request budget."""
 
     def __init__(
         self,
@@ -90,7 +178,8 @@ class HistoryRecovery:
         metrics: Metrics,
         *,
         lookback_days: int,
-        rate: float = AMOJO_HISTORY_RATE_PER_SECOND,
+        budget: AsyncLimiter,
+        events: EventsCover | None = None,
         sources: Callable[[ChatKey], str | None] | None = None,
     ) -> None:
         self.sources = sources or (lambda chat: None)
@@ -99,84 +188,145 @@ class HistoryRecovery:
         self.channel = channel
         self.metrics = metrics
         self.lookback = lookback_days * DAY
-        self._pace = AsyncLimiter(rate, 1)
+        self.budget = budget
+        self.events = events
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds this recovery runs."""
         return {
-            KIND_RECOVER_GAP: JobKind(run=self.fan_out),
+            KIND_RECOVER_GAP: JobKind(run=self.cover_gap),
             KIND_RECOVER_CHAT: JobKind(run=self.recover_chat),
         }
 
-    async def fan_out(self, job: Job) -> Done:
-        """One job per conversation whose customer wrote within the look-back window."""
+    async def _request(self) -> None:
+        """Wait for a request of the budget (amojo's history, like the CRM's events)."""
+        await self.budget.acquire()
+        self.metrics.reconcile_requests.labels("amojo").inc()
+
+    async def cover_gap(self, job: Job) -> Done:
+        """Find what a gap swallowed: through the events feed, else chat by chat."""
         gap_id = int(job.payload["gap_id"])
         since = float(job.payload["started_at"]) - GAP_MARGIN_SECONDS
         until = float(job.payload["ended_at"]) + GAP_MARGIN_SECONDS
-        targets = await self.repo.recovery_targets(time.time() - self.lookback)
-        jobs = [chat_job(gap_id, target.key, since, until) for target in targets]
-        logger.info("gap #%d: reading the history of %d conversation(s)", gap_id, len(jobs))
+        if self.events is not None:
+            chats = await self.events(gap_id, since, until)
+            if chats is not None:
+                return await self._counted(gap_id, chats, "through the events feed")
+        return await self.fan_out(gap_id, since)
+
+    async def fan_out(self, gap_id: int, since: float) -> Done:
+        """One job per conversation whose customer wrote within the look-back window, stored a
+        slice at a time; a conversation whose reading is still pending is not read twice."""
+        active_since = time.time() - self.lookback
+        after: ChatKey | None = None
+        chats = 0
+        while True:
+            targets = await self.repo.recovery_targets(active_since, after, FAN_OUT_SLICE)
+            if not targets:
+                break
+            after = targets[-1].key
+            jobs = [chat_job(gap_id, target.key, since) for target in targets]
+            async with self.repo.transaction() as tx:
+                for job in jobs:
+                    if await tx.pending_in_lane(job.queue, job.lane, 1):
+                        continue  # its pending reading reaches back to this gap too
+                    chats += sum(await tx.insert_jobs([job]))
+            await asyncio.sleep(0)
+        return await self._counted(gap_id, chats, "chat by chat")
+
+    async def _counted(self, gap_id: int, chats: int, how: str) -> Done:
+        logger.info("gap #%d: reading %d conversation(s) %s", gap_id, chats, how)
 
         async def record(tx: Transaction) -> None:
-            await tx.set_gap_conversations(gap_id, len(jobs))
-            if not jobs:
+            await tx.set_gap_conversations(gap_id, chats)
+            if not chats:
                 self._finished(await tx.finish_gap(gap_id))
-
-        return Done(followups=jobs, record=record)
-
-    async def recover_chat(self, job: Job) -> Done:
-        """Read one conversation's history back to the gap and store what it missed."""
-        gap_id = int(job.payload["gap_id"])
-        chat = ids.chat_of(job.payload)
-        chat_id = chat.chat_id
-        since, until = float(job.payload["since"]), float(job.payload["until"])
-        amo_chat_id = await self._amo_chat_id(chat)
-        missed: list[tuple[float, NewJob]] = []
-        if amo_chat_id is not None:
-            conversation_id = ids.conversation_id(chat)
-            # History is newest first; reversed, it is the order amoCRM sent them in (also
-            # among messages of one millisecond), which the stable sort below keeps.
-            entries = await self._history_since(amo_chat_id, since + self._amojo_ahead())
-            # History is dated by amojo's clock, the gap by ours: compare on amojo's.
-            ahead = self._amojo_ahead()
-            for entry in reversed(entries):
-                sent_at = _timestamp(entry)
-                message = entry.get("message")
-                if not entry.get("receiver") or not isinstance(message, dict):
-                    continue  # the customer's own messages (no receiver) are not ours to send
-                if sent_at is None or not since + ahead <= sent_at <= until + ahead:
-                    continue  # never send the past: only what the gap may have swallowed
-                hook = history_hook(entry, self.channel.account_id, amo_chat_id, conversation_id)
-                try:
-                    stored = hook_job(hook, received_at=sent_at)
-                except HookRejected as exc:  # an entry a live hook could not have carried either
-                    logger.warning(
-                        "gap #%d: history entry of chat %d skipped: %s", gap_id, chat_id, exc
-                    )
-                    continue
-                missed.append((sent_at, stored))
-        missed.sort(key=lambda pair: pair[0])  # delivered oldest first, as they were sent
-
-        async def record(tx: Transaction) -> None:
-            if amo_chat_id is not None:
-                await tx.set_amo_chat_id(chat, amo_chat_id)
-            recovered = await tx.enqueue([stored for _, stored in missed])
-            self.metrics.recovery_conversations.inc()
-            if recovered:
-                self.metrics.recovery_messages.inc(recovered)
-                logger.info(
-                    "gap #%d: %d missed manager message(s) of chat %d recovered",
-                    gap_id,
-                    recovered,
-                    chat_id,
-                )
-            self._finished(await tx.gap_conversation_scanned(gap_id, recovered))
 
         return Done(record=record)
 
-    def _amojo_ahead(self) -> float:
-        """Seconds amojo's clock is ahead of ours, as its answers show (0 when unknown)."""
-        return self.amojo.clock_offset or 0.0
+    async def recover_chat(self, job: Job) -> Done:
+        """Read a conversation's chats and store the manager messages it never got."""
+        payload = job.payload
+        gap_id = payload.get("gap_id")
+        chat = ids.chat_of(payload) if "chat_id" in payload else None
+        wanted = {str(amo_id) for amo_id in payload.get("wanted") or []}
+        since = float(payload["since"])
+        if "amo_chat_id" in payload:
+            amo_chats = [str(payload["amo_chat_id"])]
+        else:
+            assert chat is not None
+            since = min(since, await self._unfinished_since(since))
+            amo_chats = await self._amo_chats(chat)
+        missed: list[NewJob] = []
+        learned: list[str] = []
+        for amo_chat_id in amo_chats:
+            entries = await self._history_since(amo_chat_id, since, wanted)
+            if entries is None:
+                continue  # not a chat of this channel
+            if chat is None:
+                # A chat the bridge never saw: the customer's own messages in it name our
+                # conversation (their client_id is our msgid); none there means write-first.
+                chat = conversation_in(entries)
+            learned.append(amo_chat_id)
+            missed += self._missed(entries, amo_chat_id, chat, since, wanted)
+        known = await self.repo.known_message_ids([m.dedup_key[5:] for m in missed])
+        missed = [m for m in missed if m.dedup_key[5:] not in known]
+
+        async def record(tx: Transaction) -> None:
+            if chat is not None:
+                for amo_chat_id in learned:
+                    await tx.set_amo_chat_id(chat, amo_chat_id)
+            recovered = await place_in_order(tx, missed)
+            self.metrics.recovery_conversations.inc()
+            if recovered:
+                self.metrics.recovery_messages.inc(recovered)
+                self.metrics.reconcile_missing.inc(recovered)
+                logger.warning(
+                    "%d manager message(s) of %s never came by hook: recovered from history",
+                    recovered,
+                    ids.key_text(chat) if chat is not None else f"amo chat {amo_chats[0]}",
+                )
+            if gap_id is not None:
+                self._finished(await tx.gap_conversation_scanned(int(gap_id), recovered))
+
+        return Done(record=record)
+
+    def _missed(
+        self,
+        entries: list[dict[str, Any]],
+        amo_chat_id: str,
+        chat: ChatKey | None,
+        since: float,
+        wanted: set[str],
+    ) -> list[NewJob]:
+        conversation_id = ids.conversation_id(chat) if chat is not None else None
+        # History is dated by amojo's clock, the window by ours: compare on amojo's.
+        ahead = self.amojo.clock_offset or 0.0
+        found = []
+        for entry in reversed(entries):  # oldest first, the order amoCRM sent them in
+            message = entry.get("message")
+            if not entry.get("receiver") or not isinstance(message, dict):
+                continue  # the customer's own messages (no receiver) are not ours to send
+            if message.get("client_id"):
+                continue  # the bridge sent it itself (an imported Business owner's message)
+            if wanted:
+                if message.get("id") not in wanted:
+                    continue
+            else:
+                sent_at = _timestamp(entry)
+                if sent_at is None or sent_at < since + ahead:
+                    continue  # never send the past: only what the gap may have swallowed
+            hook = history_hook(entry, self.channel.account_id, amo_chat_id, conversation_id)
+            try:
+                found.append(hook_job(hook, received_at=_timestamp(entry) or time.time()))
+            except HookRejected as exc:  # an entry a live hook could not have carried either
+                logger.warning("history entry of amo chat %s skipped: %s", amo_chat_id, exc)
+        return found
+
+    async def _unfinished_since(self, since: float) -> float:
+        """The start of the oldest gap still being read (gaps merge into pending readings)."""
+        oldest = await self.repo.unfinished_gaps_since()
+        return since if oldest is None else oldest - GAP_MARGIN_SECONDS
 
     def _finished(self, gap: Gap | None) -> None:
         """One log line and the duration, when the last conversation of a gap was read."""
@@ -192,14 +342,15 @@ class HistoryRecovery:
             gap.recovered,
         )
 
-    async def _amo_chat_id(self, chat: ChatKey) -> str | None:
-        """amo's chat id, learned from hooks, else asked of amojo (spec §5.1 returns it)."""
+    async def _amo_chats(self, chat: ChatKey) -> list[str]:
+        """Every amo chat of a conversation; asked of amojo when none was seen (spec §5.1)."""
+        known = await self.repo.amo_chats_of(chat)
+        if known:
+            return known
         customer = await self.repo.get_customer(chat)
         if customer is None:
-            return None
-        if customer.amo_chat_id:
-            return customer.amo_chat_id
-        await self._pace.acquire()
+            return []
+        await self._request()
         answer = await self.amojo.create_chat(
             self.channel.scope_id,
             ids.conversation_id(chat),
@@ -207,13 +358,18 @@ class HistoryRecovery:
             source=self.sources(chat),
         )
         amo_chat_id = answer.get("id") if isinstance(answer, dict) else None
-        return str(amo_chat_id) if amo_chat_id else None
+        return [str(amo_chat_id)] if amo_chat_id else []
 
-    async def _history_since(self, amo_chat_id: str, since: float) -> list[dict[str, Any]]:
-        """History entries, newest first, until one older than `since` (bounded in pages)."""
+    async def _history_since(
+        self, amo_chat_id: str, since: float, wanted: set[str]
+    ) -> list[dict[str, Any]] | None:
+        """History entries, newest first, back to `since` or until every wanted message was
+        seen (bounded in pages); None when amojo says the chat is not this channel's."""
         entries: list[dict[str, Any]] = []
+        missing = set(wanted)
+        ahead = self.amojo.clock_offset or 0.0
         for page in range(RECOVERY_MAX_PAGES):
-            await self._pace.acquire()
+            await self._request()
             try:
                 batch = await self.amojo.history(
                     self.channel.scope_id,
@@ -222,12 +378,23 @@ class HistoryRecovery:
                     limit=AMOJO_HISTORY_PAGE_LIMIT,
                 )
             except AmojoError as exc:
+                if exc.status in (400, 403, 404) and wanted:
+                    logger.info("amo chat %s is not this channel's (%s)", amo_chat_id, exc)
+                    return None
                 if exc.status in (400, 404):
                     raise GiveUp(f"amojo cannot read chat {amo_chat_id}: {exc}") from exc
+                if exc.retryable:
+                    raise RetryLater(f"amojo history of {amo_chat_id}: {exc}") from exc
                 raise
             entries += batch
+            for entry in batch:
+                message = entry.get("message")
+                if isinstance(message, dict):
+                    missing.discard(str(message.get("id")))
             stamps = [t for t in map(_timestamp, batch) if t is not None]
-            if len(batch) < AMOJO_HISTORY_PAGE_LIMIT or (stamps and min(stamps) < since):
+            if len(batch) < AMOJO_HISTORY_PAGE_LIMIT or (stamps and min(stamps) < since + ahead):
+                return entries
+            if wanted and not missing:
                 return entries
         logger.warning(
             "history of chat %s: stopped after %d pages without reaching the gap's start",
