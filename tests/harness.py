@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from bot.app import Bridge, create_bridge
+from bot.jobs.throttle import Pace
 from bot.jobs.worker import Backoff
 from bot.settings import Settings
 from storage.migrations import MIGRATIONS
@@ -30,6 +31,8 @@ CHANNEL_SECRET = "f2d7f8704eff95087ed45b23ba99c0b5aac8278e"
 ACCOUNT_ID = "52e591f7-c98f-4255-8495-827210138c81"
 CRM_TOKEN = "crm-long-lived-token"
 FAST_BACKOFF = Backoff(base=0.05, cap=0.5)
+# For tests about what is sent, not how fast: Telegram's limits are the drills' business.
+FAST_PACE = Pace(global_rate=2000.0, per_chat_interval=0.001, per_chat_burst=100)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -195,10 +198,15 @@ class BridgeFactory:
         env.update(extra)
         return Settings(_env_file=None, **env)
 
-    async def start(self, *, backoff: Backoff = FAST_BACKOFF, **extra: Any) -> RunningBridge:
-        """Create, connect and start polling; returns once the listener serves."""
+    async def start(
+        self, *, backoff: Backoff = FAST_BACKOFF, pace: Pace | None = None, **extra: Any
+    ) -> RunningBridge:
+        """Create, connect and start polling; returns once the listener serves.
+
+        `pace`: how fast it sends to Telegram (None: Telegram's real limits).
+        """
         port = free_port()
-        bridge = await create_bridge(self.settings(port, **extra), backoff=backoff)
+        bridge = await create_bridge(self.settings(port, **extra), backoff=backoff, pace=pace)
         started = asyncio.Event()
 
         async def mark_started(**_: Any) -> None:
@@ -219,7 +227,7 @@ class BridgeFactory:
                 with contextlib.suppress(BaseException):
                     await task
                 await bridge.close()  # its database threads would keep pytest from exiting
-        running = RunningBridge(bridge=bridge, task=task, port=port)
+        running = RunningBridge(bridge=bridge, task=task, port=bridge.listener.port or port)
         self.running.append(running)
         return running
 
@@ -238,6 +246,7 @@ async def started_fakes() -> AsyncIterator[Fakes]:
         FakeAmojo(CHANNEL_ID, CHANNEL_SECRET, ACCOUNT_ID) as amojo,
         FakeCrm(CRM_TOKEN, ACCOUNT_ID) as crm,
     ):
+        amojo.crm = crm  # one account: chats and manager messages show up in the CRM too
         yield Fakes(telegram=telegram, amojo=amojo, crm=crm)
 
 

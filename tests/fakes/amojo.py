@@ -192,6 +192,8 @@ class FakeAmojo(FakeServer):
         self._dripping: dict[str, tuple[str, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
+        # The account's CRM (a FakeCrm): chats and manager messages show up there too.
+        self.crm: Any = None
         base = "/v2/origin/custom"
         router = self.app.router
         router.add_post(f"{base}/{{channel_id}}/connect", self._connect)
@@ -317,16 +319,32 @@ class FakeAmojo(FakeServer):
         return result
 
     def _record_manager_message(self, envelope: dict[str, Any]) -> None:
-        """A manager message enters its chat's history whether or not its hook arrives."""
+        """A manager message enters its chat's history (and amoCRM's events feed) whether or
+        not its hook arrives."""
         message = {k: v for k, v in envelope["message"].items() if v not in (None, "", 0)}
         entry = {
             "timestamp": envelope["timestamp"],
             "msec_timestamp": envelope["msec_timestamp"],
             "sender": {"id": envelope["sender"]["id"], "name": "Manager"},
-            "receiver": envelope["receiver"],
+            "receiver": envelope["receiver"] if isinstance(envelope["receiver"], dict) else {},
             "message": message,
         }
-        self.history[envelope["conversation"]["id"]].append(entry)
+        chat_id = envelope["conversation"]["id"]
+        self.history[chat_id].append(entry)
+        if self.crm is not None:
+            receiver = envelope.get("receiver")
+            phone = str(receiver.get("phone") or "") if isinstance(receiver, dict) else ""
+            self.crm.outgoing_message(chat_id, message["id"], envelope["timestamp"], phone)
+
+    def drop_hook(self, hook: dict[str, Any]) -> str:
+        """A manager writes, and the hook never reaches the bridge (amojo lost it): the message
+        is in the chat's history and the events feed only. Returns its amo id."""
+        message_id = str(hook["message"]["message"]["id"])
+        self.hooks_sent.append(hook)
+        if message_id not in self.hook_message_ids:
+            self.hook_message_ids.add(message_id)
+            self._record_manager_message(hook["message"])
+        return message_id
 
     def message_hook(
         self,
@@ -746,6 +764,11 @@ class FakeAmojo(FakeServer):
         amo_conversation = self._amo_conversation(conversation_id)
         amo_id = str(uuid.uuid4())
         stored = {**payload, "amo_id": amo_id, "amo_conversation_id": amo_conversation}
+        if self.crm is not None:
+            sender_info = payload.get("sender") or {}
+            profile = sender_info.get("profile") if isinstance(sender_info, dict) else None
+            phone = profile.get("phone", "") if isinstance(profile, dict) else ""
+            self.crm.chat_seen(amo_conversation, str(sender_info.get("name") or "Client"), phone)
         self.messages.append(stored)
         now = self.now()
         self.history[amo_conversation].append(

@@ -58,6 +58,7 @@ class CrmRequest:
     status: int = 0
     at: float = 0.0
     params: dict[str, str] = field(default_factory=dict)
+    raw_query: list[tuple[str, str]] = field(default_factory=list)  # repeated keys kept
 
 
 @dataclass
@@ -133,6 +134,17 @@ class FakeCrm(FakeServer):
         self.add_route("POST", "/api/v4/talks/{id}/close", self._close_talk)
         self.add_route("POST", "/api/v4/calls", self._add_calls)
         self.add_route("POST", "/oauth2/access_token", self._token, auth=False)
+        # The account's people and deals as chats make them (amoCRM: a first message in a new
+        # chat makes a contact and an unsorted lead, spec §13), and the events feed.
+        self.contacts: dict[int, dict[str, Any]] = {}
+        self.leads: dict[int, dict[str, Any]] = {}
+        self.chat_contacts: dict[str, int] = {}
+        self.events: list[dict[str, Any]] = []
+        self.events_refusal: int | None = None  # e.g. 403: the feed is not to be had
+        self.add_route("GET", "/api/v4/events", self._list_events)
+        self.add_route("GET", "/api/v4/contacts/chats", self._contact_chats)
+        self.add_route("GET", "/api/v4/contacts/{id}", self._get_contact)
+        self.add_route("GET", "/api/v4/leads/{id}", self._get_lead)
         self.add_route("GET", "/api/v4/sources", self._list_sources)
         self.add_route("POST", "/api/v4/sources", self._add_sources)
         self.add_route("PATCH", "/api/v4/sources", self._update_sources)
@@ -148,6 +160,66 @@ class FakeCrm(FakeServer):
         )
 
     # ---- test API: account data ---------------------------------------------------------
+
+    def chat_seen(self, amo_chat_id: str, name: str = "Client", phone: str = "") -> int:
+        """A chat's message reached amoCRM: its contact (and an unsorted lead) exist; returns
+        the contact's id. A phone fills in the contact's phone (duplicate control)."""
+        contact_id = self.chat_contacts.get(amo_chat_id)
+        if contact_id is None:
+            contact_id = self.contact_with_phone(phone) if phone else None
+        if contact_id is None:
+            contact_id = 7_000_000 + next(self._serial)
+            lead_id = 8_000_000 + next(self._serial)
+            now = int(time.time())
+            self.contacts[contact_id] = {
+                "id": contact_id,
+                "name": name,
+                "phones": set(),
+                "leads": [lead_id],
+            }
+            self.leads[lead_id] = {
+                "id": lead_id,
+                "name": f"Lead #{lead_id}",
+                "pipeline_id": 1300,
+                "status_id": 1301,  # the pipeline's unsorted stage (type 1)
+                "created_at": now,
+                "updated_at": now,
+                "closed_at": None,
+                "is_deleted": False,
+                "custom_fields_values": None,
+                "contacts": [contact_id],
+            }
+        self.chat_contacts[amo_chat_id] = contact_id
+        if phone:
+            self.contacts[contact_id]["phones"].add(_last10(phone))
+        return contact_id
+
+    def contact_with_phone(self, phone: str) -> int | None:
+        """The contact that has this phone, if any."""
+        wanted = _last10(phone)
+        return next((c["id"] for c in self.contacts.values() if wanted in c["phones"]), None)
+
+    def outgoing_message(
+        self, amo_chat_id: str, message_id: str, at: float, phone: str = ""
+    ) -> None:
+        """A manager's (or Salesbot's) message exists in a chat: its event is in the feed."""
+        contact_id = self.chat_seen(amo_chat_id, phone=phone)
+        lead_id = self.contacts[contact_id]["leads"][0]
+        self.events.append(
+            {
+                "id": f"ev{next(self._serial):08d}",
+                "type": "outgoing_chat_message",
+                "entity_id": lead_id,
+                "entity_type": "lead",
+                "linked_talk_contact_id": contact_id,
+                "created_by": 0,
+                "created_at": int(at),
+                "value_after": [{"message": {"id": message_id}}],
+                "value_before": [],
+                "account_id": self.account_id,
+                "_embedded": {"entity": {"id": lead_id}},
+            }
+        )
 
     def add_talk(self, talk_id: int, **fields: Any) -> dict[str, Any]:
         """Create an open talk with a contact (and a lead unless `lead_id=None`)."""
@@ -255,6 +327,7 @@ class FakeCrm(FakeServer):
             dict(request.headers),
             body,
             at=time.monotonic(),
+            raw_query=list(request.query.items()),
         )
         self.requests.append(recorded)
         try:
@@ -390,6 +463,64 @@ class FakeCrm(FakeServer):
                 return problem(400, "Request validation failed")
             source.update({k: v for k, v in item.items() if k in ("name", "pipeline_id")})
         return self._source_page([self.sources[item["id"]] for item in items])
+
+    async def _list_events(self, request: CrmRequest) -> web.StreamResponse:
+        """GET /api/v4/events as documented: type, entity, created_at from/to, page, limit."""
+        if self.events_refusal is not None:
+            return problem(self.events_refusal, "Events are not available")
+        query = request.query
+        limit = int(query.get("limit", "50"))
+        page = int(query.get("page", "1"))
+        if not 0 < limit <= 100 or page < 1:
+            return problem(400, "Request validation failed")
+        kinds = {v for k, v in request.raw_query if k in ("filter[type][]", "filter[type]")}
+        since = int(query.get("filter[created_at][from]", "0"))
+        until = int(query.get("filter[created_at][to]", str(2**62)))
+        chosen = [
+            event
+            for event in self.events
+            if (not kinds or event["type"] in kinds) and since <= event["created_at"] <= until
+        ]
+        chosen.sort(key=lambda event: event["created_at"], reverse=True)  # newest first
+        window = chosen[(page - 1) * limit : page * limit]
+        if not window:
+            return web.Response(status=204)
+        links: dict[str, Any] = {"self": {"href": f"{self.url}{request.path}?page={page}"}}
+        if page * limit < len(chosen):
+            links["next"] = {"href": f"{self.url}{request.path}?page={page + 1}"}
+        return hal({"_page": page, "_links": links, "_embedded": {"events": window}})
+
+    async def _contact_chats(self, request: CrmRequest) -> web.StreamResponse:
+        contact_ids = {int(v) for k, v in request.raw_query if k == "contact_id[]" and v.isdigit()}
+        chat_ids = {v for k, v in request.raw_query if k == "chat_id[]"}
+        links = [
+            {"id": 26000 + index, "chat_id": chat, "contact_id": contact}
+            for index, (chat, contact) in enumerate(self.chat_contacts.items())
+            if contact in contact_ids or chat in chat_ids
+        ]
+        if not links:
+            return web.Response(status=204)
+        return hal({"_total_items": len(links), "_embedded": {"chats": links}})
+
+    async def _get_contact(self, request: CrmRequest) -> web.StreamResponse:
+        contact = (
+            self.contacts.get(int(request.params["id"])) if request.params["id"].isdigit() else None
+        )
+        if contact is None:
+            return web.Response(status=204)
+        body: dict[str, Any] = {"id": contact["id"], "name": contact["name"]}
+        if "leads" in request.query.get("with", "").split(","):
+            body["_embedded"] = {"leads": [{"id": lead} for lead in contact["leads"]]}
+        return hal(body)
+
+    async def _get_lead(self, request: CrmRequest) -> web.StreamResponse:
+        lead = self.leads.get(int(request.params["id"])) if request.params["id"].isdigit() else None
+        if lead is None:
+            return web.Response(status=204)
+        body = {k: v for k, v in lead.items() if k != "contacts"}
+        if "contacts" in request.query.get("with", "").split(","):
+            body["_embedded"] = {"contacts": [{"id": c, "is_main": True} for c in lead["contacts"]]}
+        return hal(body)
 
     async def _get_talk(self, request: CrmRequest) -> web.StreamResponse:
         talk = self.talks.get(int(request.params["id"])) if request.params["id"].isdigit() else None
