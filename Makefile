@@ -37,6 +37,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python -m tests.bench.inbound --bots 3
 	$(BIN)/python -m tests.bench.outbound
 	$(BIN)/python -m tests.bench.recovery
+	$(BIN)/python -m tests.bench.reconcile
 	$(BIN)/python -m tests.bench.storage
 	$(BIN)/python -m tests.bench.media
 

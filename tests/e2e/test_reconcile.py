@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.ids import primary_chat
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
 from tests.fakes.factories import make_contact, private_message_update
 from tests.harness import (
@@ -19,6 +21,7 @@ from tests.harness import (
     BridgeFactory,
     Fakes,
     RunningBridge,
+    database_at,
     spawn_bridge,
     wait_health,
     wait_until,
@@ -305,3 +308,30 @@ async def test_without_the_events_feed_a_restart_is_still_recovered_and_health_s
         second.url, lambda status, body: body["status"] == "degraded", what="degraded"
     )
     assert any("events feed cannot be read (HTTP 403" in p for p in body["problems"])
+
+
+async def test_an_upgrade_keeps_the_chats_and_the_waiting_messages_of_the_previous_schema(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    hook = fakes.amojo.message_hook("tg-6801", text="waiting since the old version")
+    amo_id = hook["message"]["message"]["id"]
+    fakes.amojo.hook_message_ids.add(amo_id)
+    with database_at(bridges.db_path, 12) as db:
+        db.execute(
+            "INSERT INTO customers (bot, chat_id, user_id, name, last_message_at, updated_at, "
+            "amo_chat_id, amo_conversation_id) VALUES (0, 6801, 6801, 'Old', ?, 0, 'amo-a', "
+            "'amo-b')",
+            (time.time(),),
+        )
+        db.execute(
+            "INSERT INTO jobs (queue, kind, lane, dedup_key, payload, next_attempt_at, "
+            "created_at, updated_at) VALUES ('telegram', 'amo.message', 'chat:6801', ?, ?, 0, "
+            "?, ?)",
+            (f"hook:{amo_id}", json.dumps({"hook": hook}), time.time(), time.time()),
+        )
+    db.close()
+    bridge = await bridges.start()
+    assert (await status_of(fakes, amo_id))["status"] == 1
+    assert texts_to(fakes, 6801) == ["waiting since the old version"]
+    chats = await bridge.bridge.repo.amo_chats_of(primary_chat(6801))
+    assert set(chats) >= {"amo-a", "amo-b"}
