@@ -26,6 +26,9 @@ from storage import Job, NewJob, Repository, StorageError
 from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
+# Jitter from a generator of its own: nothing else's use of `random` shifts it, and its use
+# shifts nothing else's.
+_JITTER = random.Random()
 
 Recorder = Callable[[Transaction], Awaitable[None]]
 
@@ -79,7 +82,7 @@ class Backoff:
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the given number of failed attempts."""
         ceiling = min(self.cap, self.base * 2 ** max(0, attempts - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        return _JITTER.uniform(ceiling / 2, ceiling)
 
 
 @dataclass(frozen=True, slots=True)

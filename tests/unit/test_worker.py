@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import bot.jobs.worker as worker_module
 from bot.amocrm.amojo import AmojoError
 from bot.jobs.worker import Backoff, Done, GiveUp, JobKind, RetryLater, Worker, classify_failure
 from bot.limits import AMOJO_REFUSAL_GIVE_UP_SECONDS
@@ -19,7 +19,7 @@ from tests.harness import wait_until
 
 
 def test_backoff_grows_exponentially_with_jitter_within_bounds() -> None:
-    random.seed(1234)
+    worker_module._JITTER.seed(1234)
     backoff = Backoff(base=1.0, cap=60.0)
     for attempts in range(1, 12):
         ceiling = min(60.0, 2.0 ** (attempts - 1))
@@ -31,7 +31,7 @@ def test_backoff_grows_exponentially_with_jitter_within_bounds() -> None:
 
 
 def test_backoff_averages_grow_until_the_cap() -> None:
-    random.seed(99)
+    worker_module._JITTER.seed(99)
     backoff = Backoff(base=0.5, cap=10.0)
     averages = [sum(backoff.delay(n) for _ in range(300)) / 300 for n in range(1, 8)]
     assert averages[:5] == sorted(averages[:5])
