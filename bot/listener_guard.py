@@ -4,9 +4,9 @@ amojo sends each hook once and waits at most 5 s, so a listener whose connection
 descriptors) are all held by slow clients loses messages. Three limits keep room for it:
 a request's head must arrive within HEADER_TIMEOUT of the connection or of the last answer
 (aiohttp's keep-alive timer, which runs from the connection's start); at most `limit`
-connections are open, and a new one beyond that closes the oldest connection that has not
-sent a single request yet (a slow one, never a hook being answered); and the process may
-open as many files as the system lets it (the soft limit is raised to the hard one).
+connections are open, and a new one beyond that closes the oldest idle connection (one that
+never brought a signed hook first; never one answering a request); and the process may open
+as many files as the system lets it (the soft limit is raised to the hard one).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class ConnectionGuard:
         self.limit = limit
         self.metrics = metrics
         self.server: Any = None  # aiohttp's Server: it knows the open connections
-        self._served: set[RequestHandler] = set()  # pruned to the open ones as they go
+        self._busy: dict[RequestHandler, int] = {}  # connections with a request in hand
+        self._hooks: set[RequestHandler] = set()  # connections that brought a signed hook
         self._evicted = 0
         self._warned_at = 0.0
 
@@ -66,31 +67,50 @@ class ConnectionGuard:
         self.server = server
 
         def make() -> RequestHandler:
-            self._make_room()
+            full = not self._make_room()
             handler: RequestHandler = server()
+            if full:  # every connection is answering a request: this one waits its turn
+                handler.force_close()
+                self._count_eviction()
             return handler
 
         return make
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Mark the connection as one that sends requests (never closed to make room)."""
+        """Count the requests in hand on each connection; remember those that brought hooks."""
         protocol = request.protocol
-        if isinstance(protocol, RequestHandler):
-            self._served.add(protocol)
-        return await handler(request)
+        if not isinstance(protocol, RequestHandler):
+            return await handler(request)
+        self._busy[protocol] = self._busy.get(protocol, 0) + 1
+        try:
+            response = await handler(request)
+        finally:
+            left = self._busy.pop(protocol) - 1
+            if left:
+                self._busy[protocol] = left
+        hook = request.method == "POST" and request.path.startswith("/amojo/")
+        if hook and response.status == 200:  # a signed hook of our scope (nothing else: 200)
+            self._hooks.add(protocol)
+        return response
 
-    def _make_room(self) -> None:
+    def _make_room(self) -> bool:
+        """Close one idle connection when at the limit; False when every one is busy.
+
+        Idle ones that never brought a hook go first (oldest first), then other idle ones: a
+        connection answering a request is never closed, and a new one is the youngest.
+        """
         connections = self.server.connections if self.server is not None else []
-        if len(self._served) > len(connections):
-            self._served.intersection_update(connections)
+        if len(self._hooks) > len(connections):
+            self._hooks.intersection_update(connections)
         if len(connections) < self.limit:
-            return
-        for connection in connections:  # oldest first
-            if connection not in self._served:
-                connection.force_close()
-                self._count_eviction()
-                return
+            return True
+        idle = [c for c in connections if c not in self._busy]  # oldest first
+        for connection in [c for c in idle if c not in self._hooks] + idle:
+            connection.force_close()
+            self._count_eviction()
+            return True
+        return False
 
     def _count_eviction(self) -> None:
         self._evicted += 1
@@ -99,8 +119,8 @@ class ConnectionGuard:
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
             logger.warning(
-                "listener at its limit of %d connections: closed %d that sent no request "
-                "(slow or idle clients) to keep room for amoCRM's hooks",
+                "listener at its limit of %d connections: closed %d idle or slow one(s) to keep "
+                "room for amoCRM's hooks",
                 self.limit,
                 self._evicted,
             )

@@ -10,6 +10,8 @@ from __future__ import annotations
 from aiogram.filters import Filter
 from aiogram.types import Message, TelegramObject
 
+from bot.customer.updates import AUTHORSHIP_FIELDS, dropped_fields
+
 
 class PrivateChat(Filter):
     """The event happened in a private chat."""
@@ -32,5 +34,7 @@ class OwnNewMessage(Filter):
     """The sender wrote the message themselves (not a forward of someone else's)."""
 
     async def __call__(self, message: Message) -> bool:
-        """True unless the message is forwarded."""
+        """True unless the message is forwarded, or what says who wrote it was unreadable."""
+        if AUTHORSHIP_FIELDS.intersection(dropped_fields(message)):
+            return False
         return message.forward_origin is None and not message.is_automatic_forward

@@ -1128,12 +1128,16 @@ class Repository:
 
 async def _connect(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA busy_timeout = 5000")
-    # FULL: a commit confirmed to the outside world (the getUpdates offset, a hook's 200) must
-    # survive a power cut, not only kill -9; NORMAL in WAL mode may lose the last commits on an
-    # OS crash. https://sqlite.org/pragma.html#pragma_synchronous
-    await conn.execute("PRAGMA synchronous = FULL")
-    await conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        # FULL: a commit confirmed to the outside world (the getUpdates offset, a hook's 200)
+        # must survive a power cut, not only kill -9; NORMAL in WAL mode may lose the last
+        # commits on an OS crash. https://sqlite.org/pragma.html#pragma_synchronous
+        await conn.execute("PRAGMA synchronous = FULL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await conn.close()  # its thread would keep the process alive (a file that is no database)
+        raise
     return conn
 
 

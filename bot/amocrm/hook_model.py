@@ -73,8 +73,9 @@ class _Reader:
             return 0.0
         if isinstance(value, int | float) and 0 <= value < float("inf"):  # NaN fails too
             return float(min(value, 2**53))
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-            return float(value.strip())
+        digits = value.strip() if isinstance(value, str) else ""
+        if digits.isascii() and digits.isdigit() and len(digits) <= 16:
+            return float(min(int(digits), 2**53))
         self._drop(where, value)
         return 0.0
 

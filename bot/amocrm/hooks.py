@@ -97,6 +97,9 @@ def hook_job(hook: Any, received_at: float, max_age: float | None = None) -> New
             payload={"hook": read.as_hook(), "received_at": received_at},
         )
     payload = {"hook": hook, "received_at": received_at}
+    sent = hook.get("time")
+    if max_age is not None and isinstance(sent, int | float) and received_at - sent > max_age:
+        raise HookRejected(400, "the hook is older than duplicates are remembered: a replay?")
     action = _object(hook.get("action"), "action")
     if "typing" in action:
         typing = _object(action["typing"], "action.typing")

@@ -36,6 +36,7 @@ from bot.texts import Language, staff_language, text
 from storage import BusinessConnection, ChatKey, Repository
 
 logger = logging.getLogger(__name__)
+REFUSED_REMEMBERED = 10_000  # strangers' connection ids kept in memory (a bound, not a list)
 
 
 def _rights(connection: TelegramConnection) -> tuple[bool, bool]:
@@ -118,6 +119,8 @@ class BusinessAccounts:
         stored = json.loads(await self.repo.get_kv(KV_SOURCES) or "{}")
         jobs = []
         for connection in connections:
+            if not connection.enabled or not self.serves(connection.owner_id):
+                continue  # a source is named after its owner: a stranger names none of ours
             if account_source_external_id(connection.owner_id) in stored:
                 self.sources.accounts[connection.owner_id] = True
             elif await self.repo.get_kv(refused_key(connection.owner_id)) is not None:
@@ -180,6 +183,8 @@ class BusinessAccounts:
         """A stranger connected the bot to their account: one polite notice, nothing else."""
         owner = update.user.id
         first = update.id not in self.refused
+        if first and len(self.refused) >= REFUSED_REMEMBERED:
+            del self.refused[next(iter(self.refused))]  # the oldest: asked of Telegram again
         self.refused[update.id] = owner
         if first:
             logger.warning(

@@ -31,6 +31,19 @@ UNREADABLE = "bridge_unreadable"
 # Fields an event cannot lose: without them there is no message to bridge.
 _REQUIRED = frozenset({"message_id", "date", "chat", "update_id"})
 _MAX_REPAIRS = 25
+# Fields that say who wrote a message: when one was unreadable, nobody is taken at their word
+# (a forwarded "/close 1" must not run as the operator's own command).
+AUTHORSHIP_FIELDS = frozenset(
+    {
+        "forward_origin",
+        "external_reply",
+        "via_bot",
+        "sender_chat",
+        "sender_business_bot",
+        "from",
+        "is_automatic_forward",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +141,13 @@ class UpdateReadingSession(AiohttpSession):
             return super().check_response(bot, method, status_code, content)
         except ClientDecodeError as exc:
             answer = exc.data
-            result = answer.get("result") if isinstance(answer, dict) else None
+            if not isinstance(answer, dict) or answer.get("ok") is not True:
+                raise _redacted(exc.message, exc.original, content) from None
+            result = answer.get("result")
             if not isinstance(method, GetUpdates) or not isinstance(result, list):
-                raise _redacted(exc.message, exc.original, content) from None
-            if answer.get("ok") is not True:
-                raise _redacted(exc.message, exc.original, content) from None
+                # Telegram did what was asked (a message sent, a connection told): the answer
+                # is read without what this aiogram cannot, never taken for a failure.
+                return self._lenient(bot, method, answer, exc, content)
         updates: list[Update] = []
         for raw in result:
             update, unreadable = read_update(raw, bot)
@@ -151,6 +166,65 @@ class UpdateReadingSession(AiohttpSession):
                 if self.on_unreadable is not None:
                     self.on_unreadable(bot, unreadable)
         return Response[list[Update]](ok=True, result=updates)  # type: ignore[return-value]
+
+    def _lenient(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        answer: dict[str, Any],
+        exc: ClientDecodeError,
+        content: str,
+    ) -> Response[TelegramType]:
+        answer = dict(answer)
+        dropped: list[str] = []
+        response_type = Response[method.__returning__]  # type: ignore[name-defined]
+        for _ in range(_MAX_REPAIRS):
+            try:
+                response: Response[TelegramType] = response_type.model_validate(
+                    answer, context={"bot": bot}
+                )
+            except ValidationError as failed:
+                if _drop_in_result(answer, failed, dropped):
+                    continue
+                raise _redacted(exc.message, failed, content) from None
+            logger.warning(
+                "%s of bot %d done; its answer read without %s (aiogram cannot read them)",
+                type(method).__name__,
+                bot.id,
+                ", ".join(dict.fromkeys(dropped)),
+            )
+            return response
+        raise _redacted(exc.message, exc.original, content) from None
+
+
+def _drop_in_result(answer: dict[str, Any], exc: ValidationError, dropped: list[str]) -> bool:
+    """Remove each failing field of an answer's result object (or of each in a list)."""
+    progress = False
+    for item in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = list(item["loc"])
+        if not loc or loc[0] != "result":
+            continue
+        result: Any = answer.get("result")
+        rest = loc[1:]
+        index: int | None = None
+        if isinstance(result, list) and rest and isinstance(rest[0], int):
+            if not 0 <= rest[0] < len(result):
+                continue
+            index, rest = rest[0], rest[1:]
+        target = result if index is None else result[index]
+        if not isinstance(target, dict) or not rest or not isinstance(rest[0], str):
+            continue
+        if rest[0] not in target or rest[0] in _REQUIRED:
+            continue
+        target = {key: value for key, value in target.items() if key != rest[0]}
+        target[UNREADABLE] = [*target.get(UNREADABLE, []), rest[0]]
+        if index is None:
+            answer["result"] = target
+        else:
+            answer["result"] = [*result[:index], target, *result[index + 1 :]]
+        dropped.append(rest[0])
+        progress = True
+    return progress
 
 
 def dropped_fields(event: object) -> list[str]:

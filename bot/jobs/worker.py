@@ -143,6 +143,8 @@ def classify_failure(exc: Exception) -> Decision:
     return Decision(False, f"internal error {type(exc).__name__}: {exc}")
 
 
+# However long a job's backoff: one interrupted by a crash or a stop is due this soon after.
+LEASE_MAX_SECONDS = 30.0
 _MESSAGE_OUTCOMES = {"done": "delivered", "retry": "retried", "dead": "failed"}
 
 
@@ -246,7 +248,10 @@ class Worker:
         # Each job is leased until its backoff would retry it: however its handling ends (a
         # crash, an error nothing expected), it is never due again at once.
         await self.repo.start_attempts(
-            [(job.id, now + self.backoff.delay(job.attempts + 1)) for job in jobs]
+            [
+                (job.id, now + min(LEASE_MAX_SECONDS, self.backoff.delay(job.attempts + 1)))
+                for job in jobs
+            ]
         )
         for job in jobs:
             self._inflight[job.lane] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")

@@ -14,11 +14,19 @@ import aiohttp
 import pytest
 
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
+from bot.ids import primary_chat
 from bot.launch import QUIET_LOGGERS
 from storage import JobState
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
-from tests.fakes.factories import make_message, make_user
-from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_health, wait_until
+from tests.fakes.factories import make_message, make_user, staff_message_update
+from tests.harness import (
+    BridgeFactory,
+    Fakes,
+    RunningBridge,
+    spawn_bridge,
+    wait_health,
+    wait_until,
+)
 
 STRANGER = make_user(666, first_name="Mallory", last_name="Evil", language_code="en")
 FRIEND = make_user(777, first_name="Frank", last_name="Friend")
@@ -88,7 +96,7 @@ async def test_an_upgrade_disables_strangers_connections_already_stored(
         "is_enabled": True,
         "rights": {"can_reply": True, "can_read_messages": True},
     }
-    bridge = await bridges.start(**STAFF)
+    bridge = await bridges.start(AMOCRM_SOURCES="true", **STAFF)
     [stored] = await bridge.bridge.repo.business_connections()
     assert (stored.id, stored.enabled) == ("bc-mallory", False)
 
@@ -99,6 +107,9 @@ async def test_an_upgrade_disables_strangers_connections_already_stored(
     status = await status_of(fakes, await post(fakes, bridge, hook))
     assert (status["status"], status["error_code"]) == (-1, 902)
     assert sent_on_behalf(fakes) == []
+    # No amoCRM source is named after a stranger (a source takes its owner's name).
+    assert not [s for s in fakes.crm.sources.values() if "Mallory" in s["name"]]
+    assert [s["external_id"] for s in fakes.crm.sources.values()] == ["tg-bot-123456"]
 
 
 async def test_typing_and_late_messages_of_a_removed_connection_go_nowhere(
@@ -365,3 +376,61 @@ async def test_a_slow_head_is_cut_off_after_the_header_timeout(
     finally:
         await listener.stop()
         await repo.close()
+
+
+async def test_idle_connections_that_sent_a_request_do_not_keep_a_hook_out(
+    fakes: Fakes, bridge: RunningBridge
+) -> None:
+    await customer_says(fakes, 3601, 1)
+    bridge.bridge.listener.guard.limit = 20
+    held = []
+    for _ in range(20):  # each asks something, gets its 404 and keeps the connection
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+        writer.write(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 404")
+        held.append(writer)
+    amo_id = await post(fakes, bridge, fakes.amojo.message_hook("tg-3601", text="room made"))
+    assert (await status_of(fakes, amo_id))["status"] == 1
+    for writer in held:
+        writer.close()
+
+
+async def test_a_sent_message_whose_answer_aiogram_cannot_read_counts_as_delivered(
+    fakes: Fakes, bridge: RunningBridge
+) -> None:
+    await customer_says(fakes, 3701, 1)
+    fakes.telegram.newer_fields = {"forward_origin": {"type": "hologram", "date": 1}}
+    amo_id = await post(fakes, bridge, fakes.amojo.message_hook("tg-3701", text="sent once"))
+    status = await status_of(fakes, amo_id)
+    assert status["status"] == 1, status
+    [sent] = fakes.telegram.sent_messages(3701)
+    link = await bridge.bridge.repo.get_link(primary_chat(3701), sent.result["message_id"])
+    assert link is not None and link.amo_message_id == amo_id
+
+
+async def test_a_forwarded_command_whose_origin_is_unreadable_is_not_run(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await bridges.start(OPERATOR_IDS="900")
+    fakes.crm.add_talk(118)
+    forwarded = staff_message_update(
+        900, 5, text="/close 118", forward_origin={"type": "paid_post", "date": 1}
+    )
+    fakes.telegram.push_update(forwarded)
+    await fakes.amojo.wait_for(lambda: bool(fakes.amojo.messages), what="bridged, not run")
+    assert fakes.crm.closes == []
+
+
+async def test_a_database_path_that_is_no_database_exits_2_and_does_not_hang(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    not_a_database = tmp_path / "bridge.sqlite3"
+    not_a_database.write_bytes(b"this is not an SQLite file" * 100)
+    child = await spawn_bridge(fakes, not_a_database, tmp_path / "bridge.log")
+    try:
+        code = await child.wait_exit(timeout=20)
+    finally:
+        await child.kill()
+    assert code == 2, child.log()
+    assert "DATABASE_PATH: cannot open the database" in child.log()

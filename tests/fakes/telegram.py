@@ -438,6 +438,7 @@ class FakeTelegram(FakeServer):
         self.reactions: dict[tuple[int | str, int], list[str]] = {}
         self.blocked_chats: set[int | str] = set()
         self.downloads: list[str] = []
+        self.newer_fields: dict[str, Any] = {}
         self.down = False
         self._next_update_id = 1
         self._next_message_id: dict[int | str, int] = defaultdict(lambda: 1000)
@@ -1032,7 +1033,8 @@ class FakeTelegram(FakeServer):
         message.update({k: v for k, v in fields.items() if v is not None})
         self.sent[(chat_id, message_id)] = message
         self.known_messages.add((chat_id, message_id))
-        return message
+        # What a newer Bot API adds to a sent message (a field this aiogram cannot read).
+        return {**message, **self.newer_fields}
 
     def _common_fields(self, params: dict[str, Any], chat_id: int | str) -> dict[str, Any]:
         fields: dict[str, Any] = {}

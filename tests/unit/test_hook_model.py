@@ -108,3 +108,13 @@ def test_free_form_parts_are_bounded() -> None:
     assert read.markup is not None
     assert len(read.markup["buttons"]) == 100 and len(read.markup["buttons"][0]) == 20
     assert len(read.text) == 64 * 1024
+
+
+def test_a_number_too_long_for_any_field_is_dropped_not_fatal() -> None:
+    hook = copy.deepcopy(HOOK)
+    hook["message"]["message"]["file_size"] = "9" * 400
+    hook["message"]["msec_timestamp"] = "9" * 400
+    read = MessageHook.parse(hook)
+    assert read.file_size == 0
+    assert "message.message.file_size" in read.dropped
+    assert MessageHook.parse(read.as_hook()).file_size == 0
