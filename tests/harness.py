@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -250,14 +253,89 @@ async def started_fakes() -> AsyncIterator[Fakes]:
         yield Fakes(telegram=telegram, amojo=amojo, crm=crm)
 
 
+class Zygote:
+    """A process that imported the bridge once and forks `python -m bot` children from it
+    (tests/zygote.py): a cold start costs seconds of CPU, a fork milliseconds."""
+
+    _shared: Zygote | None = None
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.zygote"],
+            cwd=ROOT,
+            env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    @classmethod
+    def shared(cls) -> Zygote:
+        """This test process's zygote (started on first use, stopped at exit)."""
+        if cls._shared is None or cls._shared._process.poll() is not None:
+            cls._shared = cls()
+            atexit.register(cls._shared.close)
+        return cls._shared
+
+    def ask(self, request: dict[str, Any]) -> Any:
+        """One request and its answer (the zygote answers at once, but for `wait`)."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        return json.loads(self._process.stdout.readline())
+
+    def close(self) -> None:
+        """Stop forking (children already forked are left to their tests)."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=30)
+
+
+class ForkedProcess:
+    """A child forked by the zygote, with the part of asyncio's Process the tests use."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once it exited (negative: the signal that killed it)."""
+        if self._code is None:
+            self._code = self.zygote.ask({"poll": self.pid})
+        return self._code
+
+    async def wait(self) -> int:
+        """Its exit code, once it exits."""
+        while self.returncode is None:  # noqa: ASYNC110 - another process's exit: polled
+            await asyncio.sleep(0.02)
+        assert self._code is not None
+        return self._code
+
+    def send_signal(self, sig: int) -> None:
+        """Send it a signal (nothing when it already exited)."""
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL."""
+        self.send_signal(signal.SIGKILL)
+
+
 class BridgeProcess:
     """`python -m bot` as a real child process, restartable on the same database and port.
 
     The child gets only the bridge's environment and runs in the database's directory, so no
-    developer `.env` leaks in.
+    developer `.env` leaks in. It is forked from a zygote that imported the bridge already
+    (`warm`); tests about the start itself (signals while aiogram is still being imported)
+    start it cold, as `python -m bot` does.
     """
 
-    def __init__(self, fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> None:
+    def __init__(
+        self, fakes: Fakes, db_path: Path, log_path: Path, *, warm: bool = True, **extra: str
+    ) -> None:
+        self.warm = warm
         port = free_port()
         self.port = int(extra.get("HTTP_PORT", port))
         self.env = {
@@ -267,11 +345,11 @@ class BridgeProcess:
         }
         self.cwd = db_path.parent
         self.log_path = log_path
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: asyncio.subprocess.Process | ForkedProcess | None = None
         self.starts = 0
 
     @property
-    def process(self) -> asyncio.subprocess.Process:
+    def process(self) -> asyncio.subprocess.Process | ForkedProcess:
         """The current child."""
         assert self._process is not None, "not spawned"
         return self._process
@@ -292,6 +370,12 @@ class BridgeProcess:
             if self.starts:
                 log.write(f"--- start {self.starts}\n".encode())
                 log.flush()
+            if self.warm:
+                zygote = Zygote.shared()
+                spawn = {"log": str(self.log_path), "env": self.env, "cwd": str(self.cwd)}
+                self._process = ForkedProcess(zygote, zygote.ask({"spawn": spawn}))
+                self.starts += 1
+                return
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -349,8 +433,10 @@ class BridgeProcess:
         await asyncio.wait_for(self._process.wait(), timeout=15)
 
 
-async def spawn_bridge(fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> BridgeProcess:
+async def spawn_bridge(
+    fakes: Fakes, db_path: Path, log_path: Path, *, warm: bool = True, **extra: str
+) -> BridgeProcess:
     """Start `python -m bot` on a fresh port (without waiting for it)."""
-    child = BridgeProcess(fakes, db_path, log_path, **extra)
+    child = BridgeProcess(fakes, db_path, log_path, warm=warm, **extra)
     await child.spawn()
     return child

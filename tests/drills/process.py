@@ -1,14 +1,13 @@
-"""Bridges forked from a zygote that has imported the bridge already (fast kill -9 loops)."""
+"""Bridges forked from the shared zygote on one database and port (fast kill -9 loops)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
-from tests.harness import ROOT, Fakes, bridge_env, free_port, wait_listening
+from tests.harness import ROOT, Fakes, ForkedProcess, Zygote, bridge_env, free_port, wait_listening
 
 
 class ForkedBridges:
@@ -16,60 +15,47 @@ class ForkedBridges:
 
     def __init__(self, fakes: Fakes, db_path: Path, log_path: Path, **extra: str) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **bridge_env(fakes, db_path, self.port, **extra)}
-        self.env["PYTHONPATH"] = str(ROOT)
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            **bridge_env(fakes, db_path, self.port, **extra),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.cwd = db_path.parent
         self.log_path = log_path
-        self.zygote: asyncio.subprocess.Process | None = None
-        self.pid: int | None = None
+        self.child: ForkedProcess | None = None
 
     @property
     def url(self) -> str:
         """The listener's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def _ask(self, line: str) -> int:
-        assert self.zygote is not None and self.zygote.stdin and self.zygote.stdout
-        self.zygote.stdin.write(f"{line}\n".encode())
-        await self.zygote.stdin.drain()
-        return int((await self.zygote.stdout.readline()).decode())
+    @property
+    def pid(self) -> int | None:
+        """The running bridge's pid."""
+        return self.child.pid if self.child is not None else None
 
     async def spawn(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """Fork a bridge and wait until its listener answers."""
-        if self.zygote is None:
-            self.zygote = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tests.drills.zygote",
-                cwd=ROOT,
-                env=self.env,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-        self.pid = await self._ask(f"spawn {self.log_path}")
+        zygote = Zygote.shared()
+        spawn = {"log": str(self.log_path), "env": self.env, "cwd": str(self.cwd)}
+        self.child = ForkedProcess(zygote, zygote.ask({"spawn": spawn}))
         await wait_listening(self.url, timeout)
+
+    async def _stop(self, sig: int, timeout: float) -> int:  # noqa: ASYNC109
+        assert self.child is not None
+        child, self.child = self.child, None
+        child.send_signal(sig)
+        return await asyncio.wait_for(child.wait(), timeout)
 
     async def kill9(self) -> int:
         """SIGKILL the running bridge; returns its exit status."""
-        assert self.pid is not None
-        os.kill(self.pid, signal.SIGKILL)
-        status = await self._ask(f"wait {self.pid}")
-        self.pid = None
-        return status
+        return await self._stop(signal.SIGKILL, 15)
 
     async def terminate(self) -> int:
         """SIGTERM the running bridge; returns its exit status."""
-        assert self.pid is not None
-        os.kill(self.pid, signal.SIGTERM)
-        status = await asyncio.wait_for(self._ask(f"wait {self.pid}"), 30)
-        self.pid = None
-        return status
+        return await self._stop(signal.SIGTERM, 30)
 
     async def close(self) -> None:
-        """Kill whatever still runs and stop the zygote."""
-        if self.pid is not None:
+        """Kill whatever still runs."""
+        if self.child is not None:
             await self.kill9()
-        if self.zygote is not None:
-            assert self.zygote.stdin is not None
-            self.zygote.stdin.close()
-            await self.zygote.wait()
-            self.zygote = None

@@ -46,9 +46,9 @@ async def spawn(fakes: Fakes, tmp_path: Path) -> AsyncIterator[Any]:
     """Start `python -m bot` children on one database; every one is killed at teardown."""
     children: list[BridgeProcess] = []
 
-    async def start(**extra: str) -> BridgeProcess:
+    async def start(warm: bool = True, **extra: str) -> BridgeProcess:
         log = tmp_path / f"bridge-{len(children)}.log"
-        child = await spawn_bridge(fakes, tmp_path / "bridge.sqlite3", log, **extra)
+        child = await spawn_bridge(fakes, tmp_path / "bridge.sqlite3", log, warm=warm, **extra)
         children.append(child)
         return child
 
@@ -232,7 +232,8 @@ async def test_sigterm_as_soon_as_a_restart_listens_exits_0(fakes: Fakes, spawn:
     await first.wait_healthy()
     assert await first.stop_with(signal.SIGTERM) == 0
 
-    second = await spawn()  # a stored scope: it listens before aiogram is even imported
+    # A stored scope: it listens before aiogram is even imported (a cold start, as in life).
+    second = await spawn(warm=False)
     await second.wait_health(lambda status, body: True, what="the early listener")
     code = await second.stop_with(signal.SIGTERM, STOP_WITHIN_SECONDS)
     assert code == 0, second.log()
@@ -336,7 +337,7 @@ async def test_two_quick_signals_still_exit_0(fakes: Fakes, spawn: Any, stage: s
         assert await first.stop_with(signal.SIGTERM) == 0
     else:
         fakes.amojo.set_down(503)
-    child = await spawn()
+    child = await spawn(warm=stage != "restart-listening")  # cold: signals while importing
     await child.wait_health(lambda status, body: True, what="the listener")
     child.process.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.02)

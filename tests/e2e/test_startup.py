@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ async def run_until_exit(child: BridgeProcess) -> tuple[int, str]:
     ],
 )
 async def test_refused_connect_stops_with_exit_code_2(
-    fakes: Fakes, tmp_path: Path, extra: dict[str, str], named: str, status: str
+    fakes: Fakes, tmp_path: Path, extra: dict[str, Any], named: str, status: str
 ) -> None:
     child = await spawn_bridge(fakes, tmp_path / "bridge.sqlite3", tmp_path / "bridge.log", **extra)
     code, log = await run_until_exit(child)
