@@ -14,6 +14,7 @@ from storage.repository import (
     RecoveryTarget,
     Repository,
     StorageError,
+    StorageUnavailable,
     open_repository,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "RecoveryTarget",
     "Repository",
     "StorageError",
+    "StorageUnavailable",
     "open_repository",
 ]

@@ -21,6 +21,8 @@ import aiosqlite
 from storage.migrations import MIGRATIONS
 
 StorageError = sqlite3.Error
+# The database as a whole refuses (locked, full, read-only, gone), not one statement's data.
+StorageUnavailable = sqlite3.OperationalError
 logger = logging.getLogger(__name__)
 
 

@@ -31,3 +31,8 @@ async def bridges(fakes: Fakes, tmp_path: Path) -> AsyncIterator[BridgeFactory]:
 async def bridge(bridges: BridgeFactory) -> RunningBridge:
     """One running bridge with default settings."""
     return await bridges.start()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The drills first: the longest tests start at once, beside everything else (xdist)."""
+    items.sort(key=lambda item: 0 if "/drills/" in str(item.path) else 1)

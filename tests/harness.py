@@ -202,11 +202,12 @@ class BridgeFactory:
         return Settings(_env_file=None, **env)
 
     async def start(
-        self, *, backoff: Backoff = FAST_BACKOFF, pace: Pace | None = None, **extra: Any
+        self, *, backoff: Backoff = FAST_BACKOFF, pace: Pace = FAST_PACE, **extra: Any
     ) -> RunningBridge:
         """Create, connect and start polling; returns once the listener serves.
 
-        `pace`: how fast it sends to Telegram (None: Telegram's real limits).
+        `pace`: how fast it sends to Telegram. Tests about what is sent need not wait out
+        Telegram's limits; the tests about pacing pass `Pace()`, the real ones.
         """
         port = free_port()
         bridge = await create_bridge(self.settings(port, **extra), backoff=backoff, pace=pace)

@@ -18,7 +18,7 @@ from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic
 from bot.limits import HOOK_BODY_TIMEOUT_SECONDS as BODY_TIMEOUT
 from bot.metrics import Metrics
-from storage import NewJob, Repository
+from storage import NewJob, Repository, StorageUnavailable
 
 if TYPE_CHECKING:
     from bot.amocrm.channel import Channel
@@ -198,6 +198,12 @@ class HookReceiver:
                 batch, self._pending = self._pending, []
                 try:
                     await self._store_batch(batch)
+                except StorageUnavailable as exc:
+                    # The database itself refuses (locked, full, read-only): every hook of the
+                    # batch would wait for it again; amojo waits 5 s at most for an answer.
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
                 except Exception:
                     # One hook that cannot be stored must not take the rest of its batch along.
                     logger.warning("a batch of %d hooks failed; storing one by one", len(batch))

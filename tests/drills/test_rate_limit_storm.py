@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bot.jobs.throttle import Pace
 from bot.limits import (
     AMOCRM_RATE_PER_SECOND,
     TELEGRAM_GLOBAL_RATE,
@@ -70,7 +71,7 @@ async def test_rate_limit_storm_delivers_everything_within_the_limits(
     fakes: Fakes, bridges: BridgeFactory
 ) -> None:
     started = time.monotonic()
-    running = await bridges.start(OPERATOR_IDS=str(OPERATOR))
+    running = await bridges.start(OPERATOR_IDS=str(OPERATOR), pace=Pace())  # Telegram's limits
     for chat in CHATS:
         fakes.telegram.push_update(private_message_update(chat, 1, text="hello"))
     await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == len(CHATS), what="hellos")

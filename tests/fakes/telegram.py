@@ -1034,7 +1034,7 @@ class FakeTelegram(FakeServer):
         self.sent[(chat_id, message_id)] = message
         self.known_messages.add((chat_id, message_id))
         # What a newer Bot API adds to a sent message (a field this aiogram cannot read).
-        return {**message, **self.newer_fields}
+        return {**message, **self.newer_fields} if self.newer_fields else message
 
     def _common_fields(self, params: dict[str, Any], chat_id: int | str) -> dict[str, Any]:
         fields: dict[str, Any] = {}
