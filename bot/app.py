@@ -57,10 +57,11 @@ from bot.jobs.queues import (
 )
 from bot.jobs.throttle import HookTraffic, Pace, TelegramThrottle
 from bot.jobs.worker import Backoff, GiveUp, JobKind, RetryLater, Worker
-from bot.manager.delivery import DeliveryStatusReporter, ManagerMessageDelivery
+from bot.manager.delivery import ManagerMessageDelivery
 from bot.manager.media import MediaPolicy
 from bot.manager.reconcile import Reconciler
 from bot.manager.recovery import HistoryRecovery
+from bot.manager.statuses import DeliveryStatusReporter
 from bot.manager.typing_indicator import TypingIndicator, TypingRunner
 from bot.metrics import Metrics
 from bot.middlewares import (

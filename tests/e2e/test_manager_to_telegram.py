@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 import bot.manager.delivery
+import bot.manager.spool
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
 from bot.ids import primary_chat
 from storage import JobState
@@ -482,7 +483,7 @@ async def test_media_from_inside_the_network_is_never_fetched(
 async def test_a_media_download_that_drips_forever_is_cut_off(
     fakes: Fakes, bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bot.manager.delivery, "MEDIA_DOWNLOAD_DEADLINE_SECONDS", 0.5)
+    monkeypatch.setattr(bot.manager.spool, "MEDIA_DOWNLOAD_DEADLINE_SECONDS", 0.5)
     url = fakes.amojo.add_dripping_media("slow.pdf", "application/pdf", byte_every=0.05)
     await customer_says(fakes, 618, 1)
     await post(fakes, bridge, fakes.amojo.message_hook("tg-618", msg_type="file", media=url))

@@ -8,7 +8,7 @@ import zlib
 import httpx
 import pytest
 
-from bot.manager.delivery import UnknownEncoding, bounded_body
+from bot.manager.spool import UnknownEncoding, bounded_body
 
 PIECE = 256 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.manager.delivery import MediaSpool
+from bot.manager.spool import MediaSpool
 
 
 def test_a_running_bridges_folder_is_left_alone_and_an_abandoned_one_removed(
