@@ -3,7 +3,7 @@ import signal
 import sys
 from types import FrameType
 
-from bot.settings import SettingsError, load_settings
+from bot.common.settings import SettingsError, load_settings
 
 _signals: list[int] = []
 

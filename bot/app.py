@@ -28,7 +28,6 @@ from aiogram.methods.base import Response
 from aiogram.types import File, Message, Update, User
 from aiolimiter import AsyncLimiter
 
-from bot import ids
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel, ServiceDown, connect_with_retry
 from bot.amocrm.crm import CrmClient, CrmError, build_crm_client
@@ -41,10 +40,22 @@ from bot.amocrm.sources import (
     ensure_sources,
     merge_source_ids,
 )
-from bot.bots import Bots
+from bot.chat.notices import NoticeSender
+from bot.chat.reactions import CustomerReactions, ReactionSender
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.metrics import Metrics
+from bot.common.settings import Settings, StartupError
 from bot.customer.business import BusinessAccounts
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
+from bot.customer.middlewares import (
+    CommitIntakeBeforeGetUpdates,
+    DurableIntakeMiddleware,
+    StopRevokedPolling,
+    TelegramCallMetrics,
+    telegram_host,
+)
 from bot.customer.sender import CustomerMessageSender
 from bot.customer.updates import UpdateReadingSession
 from bot.jobs.pruner import Pruner
@@ -57,26 +68,15 @@ from bot.jobs.queues import (
 )
 from bot.jobs.throttle import HookTraffic, Pace, TelegramThrottle
 from bot.jobs.worker import Backoff, GiveUp, JobKind, RetryLater, Worker
+from bot.listener.routes import Listener
 from bot.manager.delivery import ManagerMessageDelivery
 from bot.manager.media import MediaPolicy
 from bot.manager.reconcile import Reconciler
 from bot.manager.recovery import HistoryRecovery
 from bot.manager.statuses import DeliveryStatusReporter
 from bot.manager.typing_indicator import TypingIndicator, TypingRunner
-from bot.metrics import Metrics
-from bot.middlewares import (
-    CommitIntakeBeforeGetUpdates,
-    DurableIntakeMiddleware,
-    StopRevokedPolling,
-    TelegramCallMetrics,
-    telegram_host,
-)
-from bot.notices import NoticeSender
-from bot.reactions import CustomerReactions, ReactionSender
-from bot.settings import Settings, StartupError
 from bot.staff.dead_letters import DeadLetterDesk
 from bot.staff.desk import StaffDesk, publish_operator_menu
-from bot.web import Listener
 from handlers import build_routers
 from storage import ChatKey, Repository, StorageError, open_repository
 

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 from bot.amocrm.channel import stored_channel
+from bot.common.metrics import Metrics
+from bot.common.settings import Settings, StartupError
 from bot.jobs.throttle import HookTraffic
-from bot.metrics import Metrics
-from bot.settings import Settings, StartupError
-from bot.web import Listener
+from bot.listener.routes import Listener
 from storage import Repository, StorageError, open_repository
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from aiogram.types import (
     Update,
 )
 
+from bot.common.texts import text
 from bot.customer.intake import Intake, is_own_contact
-from bot.texts import text
 from handlers.filters import HasContact, PrivateChat
 
 router = Router(name=__name__)

@@ -6,8 +6,8 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.bots import Bots
-from bot.notices import answer_later
+from bot.chat.notices import answer_later
+from bot.common.bots import Bots
 from bot.staff.dead_letters import Caller, DeadLetterDesk
 from handlers.filters import OwnNewMessage, PrivateChat
 from handlers.operator import IsOperator

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.types import ChatMemberUpdated
 
-from bot.bots import Bots
+from bot.common.bots import Bots
 from handlers.filters import PrivateChat
 from storage import Repository
 

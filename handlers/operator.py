@@ -8,12 +8,12 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
-from bot.bots import Bots
-from bot.notices import answer_later
-from bot.settings import Settings
+from bot.chat.notices import answer_later
+from bot.common.bots import Bots
+from bot.common.settings import Settings
+from bot.common.texts import staff_language, text
 from bot.staff.commands import is_unknown_command
 from bot.staff.desk import QUEUED_COMMANDS, Invocation, StaffDesk, staff_job
-from bot.texts import staff_language, text
 from handlers.filters import OwnNewMessage, PrivateChat
 from storage import Repository
 

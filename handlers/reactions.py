@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.types import MessageReactionUpdated, Update
 
-from bot.reactions import CustomerReactions
+from bot.chat.reactions import CustomerReactions
 from handlers.filters import PrivateChat
 
 router = Router(name=__name__)

@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 
 from bot.app import Bridge, create_bridge
+from bot.common.settings import Settings
 from bot.jobs.throttle import Pace
 from bot.jobs.worker import Backoff
-from bot.settings import Settings
 from storage.migrations import MIGRATIONS
 from tests.fakes.amojo import FakeAmojo
 from tests.fakes.crm import FakeCrm

@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.limits import (
+from bot.common.limits import (
     AMOJO_CLOCK_OFFSET_MAX_SECONDS,
     AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS,
     AMOJO_CLOCK_SKEW_UNDO_SECONDS,
     AMOJO_REFUSAL_GIVE_UP_SECONDS,
     AMOJO_REQUEST_TIMEOUT_SECONDS,
 )
-from bot.metrics import Metrics, observed_call
+from bot.common.metrics import Metrics, observed_call
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import httpx
 
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.crm import CrmAuthError, CrmClient, CrmError, CrmUnreadable
-from bot.health import AMOCRM, AMOJO, describe_exception
-from bot.settings import Settings, StartupError
+from bot.common.health import AMOCRM, AMOJO, describe_exception
+from bot.common.settings import Settings, StartupError
 from storage import Repository
 
 logger = logging.getLogger(__name__)

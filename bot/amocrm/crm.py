@@ -14,14 +14,14 @@ from typing import Any, Protocol
 import httpx
 from aiolimiter import AsyncLimiter
 
-from bot.limits import (
+from bot.common.limits import (
     AMOCRM_PACED_RATE_PER_SECOND,
     AMOCRM_RATE_LIMIT_MAX_WAIT_SECONDS,
     AMOCRM_RATE_LIMIT_RETRIES,
     AMOCRM_TOKEN_REFRESH_MARGIN_SECONDS,
 )
-from bot.metrics import Metrics, observed_call
-from bot.settings import Settings
+from bot.common.metrics import Metrics, observed_call
+from bot.common.settings import Settings
 from storage import Repository
 from storage.crm import TokenPair, load_token_pair, save_token_pair
 

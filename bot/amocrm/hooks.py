@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import ids
 from bot.amocrm.amojo import verify_hook_signature
 from bot.amocrm.hook_model import MessageHook, UnusableHook
+from bot.common import ids
+from bot.common.limits import HOOK_BODY_TIMEOUT_SECONDS as BODY_TIMEOUT
+from bot.common.metrics import Metrics
 from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic
-from bot.limits import HOOK_BODY_TIMEOUT_SECONDS as BODY_TIMEOUT
-from bot.metrics import Metrics
 from storage import NewJob, Repository, StorageUnavailable
 
 if TYPE_CHECKING:

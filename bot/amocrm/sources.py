@@ -17,11 +17,11 @@ import httpx
 
 from bot.amocrm.channel import ServiceDown
 from bot.amocrm.crm import CrmClient, CrmError
-from bot.health import AMOCRM, describe_exception
-from bot.ids import account_source_external_id
+from bot.common.health import AMOCRM, describe_exception
+from bot.common.ids import account_source_external_id
+from bot.common.settings import StartupError
 from bot.jobs.queues import STAFF_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind, RetryLater
-from bot.settings import StartupError
 from storage import Job, NewJob, Repository
 from storage.repository import Transaction
 

@@ -25,14 +25,14 @@ from aiogram.exceptions import (
 from aiogram.types import BusinessConnection as TelegramConnection
 from aiogram.types import BusinessMessagesDeleted, CallbackQuery, Message
 
-from bot import ids
 from bot.amocrm.sources import KV_SOURCES, SourceBook, account_source_job, refused_key
-from bot.bots import Bots
+from bot.chat.notices import notice_job
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.ids import account_source_external_id
+from bot.common.texts import Language, staff_language, text
 from bot.customer import mapping
 from bot.customer.intake import Intake
-from bot.ids import account_source_external_id
-from bot.notices import notice_job
-from bot.texts import Language, staff_language, text
 from storage import BusinessConnection, ChatKey, Repository
 
 logger = logging.getLogger(__name__)

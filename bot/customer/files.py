@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from bot.limits import FILE_LINK_TTL_SECONDS
+from bot.common.limits import FILE_LINK_TTL_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

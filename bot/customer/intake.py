@@ -10,13 +10,13 @@ from typing import Any
 
 from aiogram.types import CallbackQuery, Contact, Message
 
-from bot import ids
-from bot.bots import Bots
+from bot.chat.notices import Markup, callback_answer_job, notice_job
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.phones import mask_phone, normalise_phone
+from bot.common.texts import Language, text
 from bot.customer import mapping
 from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE
-from bot.notices import Markup, callback_answer_job, notice_job
-from bot.phones import mask_phone, normalise_phone
-from bot.texts import Language, text
 from storage import ChatKey, CustomerProfile, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from typing import Any
 
 from aiogram.types import Message, User
 
-from bot import ids, texts
+from bot.common import ids, texts
+from bot.common.limits import TELEGRAM_DOWNLOAD_LIMIT
+from bot.common.texts import Language
 from bot.customer.updates import dropped_fields
-from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
-from bot.texts import Language
 from storage import ChatKey
 
 # Message fields that are its content: dropping one leaves a stand-in, not a note.

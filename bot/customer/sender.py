@@ -6,9 +6,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
+from bot.common import ids
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE
 from bot.jobs.queues import KIND_OWNER_MESSAGE

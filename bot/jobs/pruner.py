@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 
-from bot.limits import DEDUP_KEY_EXTRA_DAYS, PRUNE_INTERVAL_SECONDS
+from bot.common.limits import DEDUP_KEY_EXTRA_DAYS, PRUNE_INTERVAL_SECONDS
 from storage import Repository, StorageError
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
-from bot.limits import TELEGRAM_PER_CHAT_BURST, TELEGRAM_PER_CHAT_INTERVAL, TELEGRAM_SEND_RATE
+from bot.common.limits import (
+    TELEGRAM_PER_CHAT_BURST,
+    TELEGRAM_PER_CHAT_INTERVAL,
+    TELEGRAM_SEND_RATE,
+)
 from storage import ChatKey
 
 _PRUNE_ABOVE = 10_000

@@ -20,8 +20,12 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
-from bot.limits import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, TELEGRAM_UNAUTHORIZED_RETRY_SECONDS
-from bot.metrics import Metrics
+from bot.common.limits import (
+    RETRY_BASE_SECONDS,
+    RETRY_MAX_SECONDS,
+    TELEGRAM_UNAUTHORIZED_RETRY_SECONDS,
+)
+from bot.common.metrics import Metrics
 from storage import Job, NewJob, Repository, StorageError
 from storage.repository import Transaction
 

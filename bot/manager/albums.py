@@ -25,15 +25,16 @@ from aiogram.types import (
 
 from bot.amocrm.hook_model import UnusableHook
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_TYPING
-from bot.bots import Bots
-from bot.jobs.throttle import TelegramThrottle
-from bot.jobs.worker import Done, RetryLater
-from bot.limits import (
+from bot.common.bots import Bots
+from bot.common.limits import (
     ALBUM_MAX_WAIT_SECONDS,
     ALBUM_QUIET_SECONDS,
     MEDIA_CONCURRENCY,
     TELEGRAM_ALBUM_MAX,
 )
+from bot.common.texts import Phrase, phrase
+from bot.jobs.throttle import TelegramThrottle
+from bot.jobs.worker import Done, RetryLater
 from bot.manager.mapping import ManagerMessage, plan_parts
 from bot.manager.media import (
     MediaRefused,
@@ -42,7 +43,6 @@ from bot.manager.recipients import Recipient, _cache_key, _hook_of, _record_conv
 from bot.manager.spool import _discard, sent_file_id
 from bot.manager.statuses import DELIVERED, ERROR_NO_CONVERSATION, Undeliverable, status_job
 from bot.manager.typing_indicator import TypingIndicator
-from bot.texts import Phrase, phrase
 from storage import ChatKey, Customer, Job, MessageLink, NewJob, Repository
 from storage.repository import Transaction
 

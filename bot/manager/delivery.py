@@ -22,18 +22,20 @@ from aiogram.types import (
     ReplyParameters,
 )
 
-from bot import ids
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
-from bot.bots import Bots
-from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE, RECOVERY_QUEUE
-from bot.jobs.throttle import TelegramThrottle
-from bot.jobs.worker import Done, JobKind, RetryLater
-from bot.limits import (
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.limits import (
     AMOJO_MEDIA_TIMEOUT_SECONDS,
     DELIVERY_GIVE_UP_SECONDS,
     MEDIA_CONCURRENCY,
     RECONCILE_HOLD_SECONDS,
 )
+from bot.common.metrics import Metrics
+from bot.common.texts import Language, Phrase, phrase
+from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE, RECOVERY_QUEUE
+from bot.jobs.throttle import TelegramThrottle
+from bot.jobs.worker import Done, JobKind, RetryLater
 from bot.manager.albums import AlbumDelivery, album_class
 from bot.manager.gaps import GAPS_LANE
 from bot.manager.mapping import Keyboard, ManagerMessage, Part, keyboard_for, plan_parts
@@ -64,8 +66,6 @@ from bot.manager.statuses import (
     status_job,
 )
 from bot.manager.typing_indicator import TypingIndicator
-from bot.metrics import Metrics
-from bot.texts import Language, Phrase, phrase
 from storage import ChatKey, Job, MessageLink, NewJob, Repository
 from storage.repository import Transaction
 

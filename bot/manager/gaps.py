@@ -13,8 +13,8 @@ import contextlib
 import logging
 import time
 
+from bot.common.metrics import Metrics
 from bot.jobs.queues import RECOVERY_QUEUE
-from bot.metrics import Metrics
 from storage import NewJob, Repository, StorageError
 
 logger = logging.getLogger(__name__)

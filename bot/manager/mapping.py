@@ -12,11 +12,11 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
 )
 
-from bot import ids
 from bot.amocrm.hook_model import MessageHook
-from bot.limits import TELEGRAM_CAPTION_LIMIT
-from bot.telegram_text import split_text, utf16_length, well_formed
-from bot.texts import Language, text
+from bot.common import ids
+from bot.common.limits import TELEGRAM_CAPTION_LIMIT
+from bot.common.telegram_text import split_text, utf16_length, well_formed
+from bot.common.texts import Language, text
 
 Keyboard = InlineKeyboardMarkup | ReplyKeyboardMarkup
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from bot.texts import Phrase, phrase
+from bot.common.texts import Phrase, phrase
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 MAX_REDIRECTS = 5

@@ -10,11 +10,13 @@ from typing import Any
 
 from aiogram import Bot
 
-from bot import ids
-from bot.bots import Bots
-from bot.limits import (
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.limits import (
     BUSINESS_REPLY_WINDOW_SECONDS,
 )
+from bot.common.phones import mask_phone, normalise_phone
+from bot.common.texts import Language, language_of, phrase
 from bot.manager.mapping import ManagerMessage
 from bot.manager.statuses import (
     ERROR_BLOCKED,
@@ -24,8 +26,6 @@ from bot.manager.statuses import (
     Undeliverable,
     window_closed_reason,
 )
-from bot.phones import mask_phone, normalise_phone
-from bot.texts import Language, language_of, phrase
 from storage import ChatKey, Customer, Job, Repository
 from storage.repository import Transaction
 

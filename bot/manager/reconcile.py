@@ -28,11 +28,11 @@ import httpx
 from aiolimiter import AsyncLimiter
 
 from bot.amocrm.crm import ChatMessageEvent, CrmClient, CrmError
-from bot.health import describe_exception
+from bot.common.health import describe_exception
+from bot.common.metrics import Metrics
 from bot.jobs.worker import RetryLater
 from bot.manager.gaps import GAP_MARGIN_SECONDS, recovery_job, report_gap
 from bot.manager.recovery import wanted_job
-from bot.metrics import Metrics
 from storage import NewJob, Repository, StorageError
 
 logger = logging.getLogger(__name__)

@@ -21,16 +21,16 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 
-from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
 from bot.amocrm.hook_model import MessageHook, UnusableHook
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, HookRejected, hook_job
+from bot.common import ids
+from bot.common.limits import AMOJO_HISTORY_PAGE_LIMIT, RECOVERY_MAX_PAGES
+from bot.common.metrics import Metrics
 from bot.jobs.queues import RECOVERY_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind, RetryLater
-from bot.limits import AMOJO_HISTORY_PAGE_LIMIT, RECOVERY_MAX_PAGES
 from bot.manager.gaps import GAP_MARGIN_SECONDS, KIND_RECOVER_GAP
-from bot.metrics import Metrics
 from storage import ChatKey, Gap, Job, NewJob, Repository
 from storage.repository import Transaction
 

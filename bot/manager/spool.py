@@ -20,13 +20,14 @@ from aiogram.types import (
     Message,
 )
 
-from bot.jobs.worker import RetryLater
-from bot.limits import (
+from bot.common.limits import (
     MEDIA_CHUNK_BYTES,
     MEDIA_DOWNLOAD_DEADLINE_SECONDS,
     TELEGRAM_PHOTO_UPLOAD_LIMIT,
     TELEGRAM_UPLOAD_LIMIT,
 )
+from bot.common.texts import phrase
+from bot.jobs.worker import RetryLater
 from bot.manager.mapping import ManagerMessage
 from bot.manager.media import (
     MAX_REDIRECTS,
@@ -35,7 +36,6 @@ from bot.manager.media import (
     MediaRefused,
     MediaUnresolved,
 )
-from bot.texts import phrase
 
 logger = logging.getLogger(__name__)
 

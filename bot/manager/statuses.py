@@ -8,12 +8,12 @@ import time
 
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.channel import Channel
-from bot.jobs.queues import AMOJO_QUEUE
-from bot.jobs.worker import Done, JobKind
-from bot.limits import (
+from bot.common.limits import (
     AMOJO_DELIVERY_ERROR_MAX_CHARS,
 )
-from bot.texts import Phrase, phrase
+from bot.common.texts import Phrase, phrase
+from bot.jobs.queues import AMOJO_QUEUE
+from bot.jobs.worker import Done, JobKind
 from storage import Job, NewJob
 
 logger = logging.getLogger(__name__)

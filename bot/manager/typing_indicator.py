@@ -12,15 +12,15 @@ from typing import Any
 from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 
-from bot import ids
 from bot.amocrm.hooks import KIND_AMO_TYPING
-from bot.bots import Bots
-from bot.jobs.worker import Done, JobKind
-from bot.limits import (
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.limits import (
     TELEGRAM_CHAT_ACTION_SECONDS,
     TELEGRAM_TYPING_MAX_SECONDS,
     TELEGRAM_TYPING_REPEAT_SECONDS,
 )
+from bot.jobs.worker import Done, JobKind
 from storage import ChatKey, Job, Repository
 
 logger = logging.getLogger(__name__)

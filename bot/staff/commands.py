@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from bot.amocrm.crm import CallAttachment, Talk
-from bot.phones import MIN_PHONE_DIGITS, normalise_phone, phone_digits
-from bot.texts import TEXTS, Language, Phrase, phrase, text
+from bot.common.phones import MIN_PHONE_DIGITS, normalise_phone, phone_digits
+from bot.common.texts import TEXTS, Language, Phrase, phrase, text
 
 TALK_USAGE = "staff.usage.talk"
 CLOSE_USAGE = "staff.usage.close"

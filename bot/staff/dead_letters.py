@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import ids
-from bot.bots import Bots
-from bot.metrics import Metrics
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.metrics import Metrics
+from bot.common.texts import Language, staff_language, text
 from bot.staff.commands import format_age
-from bot.texts import Language, staff_language, text
 from storage import Job, JobState, Repository
 from storage.crm import AuditEntry, record_audit
 

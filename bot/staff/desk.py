@@ -12,16 +12,16 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, BotCommandScopeChat
 
-from bot import ids
 from bot.amocrm.crm import CrmClient, CrmError, NewCall
-from bot.bots import Bots
+from bot.chat.notices import answer_jobs
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.settings import Settings
+from bot.common.texts import TEXTS, Language, staff_language, text
 from bot.jobs.queues import STAFF_QUEUE
 from bot.jobs.worker import Done, JobKind
-from bot.notices import answer_jobs
-from bot.settings import Settings
 from bot.staff import commands
 from bot.staff.commands import UsageError, format_age
-from bot.texts import TEXTS, Language, staff_language, text
 from storage import BusinessConnection, ChatKey, Gap, Job, NewJob, Repository
 from storage.crm import AuditEntry, record_audit
 from storage.repository import Transaction

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bot.amocrm.amojo import hook_signature
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import HookReceiver
-from bot.metrics import Metrics
+from bot.common.metrics import Metrics
 from storage import open_repository
 
 SECRET = "fuzz-secret"

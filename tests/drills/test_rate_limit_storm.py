@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.jobs.throttle import Pace
-from bot.limits import (
+from bot.common.limits import (
     AMOCRM_RATE_PER_SECOND,
     TELEGRAM_GLOBAL_RATE,
     TELEGRAM_PER_CHAT_BURST,
     TELEGRAM_PER_CHAT_INTERVAL,
 )
+from bot.jobs.throttle import Pace
 from tests.drills.traffic import TwoWayTraffic
 from tests.fakes.factories import private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes

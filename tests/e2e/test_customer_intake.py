@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from bot.ids import primary_chat
-from bot.texts import text
+from bot.common.ids import primary_chat
+from bot.common.texts import text
 from storage import JobState
 from tests.fakes.factories import (
     make_contact,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.common.ids import primary_chat
 from bot.customer.intake import KIND_NEW_MESSAGE
-from bot.ids import primary_chat
 from storage import JobState
 from tests.fakes.factories import private_message_update
 from tests.harness import BridgeFactory, BridgeProcess, Fakes, spawn_bridge, wait_until

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
-from bot.ids import primary_chat
+from bot.common.ids import primary_chat
 from bot.launch import QUIET_LOGGERS
 from storage import JobState
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
@@ -350,9 +350,9 @@ async def _closed(reader: asyncio.StreamReader) -> bool:
 async def test_a_slow_head_is_cut_off_after_the_header_timeout(
     fakes: Fakes, bridges: BridgeFactory
 ) -> None:
+    from bot.common.metrics import Metrics  # noqa: PLC0415
     from bot.jobs.throttle import HookTraffic  # noqa: PLC0415
-    from bot.metrics import Metrics  # noqa: PLC0415
-    from bot.web import Listener  # noqa: PLC0415
+    from bot.listener.routes import Listener  # noqa: PLC0415
     from storage import open_repository  # noqa: PLC0415
     from tests.harness import free_port  # noqa: PLC0415
 

@@ -300,7 +300,7 @@ async def test_an_unexpected_error_exits_1_instead_of_hanging(fakes: Fakes, tmp_
     script = (
         "import asyncio, os, sys\n"
         "from bot.launch import main\n"
-        "from bot.settings import load_settings\n"
+        "from bot.common.settings import load_settings\n"
         "settings = load_settings(_env_file=None)\n"
         "object.__setattr__(settings, 'TELEGRAM_BOT_TOKEN', "
         "type(settings.TELEGRAM_BOT_TOKEN)('123456:with space'))\n"

@@ -12,7 +12,7 @@ import pytest
 
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import HookNotStored, HookReceiver
-from bot.metrics import Metrics
+from bot.common.metrics import Metrics
 from storage import JobState, NewJob, open_repository
 from storage.crm import audit_entries
 from tests.e2e.test_manager_to_telegram import customer_says, share_phone, status_of

@@ -14,7 +14,7 @@ from aiohttp import web
 import bot.manager.delivery
 import bot.manager.spool
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
-from bot.ids import primary_chat
+from bot.common.ids import primary_chat
 from storage import JobState
 from tests.fakes.amojo import AUTO
 from tests.fakes.factories import (

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.amocrm.hooks import KIND_AMO_REACTION
-from bot.reactions import KIND_CUSTOMER_REACTION
+from bot.chat.reactions import KIND_CUSTOMER_REACTION
 from storage import JobState
 from tests.fakes.factories import make_reaction, make_update, private_message_update
 from tests.harness import Fakes, RunningBridge, wait_until
@@ -110,7 +110,7 @@ async def test_customer_reaction_on_manager_message_uses_amo_id(
 async def test_reaction_on_unknown_message_is_logged_and_skipped(
     fakes: Fakes, bridge: RunningBridge, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.reactions")
+    caplog.set_level(logging.WARNING, logger="bot.chat.reactions")
 
     react(fakes, 604, 77, new=["👍"], old=[])
     await customer_message(fakes, 604, 78)
@@ -173,7 +173,7 @@ async def test_manager_unreact_removes_the_reaction(fakes: Fakes, bridge: Runnin
 async def test_manager_reaction_with_unsupported_emoji_is_not_sent(
     fakes: Fakes, bridge: RunningBridge, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.reactions")
+    caplog.set_level(logging.WARNING, logger="bot.chat.reactions")
     stored = await customer_message(fakes, 613, 10)
 
     await amo_hook(
@@ -191,7 +191,7 @@ async def test_manager_reaction_with_unsupported_emoji_is_not_sent(
 async def test_manager_reaction_on_unknown_message_is_logged(
     fakes: Fakes, bridge: RunningBridge, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.reactions")
+    caplog.set_level(logging.WARNING, logger="bot.chat.reactions")
     unknown = "cd05887d-bb16-4e11-b298-40455cc77195"
 
     await amo_hook(fakes, bridge, fakes.amojo.reaction_hook("tg-614", amo_message_id=unknown))

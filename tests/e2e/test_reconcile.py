@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.ids import primary_chat
+from bot.common.ids import primary_chat
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
 from tests.fakes.factories import make_contact, private_message_update
 from tests.harness import (

@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.ids import primary_chat
-from bot.settings import StartupError
+from bot.common.ids import primary_chat
+from bot.common.settings import StartupError
 from storage import JobState
 from tests.e2e.test_manager_to_telegram import post, status_of
 from tests.fakes.factories import (
@@ -268,7 +268,7 @@ async def test_a_bot_whose_token_works_again_is_polled_again(
     second: FakeTelegram,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("bot.middlewares.REVOKED_PROBE_SECONDS", 0.2)
+    monkeypatch.setattr("bot.customer.middlewares.REVOKED_PROBE_SECONDS", 0.2)
     running = await two_bots(bridges)
     second.revoke()
     await wait_health(running.url, lambda status, body: not body["bots"][1]["polling"])

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from bot.amocrm.hooks import KIND_AMO_TYPING
-from bot.ids import primary_chat
+from bot.common.ids import primary_chat
 from storage import JobState
 from tests.fakes.factories import private_message_update
 from tests.fakes.telegram import RecordedCall

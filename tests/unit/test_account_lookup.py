@@ -7,7 +7,7 @@ import pytest
 
 from bot.amocrm.channel import ServiceDown, resolve_account_id
 from bot.amocrm.crm import CrmClient, StaticToken
-from bot.settings import Settings, StartupError, load_settings
+from bot.common.settings import Settings, StartupError, load_settings
 
 BASE = "https://acme.amocrm.ru"
 

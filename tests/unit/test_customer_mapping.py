@@ -6,9 +6,9 @@ from typing import Any
 
 from aiogram.types import Message
 
+from bot.common.ids import primary_chat
+from bot.common.limits import TELEGRAM_DOWNLOAD_LIMIT
 from bot.customer.mapping import content_hash, message_content, new_message_payload, reply_reference
-from bot.ids import primary_chat
-from bot.limits import TELEGRAM_DOWNLOAD_LIMIT
 from tests.fakes.factories import (
     make_contact,
     make_document,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.health import AMOCRM, AMOJO, TELEGRAM, Outages
+from bot.common.health import AMOCRM, AMOJO, TELEGRAM, Outages
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import ids
+from bot.common import ids
 from storage import ChatKey
 
 PRIMARY = ChatKey(0, 501)

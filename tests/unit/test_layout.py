@@ -1,9 +1,10 @@
 """The packages form a stack: no import runs back up, and the two directions never meet.
 
-From the bottom: shared leaf modules and storage; the job engine; the amoCRM clients; the
-modules both directions use (notices, reactions); then customer (Telegram → amoCRM), manager
-(amoCRM → Telegram) and staff side by side, which never import one another; aiogram's
-handlers; the composition root (app, launch, web, middlewares) on top.
+From the bottom: the shared leaves (`bot.common`) and storage; the job engine; the amoCRM
+clients; what both directions of a chat share (`bot.chat`); then customer (Telegram → amoCRM),
+manager (amoCRM → Telegram) and staff side by side, which never import one another; aiogram's
+handlers; the listener and the composition root (app, launch) on top. The top of `bot/` holds
+only the composition root and the packages.
 """
 
 from __future__ import annotations
@@ -14,35 +15,36 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = {
-    "bot",
-    "bot.settings",
-    "bot.limits",
-    "bot.ids",
-    "bot.phones",
-    "bot.texts",
-    "bot.health",
-    "bot.metrics",
-    "bot.telegram_text",
-    "bot.bots",
+RANKS = {
+    "common": 0,
+    "jobs": 1,
+    "amocrm": 2,
+    "chat": 3,
+    "customer": 4,
+    "manager": 4,
+    "staff": 4,
+    "handlers": 5,
+    "listener": 6,
+    "top": 7,
 }
-BOTH_DIRECTIONS = {"bot.notices", "bot.reactions"}
-TOP = {"bot.app", "bot.launch", "bot.web", "bot.listener_guard", "bot.middlewares", "bot.__main__"}
-RANKS = {"shared": 0, "jobs": 1, "amocrm": 2, "both": 3, "customer": 4, "manager": 4, "staff": 4}
+COMPOSITION_ROOT = {"bot", "bot.app", "bot.launch", "bot.__main__"}
 
 
 def layer(module: str) -> tuple[str, int]:
     """The layer a module belongs to, and its height in the stack."""
-    if module.startswith("storage") or module in SHARED:
-        return "shared", 0
-    if module in BOTH_DIRECTIONS:
-        return "both", RANKS["both"]
+    if module.startswith("storage"):
+        return "common", 0
     if module.startswith("handlers"):
-        return "handlers", 5
-    if module in TOP:
-        return "top", 6
+        return "handlers", RANKS["handlers"]
+    if module in COMPOSITION_ROOT:
+        return "top", RANKS["top"]
     package = module.split(".")[1]
     return package, RANKS[package]
+
+
+def test_the_top_of_bot_holds_only_the_composition_root_and_packages() -> None:
+    modules_there = {p.stem for p in (ROOT / "bot").glob("*.py")}
+    assert modules_there == {"__init__", "__main__", "app", "launch"}
 
 
 def modules() -> dict[str, Path]:

@@ -14,8 +14,8 @@ from bot.amocrm.hooks import (
     HookRejected,
     hook_job,
 )
+from bot.common.telegram_text import split_text, utf16_length
 from bot.manager.mapping import ManagerMessage, keyboard_for, plan_parts
-from bot.telegram_text import split_text, utf16_length
 from tests.fakes.amojo import FakeAmojo
 from tests.harness import ACCOUNT_ID, CHANNEL_ID, CHANNEL_SECRET
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiogram.types import MessageReactionUpdated
 
-from bot.reactions import (
+from bot.chat.reactions import (
     TELEGRAM_REACTION_EMOJI,
     ReactionChange,
     amo_emoji,

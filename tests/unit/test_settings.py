@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import SettingsError, load_settings
+from bot.common.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.common.limits import DEDUP_KEY_EXTRA_DAYS
 from bot.jobs.pruner import DAY, Pruner
-from bot.limits import DEDUP_KEY_EXTRA_DAYS
 from storage import NewJob, Repository, open_repository
 from tests.harness import database_at
 

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.manager.gaps import REASON_NOT_STORED
-from bot.manager.mapping import TYPE_LABELS
-from bot.staff.commands import CALL_STATUSES, DIRECTIONS
-from bot.staff.desk import MENU_COMMANDS, gap_reason
-from bot.texts import (
+from bot.common.texts import (
     LANGUAGES,
     TEXTS,
     Phrase,
@@ -20,6 +16,10 @@ from bot.texts import (
     staff_language,
     text,
 )
+from bot.manager.gaps import REASON_NOT_STORED
+from bot.manager.mapping import TYPE_LABELS
+from bot.staff.commands import CALL_STATUSES, DIRECTIONS
+from bot.staff.desk import MENU_COMMANDS, gap_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 # `text("key", …)`, `phrase("key", …)`, and the usage keys a UsageError carries.

@@ -9,8 +9,8 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.bots import Bots
-from bot.ids import primary_chat
+from bot.common.bots import Bots
+from bot.common.ids import primary_chat
 from bot.manager.typing_indicator import TypingIndicator
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, wait_until

@@ -11,9 +11,9 @@ import pytest
 
 import bot.jobs.worker as worker_module
 from bot.amocrm.amojo import AmojoError
+from bot.common.limits import AMOJO_REFUSAL_GIVE_UP_SECONDS
+from bot.common.metrics import Metrics
 from bot.jobs.worker import Backoff, Done, GiveUp, JobKind, RetryLater, Worker, classify_failure
-from bot.limits import AMOJO_REFUSAL_GIVE_UP_SECONDS
-from bot.metrics import Metrics
 from storage import Job, JobState, NewJob, Repository, open_repository
 from tests.harness import wait_until
 

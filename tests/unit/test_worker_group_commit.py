@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.common.metrics import Metrics
 from bot.jobs.worker import Backoff, Done, JobKind, Worker
-from bot.metrics import Metrics
 from storage import Job, JobState, NewJob, Repository, open_repository
 from storage.repository import Transaction
 from tests.harness import wait_until

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.amocrm.amojo import AmojoError
+from bot.common.metrics import Metrics
 from bot.jobs.worker import Backoff, Done, JobKind, Worker
-from bot.metrics import Metrics
 from storage import Job, JobState, NewJob, Repository, open_repository
 from tests.harness import wait_until
 

@@ -15,10 +15,12 @@ from aiohttp import ClientError, web
 
 from bot.amocrm.amojo import AmojoClient
 from bot.amocrm.hooks import HookReceiver
+from bot.common.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
+from bot.common.metrics import CONTENT_TYPE, Metrics
+from bot.common.settings import Settings, StartupError
 from bot.customer.files import FileLinks
 from bot.jobs.throttle import HookTraffic
-from bot.limits import AMOJO_CLOCK_SKEW_TOLERANCE_SECONDS, AMOJO_REFUSAL_HEALTH_SECONDS
-from bot.listener_guard import (
+from bot.listener.guard import (
     HEADER_TIMEOUT,
     ConnectionGuard,
     GuardedSite,
@@ -27,14 +29,12 @@ from bot.listener_guard import (
 )
 from bot.manager.gaps import Heartbeat
 from bot.manager.reconcile import ReconcileStatus
-from bot.metrics import CONTENT_TYPE, Metrics
-from bot.settings import Settings, StartupError
 from storage import Repository, StorageError
 from storage.repository import QueueStats
 
 if TYPE_CHECKING:
     from bot.amocrm.channel import Channel
-    from bot.bots import Bots
+    from bot.common.bots import Bots
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.limits import DEDUP_KEY_EXTRA_DAYS
-from bot.texts import Language, account_language
+from bot.common.limits import DEDUP_KEY_EXTRA_DAYS
+from bot.common.texts import Language, account_language
 from storage.crm import token_pair_stored
 
 DEFAULT_DATABASE_PATH = Path("data/bridge.sqlite3")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from aiogram import Bot
 from aiogram.types import Chat
 
-from bot.ids import PRIMARY, account_source_external_id, business_key, source_external_id
-from bot.texts import Phrase
+from bot.common.ids import PRIMARY, account_source_external_id, business_key, source_external_id
+from bot.common.texts import Phrase
 from storage import BusinessConnection, ChatKey
 
 

@@ -10,14 +10,14 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import MessageReactionUpdated, ReactionTypeEmoji
 from aiogram.types.reaction_type_union import ReactionTypeUnion
 
-from bot import ids
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import KIND_AMO_REACTION
-from bot.bots import Bots
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.metrics import Metrics
 from bot.jobs.queues import AMOJO_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind
-from bot.metrics import Metrics
 from storage import ChatKey, Job, MessageLink, NewJob, Repository
 
 logger = logging.getLogger(__name__)

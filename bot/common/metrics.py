@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bot.health import AMOCRM, AMOJO, Outages, describe_exception
+from bot.common.health import AMOCRM, AMOJO, Outages, describe_exception
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -28,11 +28,11 @@ from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject, Update
 from aiogram.types.update import UpdateTypeLookupError
 
-from bot.bots import Bots
+from bot.common.bots import Bots
+from bot.common.health import TELEGRAM, describe_exception
+from bot.common.metrics import Metrics
+from bot.common.texts import phrase
 from bot.customer.intake import Intake
-from bot.health import TELEGRAM, describe_exception
-from bot.metrics import Metrics
-from bot.texts import phrase
 from storage import StorageError
 
 logger = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from typing import Any
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
-from bot import ids
-from bot.bots import Bots
+from bot.common import ids
+from bot.common.bots import Bots
+from bot.common.telegram_text import split_text
 from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import TelegramThrottle
 from bot.jobs.worker import Done, GiveUp, JobKind
-from bot.telegram_text import split_text
 from storage import ChatKey, Job, NewJob, Repository
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.limits import TELEGRAM_TEXT_LIMIT
+from bot.common.limits import TELEGRAM_TEXT_LIMIT
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from bot.metrics import Metrics
+from bot.common.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What both directions of a chat share: the bot's own notices, reactions both ways."""

@@ -1,0 +1,1 @@
+"""The HTTP listener: amojo's hooks, customer file links, health, metrics, its guard."""
