@@ -19,7 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from bot.app import Bridge, create_bridge
+from bot.app import create_bridge
+from bot.bridge import Bridge
 from bot.common.settings import Settings
 from bot.jobs.throttle import Pace
 from bot.jobs.worker import Backoff
