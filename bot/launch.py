@@ -8,12 +8,16 @@ waited for, with `/healthz` saying what start-up waits for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import importlib
 import logging
+import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 from bot.amocrm.channel import stored_channel
@@ -85,6 +89,39 @@ class StopSignals:
             self._task.cancel()
 
 
+@contextlib.contextmanager
+def one_bridge_per_database(database: Path) -> Iterator[None]:
+    """An exclusive lock beside the database for as long as this bridge runs on it.
+
+    Two bridges on one database would both run the job workers and send every message twice.
+    The lock is the kernel's (flock), so a `kill -9` or a power cut releases it; the file keeps
+    the holder's pid to name it.
+    """
+    lock_path = database.with_name(database.name + ".lock")
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StartupError(
+            f"DATABASE_PATH: cannot create the lock {lock_path} beside the database ({exc}); "
+            "choose a path in a writable directory"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise StartupError(
+                f"DATABASE_PATH: another bridge (pid {holder}) is running on the database at "
+                f"{database}; one database, one bridge: stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 async def open_storage(settings: Settings) -> Repository:
     """The database at DATABASE_PATH; a path that cannot hold it is a StartupError."""
     try:
@@ -134,6 +171,11 @@ async def start_and_run(settings: Settings, stop: StopSignals) -> int:
     imported and amoCRM is reached. A first start answers health at once and takes hooks
     once connected.
     """
+    with one_bridge_per_database(Path(settings.DATABASE_PATH)):
+        return await run_on_database(settings, stop)
+
+
+async def run_on_database(settings: Settings, stop: StopSignals) -> int:
     repo = await open_storage(settings)
     listener = Listener(settings, repo, Metrics(), HookTraffic())
     try:

@@ -139,6 +139,31 @@ async def test_database_path_that_cannot_be_created_exits_2(fakes: Fakes, tmp_pa
     assert not any(r.path.endswith("/connect") for r in fakes.amojo.requests)
 
 
+async def test_a_second_bridge_on_the_same_database_exits_2_naming_the_first(
+    fakes: Fakes, spawn: Any
+) -> None:
+    first = await spawn()
+    await first.wait_healthy()
+    sends_before = len(fakes.telegram.calls_of("getUpdates"))
+
+    second = await spawn()
+    code, log = await exit_code(second, 30)
+
+    assert code == 2, log
+    assert f"another bridge (pid {first.process.pid})" in log
+    assert "DATABASE_PATH" in log
+    assert_clean(log)
+    first.still_running()
+    await first.wait_healthy()
+    assert len(fakes.telegram.calls_of("getUpdates")) >= sends_before
+
+    # kill -9 releases the lock: the next start runs.
+    first.process.send_signal(signal.SIGKILL)
+    await first.wait_exit(30)
+    third = await spawn()
+    await third.wait_healthy()
+
+
 async def test_crm_refusing_the_token_exits_2_naming_it(fakes: Fakes, spawn: Any) -> None:
     child = await spawn(AMOCRM_ACCESS_TOKEN="a-token-amocrm-does-not-know")
     code, log = await exit_code(child)
