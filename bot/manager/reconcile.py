@@ -27,7 +27,8 @@ import aiohttp
 import httpx
 from aiolimiter import AsyncLimiter
 
-from bot.amocrm.crm import ChatMessageEvent, CrmClient, CrmError
+from bot.amocrm.crm import CrmClient, CrmError
+from bot.amocrm.crm_records import ChatMessageEvent
 from bot.common.health import describe_exception
 from bot.common.metrics import Metrics
 from bot.jobs.worker import RetryLater

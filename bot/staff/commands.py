@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from bot.amocrm.crm import CallAttachment, Talk
+from bot.amocrm.crm_records import CallAttachment, Talk
 from bot.common.phones import MIN_PHONE_DIGITS, normalise_phone, phone_digits
 from bot.common.texts import TEXTS, Language, Phrase, phrase, text
 

@@ -12,7 +12,8 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, BotCommandScopeChat
 
-from bot.amocrm.crm import CrmClient, CrmError, NewCall
+from bot.amocrm.crm import CrmClient, CrmError
+from bot.amocrm.crm_records import NewCall
 from bot.chat.notices import answer_jobs
 from bot.common import ids
 from bot.common.bots import Bots

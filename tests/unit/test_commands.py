@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.amocrm.crm import CallAttachment, Talk
+from bot.amocrm.crm_records import CallAttachment, Talk
 from bot.staff.commands import (
     CallCommand,
     CloseCommand,

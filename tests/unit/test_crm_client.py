@@ -17,12 +17,12 @@ from bot.amocrm.crm import (
     CrmClient,
     CrmError,
     CrmPacer,
-    NewCall,
     OAuthApp,
     OAuthTokens,
     StaticToken,
     problem_message,
 )
+from bot.amocrm.crm_records import NewCall
 from storage import Repository, open_repository
 from storage.crm import TokenPair, load_token_pair, save_token_pair
 from tests.fakes.crm import CrmRequest, FakeCrm, hal
