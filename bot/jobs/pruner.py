@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from bot.common.limits import DEDUP_KEY_EXTRA_DAYS, PRUNE_INTERVAL_SECONDS
+from bot.common.tasks import cancel_and_wait
 from storage import Repository, StorageError
 
 logger = logging.getLogger(__name__)
@@ -46,11 +46,8 @@ class Pruner:
 
     async def stop(self) -> None:
         """Stop pruning (a pass in progress ends with its current short transaction)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -26,6 +26,7 @@ from bot.common.limits import (
     TELEGRAM_UNAUTHORIZED_RETRY_SECONDS,
 )
 from bot.common.metrics import Metrics
+from bot.common.tasks import cancel_and_wait
 from storage import Job, NewJob, Repository, StorageError
 from storage.repository import Transaction
 
@@ -210,11 +211,7 @@ class Worker:
         if not pending:
             return
         _, still_running = await asyncio.wait(pending, timeout=grace)
-        for task in still_running:
-            task.cancel()
-        for task in still_running:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(still_running)
         if self._finisher is not None:
             await self._finisher
         if still_running:

@@ -14,6 +14,7 @@ import logging
 import time
 
 from bot.common.metrics import Metrics
+from bot.common.tasks import cancel_and_wait
 from bot.jobs.queues import RECOVERY_QUEUE
 from storage import NewJob, Repository, StorageError
 
@@ -104,9 +105,7 @@ class Heartbeat:
         """Stop beating; the last beat marks the moment hooks stop being taken."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait([self._task])
         self._task = None
         with contextlib.suppress(StorageError):
             await self.beat()

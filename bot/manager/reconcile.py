@@ -15,7 +15,6 @@ by chat from history instead. Every request counts against one budget
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -31,6 +30,7 @@ from bot.amocrm.crm import CrmClient, CrmError
 from bot.amocrm.crm_records import ChatMessageEvent
 from bot.common.health import describe_exception
 from bot.common.metrics import Metrics
+from bot.common.tasks import cancel_and_wait
 from bot.jobs.worker import RetryLater
 from bot.manager.gaps import GAP_MARGIN_SECONDS, recovery_job, report_gap
 from bot.manager.recovery import wanted_job
@@ -133,11 +133,8 @@ class Reconciler:
 
     async def stop(self) -> None:
         """Stop the periodic pass."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from bot.common.limits import (
     TELEGRAM_TYPING_MAX_SECONDS,
     TELEGRAM_TYPING_REPEAT_SECONDS,
 )
+from bot.common.tasks import cancel_and_wait
 from bot.jobs.worker import Done, JobKind
 from storage import ChatKey, Job, Repository
 
@@ -68,11 +68,7 @@ class TypingIndicator:
         tasks = list(self._tasks.values())
         self._tasks.clear()
         self._deadlines.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     async def _keep_typing(self, chat_id: ChatKey) -> None:
         try:
