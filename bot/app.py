@@ -50,6 +50,7 @@ from bot.jobs.queues import (
 )
 from bot.jobs.throttle import HookTraffic, Pace, TelegramThrottle
 from bot.jobs.worker import Backoff, GiveUp, JobKind, RetryLater, Worker
+from bot.listener.health import health_report
 from bot.listener.routes import Listener
 from bot.manager.delivery import ManagerMessageDelivery
 from bot.manager.media import MediaPolicy
@@ -300,6 +301,11 @@ async def create_bridge(
     bridge.reconciler = reconciler
     listener.deps.probe_token = reconciler.probe_token
     listener.deps.reconcile = reconciler.status
+
+    async def problems() -> list[str]:
+        return (await health_report(listener.deps)).problems
+
+    staff.health = problems
     recovery = HistoryRecovery(
         repo,
         amojo,

@@ -176,6 +176,7 @@ class Bridge:
         for position, bot in enumerate(self.bots, start=1):
             await self._wait_for_bot(bot, position, max_delay)
             self.metrics.bot_polling.labels(str(bot.id)).set(1)
+        self.bots.checked = True
 
     async def _wait_for_bot(self, bot: Bot, position: int, max_delay: float) -> None:
         """deleteWebhook and getMe of one bot (getMe also tells its name for the logs)."""

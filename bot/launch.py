@@ -9,25 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import importlib
 import logging
-import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
 from bot.amocrm.channel import stored_channel
+from bot.common.database_file import (
+    KV_DATABASE_ID,
+    identity,
+    judge_fresh,
+    one_bridge_per_database,
+    watch_database,
+)
 from bot.common.metrics import Metrics
 from bot.common.settings import Settings, StartupError
+from bot.common.tasks import cancel_and_wait
 from bot.jobs.throttle import HookTraffic
 from bot.listener.routes import Listener
 from storage import Repository, StorageError, open_repository
 
 logger = logging.getLogger(__name__)
+
+KV_STARTED_AT = "started_at"
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Libraries whose DEBUG lines would drown the bridge's own (aiosqlite logs every statement).
@@ -50,10 +61,12 @@ class StopSignals:
 
     Only the first signal acts; later ones are logged (the shutdown is bounded anyway, and a
     second cancel could cut the clean-up short and leave the database's threads running).
+    The bridge stops itself the same way (`fail`), with exit code 2.
     """
 
     def __init__(self, early: Callable[[], bool] = lambda: False) -> None:
         self.received: signal.Signals | None = None
+        self.failure: str | None = None
         self._early = early
         self._task: asyncio.Task[object] | None = None
         self._graceful: Callable[[], None] | None = None
@@ -77,60 +90,62 @@ class StopSignals:
         """From now on the first signal calls `stop` (None: it cancels start-up again)."""
         self._graceful = stop
 
+    @property
+    def stopping(self) -> bool:
+        """A signal came, or the bridge asked to stop."""
+        return self.received is not None or self.failure is not None
+
+    def fail(self, reason: str) -> None:
+        """Stop as a signal would (exit code 2): something outside makes running on wrong."""
+        if self.stopping:
+            return
+        self.failure = reason
+        logger.critical("%s; stopping", reason)
+        self._act()
+
     def _on_signal(self, sig: signal.Signals) -> None:
-        if self.received is not None:
+        if self.stopping:
             logger.info("%s received: already stopping", sig.name)
             return
         self.received = sig
         logger.info("%s received: stopping", sig.name)
+        self._act()
+
+    def _act(self) -> None:
         if self._graceful is not None:
             self._graceful()
         elif self._task is not None:
             self._task.cancel()
 
 
-@contextlib.contextmanager
-def one_bridge_per_database(database: Path) -> Iterator[None]:
-    """An exclusive lock beside the database for as long as this bridge runs on it.
+async def open_storage(settings: Settings) -> tuple[Repository, str]:
+    """The database at DATABASE_PATH and its id; one it cannot open or write is a StartupError.
 
-    Two bridges on one database would both run the job workers and send every message twice.
-    The lock is the kernel's (flock), so a `kill -9` or a power cut releases it; the file keeps
-    the holder's pid to name it.
+    A write at every start finds a read-only file, a full disk or a file owned by another
+    user now, not at the first customer message.
     """
-    lock_path = database.with_name(database.name + ".lock")
+    path = settings.DATABASE_PATH
     try:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StartupError(
-            f"DATABASE_PATH: cannot create the lock {lock_path} beside the database ({exc}); "
-            "choose a path in a writable directory"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise StartupError(
-                f"DATABASE_PATH: another bridge (pid {holder}) is running on the database at "
-                f"{database}; one database, one bridge: stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-async def open_storage(settings: Settings) -> Repository:
-    """The database at DATABASE_PATH; a path that cannot hold it is a StartupError."""
-    try:
-        return await open_repository(settings.DATABASE_PATH)
+        repo = await open_repository(path)
     except (OSError, sqlite3.Error, StorageError) as exc:
         raise StartupError(
-            f"DATABASE_PATH: cannot open the database at {settings.DATABASE_PATH} ({exc}); "
+            f"DATABASE_PATH: cannot open the database at {path} ({exc}); "
             "choose a path in a writable directory"
         ) from None
+    repo.outage.quiet = True  # a refusal here is a StartupError, not an outage
+    try:
+        database_id = await repo.get_kv(KV_DATABASE_ID) or uuid.uuid4().hex
+        async with repo.transaction() as tx:
+            await tx.set_kv(KV_DATABASE_ID, database_id)
+            await tx.set_kv(KV_STARTED_AT, str(time.time()))
+        repo.outage.quiet = False
+    except (OSError, sqlite3.Error) as exc:
+        await repo.close()
+        raise StartupError(
+            f"DATABASE_PATH: cannot write the database at {path} ({exc}); the service's user "
+            "must own the file and its directory, and the disk must have room"
+        ) from None
+    return repo, database_id
 
 
 async def main(settings: Settings, early_signal: Callable[[], bool] = lambda: False) -> int:
@@ -147,20 +162,22 @@ async def main(settings: Settings, early_signal: Callable[[], bool] = lambda: Fa
         stop.remove()
         return 0
     try:
-        return await start_and_run(settings, stop)
+        code = await start_and_run(settings, stop)
     except StartupError as exc:
         logger.critical("cannot start: %s", exc)
         return 2
     except asyncio.CancelledError:
-        if stop.received is None:
+        if not stop.stopping:
             raise
-        logger.info("stopped during start-up")
-        return 0
+        if stop.failure is None:
+            logger.info("stopped during start-up")
+        code = 0
     except Exception:
         logger.exception("stopped by an unexpected error (a bug: please report it)")
         return 1
     finally:
         stop.remove()
+    return 2 if stop.failure is not None else code
 
 
 async def start_and_run(settings: Settings, stop: StopSignals) -> int:
@@ -171,13 +188,28 @@ async def start_and_run(settings: Settings, stop: StopSignals) -> int:
     imported and amoCRM is reached. A first start answers health at once and takes hooks
     once connected.
     """
-    with one_bridge_per_database(Path(settings.DATABASE_PATH)):
-        return await run_on_database(settings, stop)
+    database = Path(settings.DATABASE_PATH)
+    with one_bridge_per_database(database) as lock:
+        created = identity(database) is None
+        repo, database_id = await open_storage(settings)
+        try:
+            fresh = judge_fresh(database, created, database_id, lock)
+            lock.record(database_id)
+        except BaseException:
+            await repo.close()
+            raise
+        watch = asyncio.create_task(watch_database([database, lock.lock_path], stop.fail))
+        try:
+            return await run_on_database(settings, stop, repo, fresh)
+        finally:
+            await cancel_and_wait([watch])
 
 
-async def run_on_database(settings: Settings, stop: StopSignals) -> int:
-    repo = await open_storage(settings)
+async def run_on_database(
+    settings: Settings, stop: StopSignals, repo: Repository, fresh: str | None
+) -> int:
     listener = Listener(settings, repo, Metrics(), HookTraffic())
+    listener.deps.fresh_database = fresh
     try:
         await listener.start()
         channel = await stored_channel(repo)
@@ -186,10 +218,41 @@ async def run_on_database(settings: Settings, stop: StopSignals) -> int:
         listener.waiting("loading")
         # aiogram's import takes seconds of CPU: done in a thread, so the loop keeps answering
         # hooks meanwhile (the GIL is handed over every few milliseconds).
-        app: ModuleType = await asyncio.to_thread(importlib.import_module, "bot.app")
+        app: ModuleType = await import_aside("bot.app")
         run: Callable[..., Awaitable[int]] = app.run
         return await run(settings, repo, listener, on_polling=stop.graceful)
     finally:
         # Whatever happened: an open database keeps its threads, and the process, alive.
         await listener.stop()
         await repo.close()
+
+
+async def import_aside(name: str) -> ModuleType:
+    """Import `name` in a daemon thread; a stop meanwhile need not wait for the import.
+
+    (`asyncio.to_thread` would: the loop's executor is joined when `asyncio.run` ends, so a
+    stop during start-up waited seconds for aiogram to finish importing.)
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[ModuleType] = loop.create_future()
+
+    def settle(module: ModuleType | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(module)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            module = importlib.import_module(name)
+        except BaseException as exc:
+            outcome: tuple[ModuleType | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (module, None)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, name=f"import {name}", daemon=True).start()
+    return await done

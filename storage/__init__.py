@@ -15,6 +15,7 @@ from storage.repository import (
     Repository,
     StorageError,
     StorageUnavailable,
+    is_outage,
     open_repository,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "Repository",
     "StorageError",
     "StorageUnavailable",
+    "is_outage",
     "open_repository",
 ]

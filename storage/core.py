@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +25,52 @@ StorageError = sqlite3.Error
 # The database as a whole refuses (locked, full, read-only, gone), not one statement's data.
 StorageUnavailable = sqlite3.OperationalError
 logger = logging.getLogger(__name__)
+# What SQLite says when the database as a whole refuses writes, whatever the statement.
+_OUTAGE_WORDS = ("locked", "busy", "full", "readonly", "disk i/o", "unable to open", "malformed")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database refuses writes as a whole (not one statement's bug)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.Error) and any(word in text for word in _OUTAGE_WORDS)
+
+
+class StorageOutage:
+    """Whether the database refuses writes now: one log line when it starts, one when it ends.
+
+    Callers retry on their own (hooks are answered 503, updates stay unconfirmed, jobs keep
+    their lease); this keeps their retries out of the log and tells `/healthz`.
+    """
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.reason = ""
+        self.failures = 0
+        self.quiet = False  # the caller reports it (start-up's own check)
+
+    def failed(self, exc: BaseException) -> None:
+        """A write failed; the first failure of an outage is logged."""
+        if not is_outage(exc):
+            return
+        self.failures += 1
+        if self.since is None and not self.quiet:
+            self.since, self.reason = time.time(), str(exc)
+            logger.error(
+                "storage: the database refuses writes (%s); hooks are answered 503 and "
+                "Telegram updates stay unconfirmed until it takes them again",
+                exc,
+            )
+
+    def succeeded(self) -> None:
+        """A write committed: an outage, if there was one, is over."""
+        if self.since is None:
+            return
+        logger.warning(
+            "storage: the database takes writes again after %.0f s (%d failed attempts)",
+            time.time() - self.since,
+            self.failures,
+        )
+        self.since, self.reason, self.failures = None, "", 0
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -170,6 +217,7 @@ class RepositoryCore:
         self._reader = reader
         self._lock = WriteLock()
         self._listeners: list[Any] = []
+        self.outage = StorageOutage()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -200,17 +248,20 @@ class RepositoryCore:
             try:
                 await _to_completion(self._writer.execute("BEGIN IMMEDIATE"))
                 yield tx
-            except BaseException:
+            except BaseException as exc:
+                self.outage.failed(exc)
                 await _to_completion(self._leave_transaction())
                 raise
             try:
                 await _to_completion(self._writer.commit())
-            except BaseException:
+            except BaseException as exc:
                 if self._in_transaction():  # the commit itself failed
+                    self.outage.failed(exc)
                     await _to_completion(self._leave_transaction())
                 else:  # committed; only the caller was cancelled meanwhile
                     self._notify(tx.enqueued)
                 raise
+        self.outage.succeeded()
         self._notify(tx.enqueued)
 
     async def _leave_transaction(self) -> None:
@@ -237,7 +288,12 @@ class RepositoryCore:
         """One statement, atomic by itself, on a writer that is surely outside a transaction."""
         async with self._lock.hold():
             await _to_completion(self._leave_transaction())
-            await _to_completion(self._writer.execute(sql, params))
+            try:
+                await _to_completion(self._writer.execute(sql, params))
+            except BaseException as exc:
+                self.outage.failed(exc)
+                raise
+        self.outage.succeeded()
 
     async def close(self) -> None:
         """Close both connections."""

@@ -7,6 +7,7 @@ Repository (reads). Call sites see one repository.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from storage.business import BusinessConnection, BusinessReads, BusinessWrites
@@ -18,7 +19,15 @@ from storage.conversations import (
     CustomerProfile,
     MessageLink,
 )
-from storage.core import StorageError, StorageUnavailable, WriteLock, _connect, _migrate
+from storage.core import (
+    StorageError,
+    StorageOutage,
+    StorageUnavailable,
+    WriteLock,
+    _connect,
+    _migrate,
+    is_outage,
+)
 from storage.gaps import Gap, GapReads, GapWrites, RecoveryTarget
 from storage.jobs import Job, JobReads, JobState, JobWrites, NewJob, PruneStep, QueueStats
 from storage.kv import KvReads, KvWrites
@@ -38,9 +47,11 @@ __all__ = [
     "RecoveryTarget",
     "Repository",
     "StorageError",
+    "StorageOutage",
     "StorageUnavailable",
     "Transaction",
     "WriteLock",
+    "is_outage",
     "open_repository",
 ]
 
@@ -61,11 +72,16 @@ async def open_repository(path: Path | str) -> Repository:
     if str(db_path) != ":memory:":
         db_path.parent.mkdir(parents=True, exist_ok=True)
     writer = await _connect(db_path)
+    reader = None
     try:
         await _migrate(writer)
         reader = await _connect(db_path)
+        await reader.execute("PRAGMA query_only = ON")
     except BaseException:
-        await writer.close()
+        # An open connection's thread would keep the process alive after a start-up failure.
+        for conn in (reader, writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
         raise
-    await reader.execute("PRAGMA query_only = ON")
     return Repository(writer, reader)

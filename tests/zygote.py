@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any
 
 import bot.app  # noqa: F401 - imported here so every child starts warm
-from bot.__main__ import run
+from bot.__main__ import remember_stop_signals, run
+
+# Importing the entry point made stop signals only remembered: the zygote itself stops on them.
+for _sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, signal.SIG_DFL)
 
 
 def _spawn(log_path: str, env: dict[str, str], cwd: str) -> int:
@@ -33,6 +38,7 @@ def _spawn(log_path: str, env: dict[str, str], cwd: str) -> int:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
+        remember_stop_signals()
         code = run()
     except BaseException:
         code = 70

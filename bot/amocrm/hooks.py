@@ -18,7 +18,7 @@ from bot.common.limits import HOOK_BODY_TIMEOUT_SECONDS as BODY_TIMEOUT
 from bot.common.metrics import Metrics
 from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import HookTraffic
-from storage import NewJob, Repository, StorageUnavailable
+from storage import NewJob, Repository, StorageUnavailable, is_outage
 
 if TYPE_CHECKING:
     from bot.amocrm.channel import Channel
@@ -165,6 +165,7 @@ class HookReceiver:
         self.metrics = metrics
         self._pending: list[tuple[NewJob, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.stored_at: float | None = None  # when a hook was last stored
 
     async def store(self, job: NewJob) -> bool:
         """Insert the job durably; False when it was already stored (same dedup key).
@@ -242,15 +243,19 @@ class HookReceiver:
             return web.json_response({"error": exc.reason}, status=exc.status)
         try:
             inserted = await self.store(job)
-        except Exception:
+        except Exception as exc:
             # Answering non-200 loses the hook (no retries), but 200 without storing it would too;
             # at least amoCRM then shows the message as not delivered.
-            logger.exception("hook %s could not be stored", job.dedup_key)
+            if is_outage(exc):  # logged once per outage by the repository
+                logger.info("hook %s not stored: %s", job.dedup_key, exc)
+            else:
+                logger.exception("hook %s could not be stored", job.dedup_key)
             if self.on_not_stored is not None:
                 self.on_not_stored(time.time())  # a gap: recovered from history later
             self.metrics.hooks_received.labels("storage_error").inc()
             return web.json_response({"error": "storage unavailable"}, status=503)
         outcome = "accepted" if inserted else "duplicate"
+        self.stored_at = time.time()
         self.metrics.hooks_received.labels(outcome).inc()
         logger.debug("hook %s %s", job.dedup_key, outcome)
         return web.Response(body=_ANSWERS[outcome], content_type="application/json")

@@ -34,6 +34,8 @@ class Bots:
         # Bots whose token Telegram rejected while running, with the reason: not polled.
         self.revoked: dict[int, Phrase] = {}
         self.usernames: dict[int, str] = {}  # from getMe at start
+        # Every token was accepted at start: a rejection before that is a start-up refusal.
+        self.checked = False
         # Telegram Business connections by id (loaded at start, updated by every update).
         self.connections: dict[str, BusinessConnection] = {}
 

@@ -315,6 +315,14 @@ TEXTS: dict[str, dict[Language, str]] = {
     },
     # ----- staff: /status ------------------------------------------------------------------
     "staff.status.title": {"ru": "Состояние моста", "en": "Bridge status"},
+    "staff.status.healthy": {
+        "ru": "Telegram, amoCRM и база: всё в порядке",
+        "en": "Telegram, amoCRM and storage: all well",
+    },
+    "staff.status.problems": {
+        "ru": "Проблемы (как в /healthz):",
+        "en": "Problems (as in /healthz):",
+    },
     "staff.status.queues_empty": {"ru": "Очереди: пусто", "en": "Queues: empty"},
     "staff.status.queue": {
         "ru": "Очередь {queue}: ждут {pending}, с ошибкой {dead}, самая старая ждёт {age}",

@@ -33,7 +33,7 @@ from bot.common.health import TELEGRAM, describe_exception
 from bot.common.metrics import Metrics
 from bot.common.texts import phrase
 from bot.customer.intake import Intake
-from storage import StorageError
+from storage import StorageError, is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ class DurableIntakeMiddleware(BaseMiddleware):
                     await self.intake.flush()
                 return await handler(event, data)
             except StorageError as exc:
-                logger.warning(
+                # An outage is logged once by the repository; a retry is not news.
+                logger.log(
+                    logging.DEBUG if is_outage(exc) else logging.WARNING,
                     "update %d not stored yet (%s); retrying in %.2fs",
                     event.update_id,
                     describe_exception(exc),
@@ -121,8 +123,9 @@ class CommitIntakeBeforeGetUpdates(BaseRequestMiddleware):
         if isinstance(method, GetUpdates):
             try:
                 await self.intake.flush()
-            except StorageError:
-                logger.exception("customer updates not stored yet; not confirming them")
+            except StorageError as exc:
+                if not is_outage(exc):  # an outage is logged once by the repository
+                    logger.exception("customer updates not stored yet; not confirming them")
                 raise
         return await make_request(bot, method)
 
@@ -236,7 +239,7 @@ class TelegramCallMetrics(BaseRequestMiddleware):
         reason = phrase("telegram.revoked", bot=bot.id)
         self.metrics.bot_polling.labels(str(bot.id)).set(0)
         key = self.bots.key_of(bot)
-        if key not in self.bots.revoked:
+        if key not in self.bots.revoked and self.bots.checked:
             self.bots.revoked[key] = reason
             others = len(self.bots) - len(self.bots.revoked)
             logger.error(

@@ -8,7 +8,7 @@ import time
 
 from bot.common.limits import DEDUP_KEY_EXTRA_DAYS, PRUNE_INTERVAL_SECONDS
 from bot.common.tasks import cancel_and_wait
-from storage import Repository, StorageError
+from storage import Repository, StorageError, is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ class Pruner:
         while True:
             try:
                 await self.run_once()
-            except StorageError:
-                logger.warning("pruning failed (database error); trying again later")
+            except StorageError as exc:
+                if not is_outage(exc):  # an outage is logged once by the repository
+                    logger.warning("pruning failed (database error); trying again later")
             except Exception:
                 logger.exception("pruning failed; trying again later")
             await asyncio.sleep(self.interval)

@@ -27,7 +27,7 @@ from bot.common.limits import (
 )
 from bot.common.metrics import Metrics
 from bot.common.tasks import cancel_and_wait
-from storage import Job, NewJob, Repository, StorageError
+from storage import Job, NewJob, Repository, StorageError, is_outage
 from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
@@ -224,8 +224,9 @@ class Worker:
             self._wake.clear()
             try:
                 started = await self._start_due_jobs()
-            except StorageError:
-                logger.exception("%s: cannot read the queue; retrying", self.queue)
+            except StorageError as exc:
+                if not is_outage(exc):  # an outage is logged once by the repository
+                    logger.exception("%s: cannot read the queue; retrying", self.queue)
                 started = 0
             if started or self._stopping:
                 continue
@@ -279,11 +280,14 @@ class Worker:
         except GiveUp as exc:
             outcome = "dead"
             await self._kill(job, None, exc.reason)
-        except StorageError:
+        except StorageError as exc:
             # Left pending: its lease (start_attempts) retries it later, not at once.
             outcome = "retry"
-            logger.warning(
-                "job %d (%s): could not record its outcome; retried later", job.id, job.kind
+            logger.log(
+                logging.DEBUG if is_outage(exc) else logging.WARNING,
+                "job %d (%s): could not record its outcome; retried later",
+                job.id,
+                job.kind,
             )
         except Exception:
             # A failure while handling a failure (a bug): the lease retries it with backoff.

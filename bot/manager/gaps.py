@@ -16,7 +16,7 @@ import time
 from bot.common.metrics import Metrics
 from bot.common.tasks import cancel_and_wait
 from bot.jobs.queues import RECOVERY_QUEUE
-from storage import NewJob, Repository, StorageError
+from storage import NewJob, Repository, StorageError, is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def report_gap(
 ) -> None:
     """One log line and a metric for a gap just stored."""
     metrics.recovery_gaps.labels(reason).inc()
-    logger.warning(
+    # A restart's gap is routine (its recovery tells if anything was missed); others are not.
+    logger.log(
+        logging.INFO if reason == "restart" else logging.WARNING,
         "gap in hook intake #%d (%s): %.1f s from %s; manager messages of it are read back "
         "from amojo's history",
         gap_id,
@@ -131,7 +133,8 @@ class Heartbeat:
             await asyncio.sleep(self.interval)
             try:
                 await self.beat()
-            except StorageError:
-                logger.warning("heartbeat not stored (database error); retrying")
+            except StorageError as exc:
+                if not is_outage(exc):  # an outage is logged once by the repository
+                    logger.warning("heartbeat not stored (database error); retrying")
             except Exception:
                 logger.exception("heartbeat failed; retrying")

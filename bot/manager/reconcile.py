@@ -34,7 +34,7 @@ from bot.common.tasks import cancel_and_wait
 from bot.jobs.worker import RetryLater
 from bot.manager.gaps import GAP_MARGIN_SECONDS, recovery_job, report_gap
 from bot.manager.recovery import wanted_job
-from storage import NewJob, Repository, StorageError
+from storage import NewJob, Repository, StorageError, is_outage
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,7 +145,8 @@ class Reconciler:
                 await self.probe()
                 await self.run_pass()
             except StorageError as exc:
-                logger.warning("reconciliation pass not stored (%s); trying again", exc)
+                if not is_outage(exc):  # an outage is logged once by the repository
+                    logger.warning("reconciliation pass not stored (%s); trying again", exc)
             except Exception:
                 logger.exception("reconciliation pass failed; trying again next interval")
             await asyncio.sleep(self.interval)

@@ -333,7 +333,8 @@ class HistoryRecovery:
         if gap is None or gap.finished_at is None or gap.scanned != (gap.conversations or 0):
             return
         self.metrics.recovery_seconds.observe(max(0.0, gap.finished_at - gap.created_at))
-        logger.warning(
+        logger.log(
+            logging.WARNING if gap.recovered else logging.INFO,
             "gap #%d recovered: %s → %s, %d conversation(s) read, %d message(s) recovered",
             gap.id,
             time.strftime("%H:%M:%S", time.gmtime(gap.started_at)),

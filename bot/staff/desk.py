@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -77,6 +78,8 @@ class StaffDesk:
         self.repo = repo
         self.crm = crm
         self.bots = bots
+        # What /healthz finds (Telegram, amojo, amoCRM, storage), wired in by the app.
+        self.health: Callable[[], Awaitable[list[str]]] | None = None
 
     def kinds(self) -> dict[str, JobKind]:
         """Job kinds of the staff queue."""
@@ -204,6 +207,13 @@ class StaffDesk:
     async def _status(self, invocation: Invocation, language: Language) -> Reply:
         now = time.time()
         lines = [text("staff.status.title", language)]
+        if self.health is not None:
+            problems = await self.health()
+            if problems:
+                lines.append(text("staff.status.problems", language))
+                lines += [f"• {problem}" for problem in problems]
+            else:
+                lines.append(text("staff.status.healthy", language))
         stats = await self.repo.queue_stats()
         if not stats:
             lines.append(text("staff.status.queues_empty", language))

@@ -93,7 +93,7 @@ async def test_storage_failure_keeps_the_update_unconfirmed(
         await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
         update_id = fakes.telegram.push_update(private_message_update(1301, 1, text="Привет"))
         await wait_until(
-            lambda: any("not stored yet" in r.getMessage() for r in caplog.records),
+            lambda: any("refuses writes" in r.getMessage() for r in caplog.records),
             timeout=20,
             what="the handler failing to store",
         )

@@ -60,7 +60,10 @@ class Operator:
 REPLIES = {
     # command → (the Russian reply starts with, the English reply starts with)
     "/help": ("Команды для сотрудников:", "Staff commands:"),
-    "/status": ("Состояние моста\nОчеред", "Bridge status\nQueue"),
+    "/status": (
+        "Состояние моста\nTelegram, amoCRM и база: всё в порядке\nОчеред",
+        "Bridge status\nTelegram, amoCRM and storage: all well\nQueue",
+    ),
     "/talk 117": (
         "Беседа 117: открыта, не прочитана\nИсточник: telegram",
         "Talk 117: open, unread",

@@ -319,6 +319,14 @@ async def test_help_and_status(fakes: Fakes, staff_bridge: RunningBridge) -> Non
     assert "Queue amojo" not in status or "Queue amojo: 0 pending, 0 dead-lettered" in status
     assert "Last successful amoCRM call: 0 s ago" in status
     assert "Customers who blocked the bot: 0" in status
+    assert "Telegram, amoCRM and storage: all well" in status
+
+    # Staff see what /healthz sees, not last: here amoCRM failing a command's call.
+    fakes.crm.fail("/api/v4/talks/117", 503, times=10)
+    await operator.ask("/talk 117")
+    status = await operator.ask("/status")
+    assert "Problems (as in /healthz):" in status
+    assert "• amoCRM failing for" in status, status
 
 
 async def test_oauth_code_exchange_then_one_refresh_for_a_401(
