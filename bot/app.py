@@ -55,7 +55,7 @@ from bot.listener.routes import Listener
 from bot.manager.delivery import ManagerMessageDelivery
 from bot.manager.media import MediaPolicy
 from bot.manager.reconcile import Reconciler
-from bot.manager.recovery import HistoryRecovery
+from bot.manager.recovery import ForeignChats, HistoryRecovery
 from bot.manager.statuses import DeliveryStatusReporter
 from bot.manager.typing_indicator import TypingIndicator, TypingRunner
 from bot.staff.dead_letters import DeadLetterDesk
@@ -289,6 +289,7 @@ async def create_bridge(
         sources=sources,
     )
     budget = AsyncLimiter(settings.RECONCILE_REQUESTS_PER_SECOND, 1)
+    foreign = ForeignChats()  # other channels' chats of the account, once seen
     reconciler = Reconciler(
         repo,
         crm,
@@ -297,6 +298,7 @@ async def create_bridge(
         interval=settings.RECONCILE_INTERVAL_SECONDS,
         budget=budget,
         amo_clock=lambda: amojo.clock_offset or 0.0,
+        foreign=foreign,
     )
     bridge.reconciler = reconciler
     listener.deps.probe_token = reconciler.probe_token
@@ -314,6 +316,7 @@ async def create_bridge(
         lookback_days=settings.RECOVERY_LOOKBACK_DAYS,
         budget=budget,
         events=reconciler.cover_gap,
+        foreign=foreign,
         sources=source_of,
     )
     bridge.workers = [

@@ -217,6 +217,12 @@ class JobWrites(TransactionCore):
         )
         return [_job(row) for row in rows]
 
+    async def set_positions(self, positions: Sequence[tuple[int, float]]) -> None:
+        """Move jobs to new places in their lanes ((job id, position) pairs)."""
+        await self._conn.executemany(
+            "UPDATE jobs SET pos = ? WHERE id = ?", [(pos, job_id) for job_id, pos in positions]
+        )
+
     async def prune_batch(self, after_id: int, finished_before: float, size: int) -> PruneStep:
         """Delete the finished jobs among the `size` jobs after `after_id` (keeping their keys)."""
         rows = list(

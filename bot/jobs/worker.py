@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 # Jitter from a generator of its own: nothing else's use of `random` shifts it, and its use
 # shifts nothing else's.
 _JITTER = random.Random()
+# A forked child (a process manager's, the tests' zygote) must not repeat its parent's draws.
+os.register_at_fork(after_in_child=_JITTER.seed)
 
 Recorder = Callable[[Transaction], Awaitable[None]]
 

@@ -15,6 +15,7 @@ by chat from history instead. Every request counts against one budget
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -33,13 +34,14 @@ from bot.common.metrics import Metrics
 from bot.common.tasks import cancel_and_wait
 from bot.jobs.worker import RetryLater
 from bot.manager.gaps import GAP_MARGIN_SECONDS, recovery_job, report_gap
-from bot.manager.recovery import wanted_job
+from bot.manager.recovery import ForeignChats, wanted_job
 from storage import NewJob, Repository, StorageError, is_outage
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KV_WATERMARK = "reconcile.events_until"
+KV_BACKLOG = "reconcile.events_unread"  # [since, until] a capped read left for later
 REASON_UNREACHABLE = "listener unreachable"
 PROBE_PATH = "/amojo/self-probe/"
 PROBE_TIMEOUT_SECONDS = 5.0  # amojo waits this long for a hook's answer
@@ -106,7 +108,9 @@ class Reconciler:
         interval: float,
         budget: AsyncLimiter,
         amo_clock: Callable[[], float] = lambda: 0.0,
+        foreign: ForeignChats | None = None,
     ) -> None:
+        self.foreign = foreign or ForeignChats()
         # Seconds amoCRM's clock is ahead of ours (amojo's Date headers tell): events are
         # dated by amoCRM, windows by us.
         self.amo_clock = amo_clock
@@ -206,8 +210,12 @@ class Reconciler:
         stored = await self.repo.get_kv(KV_WATERMARK)
         until = now - grace(self.interval)
         since = (float(stored) if stored else until - self.interval) - EVENTS_OVERLAP_SECONDS
+        backlog = json.loads(await self.repo.get_kv(KV_BACKLOG) or "null")
         try:
-            jobs = await self.events_jobs(None, since, until)
+            if backlog is not None:  # what a capped read left comes first, a window at a time
+                _, left = await self.store_readings(None, *backlog, record=KV_BACKLOG)
+            if backlog is None or left is None:
+                await self.store_readings(None, since, until, record=KV_WATERMARK)
         except FeedUnavailable:
             self.metrics.reconcile_runs.labels("no_feed").inc()
             return
@@ -215,9 +223,6 @@ class Reconciler:
             self.metrics.reconcile_runs.labels("failed").inc()
             logger.warning("reconciliation pass: %s; trying again next interval", exc.reason)
             return
-        async with self.repo.transaction() as tx:
-            await tx.insert_jobs(jobs)
-            await tx.set_kv(KV_WATERMARK, repr(until))
         self.status.last_pass_at = now
         self.metrics.reconcile_runs.labels("ok").inc()
 
@@ -225,30 +230,55 @@ class Reconciler:
         """Store the chat readings a gap needs, found through the events feed; None when the
         feed cannot be had. RetryLater while amoCRM is down."""
         until = min(max(until, time.time() - grace(self.interval)), time.time())
+        window: tuple[float, float] | None = (since, until)
+        stored = 0
         try:
-            jobs = await self.events_jobs(gap_id, since, until)
+            while window is not None:
+                new, window = await self.store_readings(gap_id, *window)
+                stored += new
         except FeedUnavailable:
             return None
-        async with self.repo.transaction() as tx:
-            return sum(await tx.insert_jobs(jobs))
+        return stored
 
-    async def events_jobs(self, gap_id: int | None, since: float, until: float) -> list[NewJob]:
-        """The chat readings for every manager message of [since, until] the bridge lacks."""
+    async def store_readings(
+        self, gap_id: int | None, since: float, until: float, *, record: str | None = None
+    ) -> tuple[int, tuple[float, float] | None]:
+        """Store a chat reading for every manager message of [since, until] the bridge lacks:
+        (how many were new, the part of the window left unread when the pages ran out).
+
+        With `record`, the same transaction records how far the feed was read: KV_WATERMARK
+        (the periodic pass: `until`) and KV_BACKLOG (what is left unread, for the next pass).
+        A message counts as dispatched only once its reading is stored: a failure before that
+        leaves it to the next pass.
+        """
         ahead = self.amo_clock()
         async with self._lock:
-            events = await self._events(since + ahead, until + ahead)
+            events, unread = await self._events(since + ahead, until + ahead)
             self._forget_old(time.time() - EVENTS_OVERLAP_SECONDS * 3)
             fresh = [e for e in events if e.message_id not in self._dispatched]
             known = await self.repo.known_message_ids([e.message_id for e in fresh])
             unknown = [e for e in fresh if e.message_id not in known]
+            jobs = await self._readings(gap_id, unknown, ahead) if unknown else []
+            left = None if unread is None else (unread[0] - ahead, unread[1] - ahead)
+            async with self.repo.transaction() as tx:
+                stored = sum(await tx.insert_jobs(jobs))
+                if record == KV_WATERMARK:
+                    await tx.set_kv(KV_WATERMARK, repr(until))
+                if record is not None and left is not None:
+                    await tx.set_kv(KV_BACKLOG, json.dumps(left))
+                elif record == KV_BACKLOG:
+                    await tx.delete_kv(KV_BACKLOG)
             for event in fresh:
                 self._dispatched[event.message_id] = time.time()
-            if not unknown:
-                return []
-            return await self._readings(gap_id, unknown, ahead)
+            return stored, left
 
-    async def _events(self, since: float, until: float) -> list[ChatMessageEvent]:
+    async def _events(
+        self, since: float, until: float
+    ) -> tuple[list[ChatMessageEvent], tuple[float, float] | None]:
+        """The events of [since, until], and the part of it left unread when the pages ran
+        out (None: all read). The feed's order (newest first) decides which end that is."""
         events: list[ChatMessageEvent] = []
+        more = False
         for page in range(1, EVENTS_MAX_PAGES + 1):
             batch, more = await self._crm(self.crm.chat_message_events, since, until, page)
             events += batch
@@ -257,7 +287,19 @@ class Reconciler:
         if self.status.feed_problem is not None:
             logger.info("amoCRM's events feed answers again")
         self.status.feed_problem, self._feed_refused_at = None, None
-        return events
+        if not more or not events:
+            return events, None
+        stamps = [event.created_at for event in events]
+        newest_first = stamps[0] >= stamps[-1]
+        unread = (since, min(stamps)) if newest_first else (max(stamps), until)
+        logger.warning(
+            "amoCRM's events feed: more than %d events between %s and %s; the rest is read "
+            "next pass",
+            len(events),
+            time.strftime("%H:%M:%S", time.gmtime(since)),
+            time.strftime("%H:%M:%S", time.gmtime(until)),
+        )
+        return events, unread
 
     async def _readings(
         self, gap_id: int | None, unknown: list[ChatMessageEvent], ahead: float
@@ -266,7 +308,13 @@ class Reconciler:
         for event in unknown:
             contact = event.contact_id
             if contact is None and event.lead_id is not None:
-                contacts = await self._crm(self.crm.lead_contacts, event.lead_id)
+                try:
+                    contacts = await self._crm(self.crm.lead_contacts, event.lead_id)
+                except RetryLater as exc:
+                    if not isinstance(exc.__cause__, CrmError) or exc.__cause__.status != 404:
+                        raise
+                    logger.info("manager message %s: its lead is gone", event.message_id)
+                    continue
                 contact = contacts[0] if contacts else None
             if contact is not None:
                 by_contact.setdefault(contact, []).append(event)
@@ -277,6 +325,8 @@ class Reconciler:
             since = min(event.created_at for event in events) - ahead - GAP_MARGIN_SECONDS
             for amo_chat_id in chats.get(contact, []):
                 chat = await self.repo.chat_of_amo_chat(amo_chat_id)
+                if chat is None and amo_chat_id in self.foreign:
+                    continue  # another channel's chat of the contact
                 jobs.append(wanted_job(gap_id, amo_chat_id, chat, wanted, since))
         logger.info(
             "%d manager message(s) without a hook: reading %d chat(s)", len(unknown), len(jobs)
@@ -315,7 +365,9 @@ class Reconciler:
         try:
             return await call(*args)
         except CrmError as exc:
-            if exc.status in (400, 403, 404):
+            # Only the feed's own refusal turns it off; a refused lookup (a deleted lead, a
+            # contact without rights) fails this pass, and the next one asks again.
+            if exc.status in (400, 403, 404) and call == self.crm.chat_message_events:
                 self._refused(f"HTTP {exc.status}: {exc.message}")
                 raise FeedUnavailable(str(exc)) from exc
             raise RetryLater(f"amoCRM: {exc}") from exc

@@ -161,10 +161,49 @@ async def place_in_order(tx: Transaction, jobs: Sequence[NewJob]) -> int:
             later_sent = _sent_at(later)
             if later_sent is not None and later_sent > sent_at:
                 before = waiting[index - 1].position if index else later.position - 1
-                placed = replace(job, pos=(before + later.position) / 2)
+                middle = (before + later.position) / 2
+                if not before < middle < later.position:  # halved as far as floats go
+                    waiting = await _spread(tx, waiting)
+                    before = waiting[index - 1].position if index else waiting[0].position - 1
+                    middle = (before + waiting[index].position) / 2
+                placed = replace(job, pos=middle)
                 break
         stored += sum(await tx.insert_jobs([placed]))
     return stored
+
+
+async def _spread(tx: Transaction, waiting: list[Job]) -> list[Job]:
+    """Give a lane's waiting jobs whole-number places again, in the same order, ending where
+    the last one is (jobs added later, placed by their id, still come after)."""
+    last = waiting[-1].position
+    spread = [replace(job, pos=last - (len(waiting) - 1 - i)) for i, job in enumerate(waiting)]
+    await tx.set_positions([(job.id, job.position) for job in spread])
+    return spread
+
+
+class ForeignChats:
+    """amo chats of the account that are not this channel's (WhatsApp, another bridge): the
+    events feed names their messages too, and each would cost a history read.
+
+    Bounded, and each chat is forgotten after an hour: a chat of ours whose history was still
+    empty when first read (amojo's lag) is read again for later messages.
+    """
+
+    LIMIT = 100_000
+    FORGET_SECONDS = 60 * 60
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+
+    def add(self, amo_chat_id: str) -> None:
+        """Remember a chat amojo does not know in this channel."""
+        if len(self._seen) >= self.LIMIT:
+            self._seen.clear()
+        self._seen[amo_chat_id] = time.monotonic()
+
+    def __contains__(self, amo_chat_id: object) -> bool:
+        seen = self._seen.get(amo_chat_id) if isinstance(amo_chat_id, str) else None
+        return seen is not None and time.monotonic() - seen < self.FORGET_SECONDS
 
 
 class HistoryRecovery:
@@ -181,7 +220,9 @@ class HistoryRecovery:
         budget: AsyncLimiter,
         events: EventsCover | None = None,
         sources: Callable[[ChatKey], str | None] | None = None,
+        foreign: ForeignChats | None = None,
     ) -> None:
+        self.foreign = foreign or ForeignChats()
         self.sources = sources or (lambda chat: None)
         self.repo = repo
         self.amojo = amojo
@@ -261,8 +302,9 @@ class HistoryRecovery:
         learned: list[str] = []
         for amo_chat_id in amo_chats:
             entries = await self._history_since(amo_chat_id, since, wanted)
-            if entries is None:
-                continue  # not a chat of this channel
+            if entries is None or (wanted and not entries and chat is None):
+                self.foreign.add(amo_chat_id)  # amojo has no such chat in this channel
+                continue
             if chat is None:
                 # A chat the bridge never saw: the customer's own messages in it name our
                 # conversation (their client_id is our msgid); none there means write-first.
@@ -379,7 +421,8 @@ class HistoryRecovery:
                     limit=AMOJO_HISTORY_PAGE_LIMIT,
                 )
             except AmojoError as exc:
-                if exc.status in (400, 403, 404) and wanted:
+                # 403 is a refused signature or amojo's rate block (spec §9.3): retried below.
+                if exc.status in (400, 404) and wanted:
                     logger.info("amo chat %s is not this channel's (%s)", amo_chat_id, exc)
                     return None
                 if exc.status in (400, 404):

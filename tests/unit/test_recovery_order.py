@@ -79,3 +79,19 @@ async def test_a_message_newer_than_every_waiting_one_goes_last_and_a_known_one_
     head = await repo.due_jobs("telegram", 1e12, 5, set())
     assert [job.dedup_key for job in head] == ["hook:m99"]
     assert json.loads(json.dumps(head[0].payload))["hook"]["message"]["timestamp"] == 99
+
+
+async def test_sixty_recovered_messages_before_one_waiting_keep_their_order(
+    repo: Repository,
+) -> None:
+    # Each placement halves the room before the waiting message: floats run out after ~53.
+    await repo.enqueue(message("live", 1000))
+    async with repo.transaction() as tx:
+        await place_in_order(tx, [message(f"r{n:02d}", n) for n in range(1, 61)])
+
+    jobs = await repo.pending_in_lane("telegram", "chat:5", 100)
+    assert [job.dedup_key for job in jobs] == [f"hook:r{n:02d}" for n in range(1, 61)] + [
+        "hook:live"
+    ]
+    positions = [job.position for job in jobs]
+    assert positions == sorted(set(positions))  # strictly increasing: no ties left to chance
