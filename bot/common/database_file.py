@@ -103,7 +103,8 @@ def judge_fresh(database: Path, created: bool, database_id: str, lock: DatabaseL
             f"fresh database: a new, empty database was created at {database} where the bridge "
             f"last ran on database {previous}; its stored scope, message links, phones and "
             "pending jobs are not here. If it was deleted or moved by mistake, stop the bridge "
-            "and put it back (docs/operations.md#backups); this clears once a hook is stored"
+            "and put it back (docs/operations.md#the-database-file); this clears once a hook "
+            "is stored"
         )
         logger.critical("DATABASE_PATH: %s", problem)
         return problem
@@ -129,6 +130,6 @@ async def watch_database(paths: list[Path], stop: Callable[[str], None]) -> None
                 stop(
                     f"DATABASE_PATH: {path} was {what} while the bridge ran; what arrives now "
                     "would be written where no start can read it again. Put the database back "
-                    "(docs/operations.md#backups) before starting again"
+                    "(docs/operations.md#the-database-file) before starting again"
                 )
                 return
