@@ -24,10 +24,10 @@ from bot.bridge import Bridge
 from bot.common.settings import Settings
 from bot.jobs.throttle import Pace
 from bot.jobs.worker import Backoff
+from simulators.amojo import FakeAmojo
+from simulators.crm import FakeCrm
+from simulators.telegram import FakeTelegram
 from storage.migrations import MIGRATIONS
-from tests.fakes.amojo import FakeAmojo
-from tests.fakes.crm import FakeCrm
-from tests.fakes.telegram import FakeTelegram
 
 TOKEN = "123456:TEST-token-not-real"
 CHANNEL_ID = "344a5002-f8ca-454d-af3d-396180102ac7"

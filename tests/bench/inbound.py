@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tests.fakes.amojo import FakeAmojo
-from tests.fakes.crm import FakeCrm
-from tests.fakes.factories import private_message_update
-from tests.fakes.telegram import FakeTelegram
+from simulators.amojo import FakeAmojo
+from simulators.crm import FakeCrm
+from simulators.factories import private_message_update
+from simulators.telegram import FakeTelegram
 from tests.harness import (
     ACCOUNT_ID,
     CHANNEL_ID,

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import IO
 
+from simulators.amojo import FakeAmojo
+from simulators.crm import FakeCrm
+from simulators.factories import private_message_update
+from simulators.telegram import FakeTelegram
 from tests.bench.inbound import REPO_ROOT, bridge_command, peak_rss_mb, stop_bridge, wait_polling
-from tests.fakes.amojo import FakeAmojo
-from tests.fakes.crm import FakeCrm
-from tests.fakes.factories import private_message_update
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     ACCOUNT_ID,
     CHANNEL_ID,

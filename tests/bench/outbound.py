@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.fakes.factories import private_message_update
+from simulators.factories import private_message_update
 from tests.harness import Fakes, spawn_bridge, started_fakes
 
 TARGET_P99_MS = 20.0

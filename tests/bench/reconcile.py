@@ -27,6 +27,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from simulators.crm import FakeCrm
+from simulators.telegram import FakeTelegram
 from tests.bench.inbound import (
     REPO_ROOT,
     Load,
@@ -38,8 +40,6 @@ from tests.bench.inbound import (
     wait_polling,
 )
 from tests.bench.recovery import wait_statuses
-from tests.fakes.crm import FakeCrm
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     ACCOUNT_ID,
     CHANNEL_ID,

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import aiohttp
 
+from simulators.crm import FakeCrm
+from simulators.telegram import FakeTelegram
 from tests.bench.inbound import (
     REPO_ROOT,
     Load,
@@ -34,8 +36,6 @@ from tests.bench.inbound import (
     stop_bridge,
     wait_polling,
 )
-from tests.fakes.crm import FakeCrm
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     ACCOUNT_ID,
     CHANNEL_ID,

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.launch import QUIET_LOGGERS
+from simulators.factories import make_message, make_user
 from storage import JobState
 from tests.drills.background import Background, background_bridge
-from tests.fakes.factories import make_message, make_user
 
 SECRET_NAME = "Zoltan Quixby"
 SECRET_TEXT = "SECRET-PAYLOAD-4417"

@@ -27,9 +27,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from simulators.factories import private_message_update
+from simulators.telegram import FakeTelegram
 from tests.drills.process import ForkedBridges
-from tests.fakes.factories import private_message_update
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN as PRIMARY_TOKEN
 from tests.harness import Fakes, wait_until
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
+from simulators.factories import private_message_update
 from tests.drills.traffic import TwoWayTraffic
-from tests.fakes.factories import private_message_update
 from tests.harness import BridgeFactory, Fakes
 
 CHATS = (6101, 6102, 6103, 6104, 6105, 6106)

@@ -20,8 +20,8 @@ from bot.common.limits import (
     TELEGRAM_PER_CHAT_INTERVAL,
 )
 from bot.jobs.throttle import Pace
+from simulators.factories import private_message_update, staff_message_update
 from tests.drills.traffic import TwoWayTraffic
-from tests.fakes.factories import private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes
 
 CHATS = (7201, 7202, 7203, 7204)

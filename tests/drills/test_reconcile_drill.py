@@ -17,8 +17,8 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+from simulators.factories import private_message_update
 from tests.e2e.test_manager_to_telegram import customer_says
-from tests.fakes.factories import private_message_update
 from tests.harness import FAST_PACE, BridgeFactory, Fakes
 
 SECONDS = 60.0

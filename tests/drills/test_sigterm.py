@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.factories import private_message_update
+from simulators.factories import private_message_update
 from tests.harness import BridgeProcess, Fakes, wait_until
 
 

@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.fakes.factories import private_message_update
+from simulators.factories import private_message_update
 from tests.harness import Fakes, wait_until
 
 MANAGER_TEXT = re.compile(r"m(\d+)-(\d+)")

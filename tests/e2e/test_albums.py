@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 
 import bot.manager.delivery
+from simulators.crm import CrmRequest
+from simulators.factories import make_photo, private_message_update
 from tests.e2e.test_manager_to_telegram import customer_says, post, sends, status_of
-from tests.fakes.crm import CrmRequest
-from tests.fakes.factories import make_photo, private_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, spawn_bridge
 
 

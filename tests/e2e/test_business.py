@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from simulators.crm import CrmRequest, hal
+from simulators.factories import make_contact, make_photo, make_user, staff_message_update
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
-from tests.fakes.crm import CrmRequest, hal
-from tests.fakes.factories import make_contact, make_photo, make_user, staff_message_update
 from tests.harness import (
     BridgeFactory,
     BridgeProcess,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from simulators.factories import private_message_update
 from storage import ChatKey
 from tests.e2e.test_business import (
     CHAT,
@@ -17,7 +18,6 @@ from tests.e2e.test_business import (
     customer_writes,
 )
 from tests.e2e.test_manager_to_telegram import post, status_of
-from tests.fakes.factories import private_message_update
 from tests.harness import TOKEN, BridgeFactory, Fakes
 
 SECOND = "777001:SECOND-token-not-real"

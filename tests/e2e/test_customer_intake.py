@@ -8,13 +8,13 @@ import pytest
 
 from bot.common.ids import primary_chat
 from bot.common.texts import text
-from storage import JobState
-from tests.fakes.factories import (
+from simulators.factories import (
     make_contact,
     make_message,
     make_user,
     private_message_update,
 )
+from storage import JobState
 from tests.harness import Fakes, RunningBridge, wait_until
 
 

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from bot.amocrm.amojo import content_md5, request_signature
-from tests.fakes.factories import make_photo, private_message_update
+from simulators.factories import make_photo, private_message_update
 from tests.harness import CHANNEL_SECRET, Fakes, RunningBridge
 
 

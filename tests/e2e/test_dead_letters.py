@@ -12,9 +12,9 @@ import pytest
 import bot.manager.delivery
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.customer.intake import KIND_NEW_MESSAGE
+from simulators.factories import private_message_update, staff_message_update
 from storage import JobState
 from storage.crm import audit_entries
-from tests.fakes.factories import private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 OPERATOR = 9001

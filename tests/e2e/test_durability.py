@@ -11,8 +11,8 @@ import pytest
 
 from bot.common.ids import primary_chat
 from bot.customer.intake import KIND_NEW_MESSAGE
+from simulators.factories import private_message_update
 from storage import JobState
-from tests.fakes.factories import private_message_update
 from tests.harness import BridgeFactory, BridgeProcess, Fakes, spawn_bridge, wait_until
 
 CHATS = (1101, 1102, 1103, 1104)

@@ -16,9 +16,9 @@ import pytest
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.common.ids import primary_chat
 from bot.launch import QUIET_LOGGERS
+from simulators.factories import make_message, make_user, staff_message_update
 from storage import JobState
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
-from tests.fakes.factories import make_message, make_user, staff_message_update
 from tests.harness import (
     BridgeFactory,
     Fakes,

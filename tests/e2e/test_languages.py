@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bot.staff.desk import Invocation, staff_job
+from simulators.factories import make_user, staff_message_update
 from tests.e2e.test_manager_to_telegram import customer_says, post, sends, status_of
-from tests.fakes.factories import make_user, staff_message_update
 from tests.harness import BridgeFactory, Fakes
 
 OPERATOR = 900

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from bot.app import Transports, create_bridge
-from tests.fakes.factories import private_message_update
+from simulators.factories import private_message_update
 from tests.harness import (
     CHANNEL_SECRET,
     CRM_TOKEN,

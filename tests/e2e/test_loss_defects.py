@@ -13,10 +13,10 @@ import pytest
 from bot.amocrm.channel import Channel
 from bot.amocrm.hooks import HookNotStored, HookReceiver
 from bot.common.metrics import Metrics
+from simulators.factories import make_user, private_message_update, staff_message_update
 from storage import JobState, NewJob, open_repository
 from storage.crm import audit_entries
 from tests.e2e.test_manager_to_telegram import customer_says, share_phone, status_of
-from tests.fakes.factories import make_user, private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, database_at, wait_until
 
 OPERATOR = 900

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tests.fakes.factories import private_message_update
+from simulators.factories import private_message_update
 from tests.harness import Fakes, spawn_bridge
 
 CHATS = (701, 702, 703, 704)

@@ -15,15 +15,15 @@ import bot.manager.delivery
 import bot.manager.spool
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, KIND_AMO_REACTION, KIND_AMO_TYPING
 from bot.common.ids import primary_chat
-from storage import JobState
-from tests.fakes.amojo import AUTO
-from tests.fakes.factories import (
+from simulators.amojo import AUTO
+from simulators.factories import (
     make_contact,
     make_my_chat_member,
     make_update,
     private_message_update,
 )
-from tests.fakes.telegram import RecordedCall
+from simulators.telegram import RecordedCall
+from storage import JobState
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 

@@ -8,7 +8,7 @@ import sqlite3
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes.factories import private_message_update
+from simulators.factories import private_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

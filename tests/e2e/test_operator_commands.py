@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from bot.staff.desk import Invocation, staff_job
+from simulators.factories import private_message_update, staff_message_update
 from storage.crm import audit_entries, load_token_pair
-from tests.fakes.factories import private_message_update, staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 OPERATOR = 900

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from simulators.factories import private_message_update
 from tests.e2e.test_lifecycle import assert_clean, exit_code, has_problem
-from tests.fakes.factories import private_message_update
 from tests.harness import ROOT, BridgeProcess, Fakes, bridge_env, free_port, spawn_bridge
 
 STOP_WITHIN_SECONDS = 5.0

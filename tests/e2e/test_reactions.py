@@ -9,8 +9,8 @@ import pytest
 
 from bot.amocrm.hooks import KIND_AMO_REACTION
 from bot.chat.reactions import KIND_CUSTOMER_REACTION
+from simulators.factories import make_reaction, make_update, private_message_update
 from storage import JobState
-from tests.fakes.factories import make_reaction, make_update, private_message_update
 from tests.harness import Fakes, RunningBridge, wait_until
 
 

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from bot.common.ids import primary_chat
+from simulators.factories import make_contact, private_message_update
 from tests.e2e.test_manager_to_telegram import customer_says, post, status_of
-from tests.fakes.factories import make_contact, private_message_update
 from tests.harness import (
     FAST_PACE,
     BridgeFactory,

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 import bot.manager.recovery
+from simulators.factories import staff_message_update
 from storage import JobState
 from tests.e2e.test_manager_to_telegram import customer_says, status_of
-from tests.fakes.factories import staff_message_update
 from tests.harness import BridgeFactory, Fakes, RunningBridge, spawn_bridge, wait_until
 
 CHATS = (2101, 2102, 2103)

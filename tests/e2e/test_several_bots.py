@@ -10,9 +10,7 @@ import pytest
 
 from bot.common.ids import primary_chat
 from bot.common.settings import StartupError
-from storage import JobState
-from tests.e2e.test_manager_to_telegram import post, status_of
-from tests.fakes.factories import (
+from simulators.factories import (
     make_contact,
     make_photo,
     make_reaction,
@@ -20,7 +18,9 @@ from tests.fakes.factories import (
     private_message_update,
     staff_message_update,
 )
-from tests.fakes.telegram import FakeTelegram
+from simulators.telegram import FakeTelegram
+from storage import JobState
+from tests.e2e.test_manager_to_telegram import post, status_of
 from tests.harness import (
     TOKEN,
     BridgeFactory,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.factories import private_message_update
+from simulators.factories import private_message_update
 from tests.harness import (
     ACCOUNT_ID,
     CHANNEL_SECRET,

@@ -8,9 +8,9 @@ from typing import Any
 
 from bot.amocrm.hooks import KIND_AMO_TYPING
 from bot.common.ids import primary_chat
+from simulators.factories import private_message_update
+from simulators.telegram import RecordedCall
 from storage import JobState
-from tests.fakes.factories import private_message_update
-from tests.fakes.telegram import RecordedCall
 from tests.harness import BridgeFactory, Fakes, RunningBridge, wait_until
 
 FAST_REPEAT = 0.05

@@ -23,9 +23,9 @@ from bot.amocrm.crm import (
     problem_message,
 )
 from bot.amocrm.crm_records import NewCall
+from simulators.crm import CrmRequest, FakeCrm, hal
 from storage import Repository, open_repository
 from storage.crm import TokenPair, load_token_pair, save_token_pair
-from tests.fakes.crm import CrmRequest, FakeCrm, hal
 
 ACCOUNT = "52e591f7-c98f-4255-8495-827210138c81"
 APP = OAuthApp("client-1", "secret-1", "https://bridge.example.com/oauth", "code-1")

@@ -9,7 +9,7 @@ from aiogram.types import Message
 from bot.common.ids import primary_chat
 from bot.common.limits import TELEGRAM_DOWNLOAD_LIMIT
 from bot.customer.mapping import content_hash, message_content, new_message_payload, reply_reference
-from tests.fakes.factories import (
+from simulators.factories import (
     make_contact,
     make_document,
     make_file,

@@ -16,7 +16,7 @@ from bot.amocrm.hooks import (
 )
 from bot.common.telegram_text import split_text, utf16_length
 from bot.manager.mapping import ManagerMessage, keyboard_for, plan_parts
-from tests.fakes.amojo import FakeAmojo
+from simulators.amojo import FakeAmojo
 from tests.harness import ACCOUNT_ID, CHANNEL_ID, CHANNEL_SECRET
 
 fake = FakeAmojo(CHANNEL_ID, CHANNEL_SECRET, ACCOUNT_ID)

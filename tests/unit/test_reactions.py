@@ -15,8 +15,8 @@ from bot.chat.reactions import (
     registration_emoji_string,
     telegram_reaction,
 )
-from tests.fakes.factories import make_reaction
-from tests.fakes.telegram import ALLOWED_REACTIONS
+from simulators.factories import make_reaction
+from simulators.telegram import ALLOWED_REACTIONS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

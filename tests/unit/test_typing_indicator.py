@@ -12,7 +12,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from bot.common.bots import Bots
 from bot.common.ids import primary_chat
 from bot.manager.typing_indicator import TypingIndicator
-from tests.fakes.telegram import FakeTelegram
+from simulators.telegram import FakeTelegram
 from tests.harness import TOKEN, wait_until
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.base import FakeServer
+from simulators.base import FakeServer
 
 BOT_USER: dict[str, Any] = {
     "id": 42,

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.base import FakeServer
+from simulators.base import FakeServer
 
 Handler = Callable[["CrmRequest"], Awaitable[web.StreamResponse]]
 PROBLEM_TITLES = {

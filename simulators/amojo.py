@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.base import FakeServer
+from simulators.base import FakeServer
 
 SIGNATURE_TTL = 15 * 60
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()

@@ -16,10 +16,10 @@ from aiogram.types import BufferedInputFile, ReactionTypeEmoji
 from aiogram.types.reaction_type_union import ReactionTypeUnion as ReactionType
 from aiohttp import web
 
-from tests.fakes.amojo import FakeAmojo, sign_request
-from tests.fakes.crm import FakeCrm
-from tests.fakes.factories import private_message_update
-from tests.fakes.telegram import FakeTelegram
+from simulators.amojo import FakeAmojo, sign_request
+from simulators.crm import FakeCrm
+from simulators.factories import private_message_update
+from simulators.telegram import FakeTelegram
 
 TOKEN = "123456:TEST-token"
 V_SECRET = "f2d7f8704eff95087ed45b23ba99c0b5aac8278e"
