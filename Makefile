@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint browser bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -24,13 +24,27 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 run: $(STAMP_RUN)
 	$(BIN)/python -m bot
 
+# The real bridge against the built-in simulators, and a page to play both sides (no account).
+demo: $(STAMP_RUN)
+	$(BIN)/python -m simulators.demo
+
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The demo's page is tested in Debian's chromium: installed here when missing and possible
+# (root with apt-get, as in CI); elsewhere that one test is skipped, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the demo's browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	      >/dev/null; } || echo "chromium could not be installed: the browser test is skipped"; \
+	  else echo "chromium missing (not root with apt-get): the demo's browser test is skipped"; fi; }
+
 # The suite mostly waits on loopback I/O: five workers keep two cores busy (drills start first).
-test: lint
+test: lint browser
 	$(BIN)/pytest -q -n 5 --dist worksteal
 
 bench: $(STAMP_DEV)

@@ -87,3 +87,21 @@ def test_no_import_runs_back_up_or_sideways(module: str) -> None:
         if other == own:
             continue
         assert other_height < height, f"{module} ({own}) imports {imported} ({other})"
+
+
+def test_the_product_never_imports_the_simulators() -> None:
+    # Only `make demo` (simulators/demo.py) runs them beside the bridge, in its own process.
+    found = modules()
+    offenders = [
+        name
+        for name, path in found.items()
+        if any(
+            isinstance(node, ast.ImportFrom | ast.Import)
+            and any(
+                (getattr(node, "module", None) or alias.name).startswith("simulators")
+                for alias in node.names
+            )
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+    ]
+    assert offenders == []
