@@ -56,8 +56,8 @@ async def test_events_beyond_a_pass_s_pages_are_read_by_the_next_pass(
     await customer_says(fakes, 9401, 1)
     ours = fakes.amojo.drop_hook(fakes.amojo.message_hook("tg-9401", text="ours"))
     later = time.time() + 1
-    for n in range(250):  # a broadcast on another channel right after: newer events
-        fakes.crm.outgoing_message(f"whatsapp-chat-{n}", str(uuid.uuid4()), later)
+    for n in range(250):  # another channel's busy chats right after: newer events
+        fakes.crm.outgoing_message(f"whatsapp-chat-{n % 5}", str(uuid.uuid4()), later)
 
     await delivered(fakes, [ours], wait=3 * WITHIN_SECONDS)
     assert texts_to(fakes, 9401) == ["ours"]
