@@ -30,6 +30,7 @@ from bot.common import ids
 from bot.common.bots import Bots
 from bot.common.metrics import Metrics
 from bot.common.settings import Settings, StartupError
+from bot.customer.attribution import Attribution
 from bot.customer.business import BusinessAccounts
 from bot.customer.files import FileLinks
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
@@ -289,6 +290,9 @@ async def create_bridge(
         sources=sources,
     )
     budget = AsyncLimiter(settings.RECONCILE_REQUESTS_PER_SECOND, 1)
+    attribution = Attribution(
+        repo, crm, amojo, channel, settings.AMOCRM_CAMPAIGN_PIPELINES, sources=source_of
+    )
     foreign = ForeignChats()  # other channels' chats of the account, once seen
     reconciler = Reconciler(
         repo,
@@ -343,7 +347,7 @@ async def create_bridge(
         Worker(
             repo,
             STAFF_QUEUE,
-            {**staff.kinds(), **account_sources.kinds()},
+            {**staff.kinds(), **account_sources.kinds(), **attribution.kinds()},
             metrics=metrics,
             backoff=backoff,
             concurrency=4,

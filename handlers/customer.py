@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import Router
-from aiogram.filters import CommandStart
+from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import (
     KeyboardButton,
     Message,
@@ -22,8 +22,11 @@ router.edited_message.filter(PrivateChat())
 
 
 @router.message(CommandStart())
-async def on_start(message: Message, intake: Intake) -> None:
-    """Greet the customer and offer to share their phone."""
+async def on_start(message: Message, command: CommandObject, intake: Intake) -> None:
+    """Greet the customer and offer to share their phone; a deep link's payload is bridged
+    (as a readable line) and carried onto the lead."""
+    if command.args:
+        await intake.record_start(message, command.args)
     language = message.from_user.language_code if message.from_user else None
     keyboard = ReplyKeyboardMarkup(
         keyboard=[

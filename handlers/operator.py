@@ -14,6 +14,7 @@ from bot.common.settings import Settings
 from bot.common.texts import staff_language, text
 from bot.staff.commands import is_unknown_command
 from bot.staff.desk import QUEUED_COMMANDS, Invocation, StaffDesk, staff_job
+from bot.staff.links import link_jobs
 from handlers.filters import OwnNewMessage, PrivateChat
 from storage import Repository
 
@@ -70,6 +71,21 @@ async def cmd_staff(
         await repo.enqueue(staff_job(invocation))
     else:  # /status, /help: local answers, at once
         await answer_later(repo, bridge_bots, message, await staff.run(invocation))
+
+
+@router.message(Command("link", ignore_case=True))
+async def cmd_link(
+    message: Message,
+    command: CommandObject,
+    repo: Repository,
+    bridge_bots: Bots,
+    settings: Settings,
+) -> None:
+    """A deep link to every bot carrying the given values, each with its QR code."""
+    code = message.from_user.language_code if message.from_user else None
+    language = staff_language(code, settings.default_language)
+    chat = bridge_bots.chat(message.bot, message.chat)
+    await repo.enqueue(*link_jobs(chat, message.message_id, bridge_bots, command.args, language))
 
 
 @router.message(UnknownCommand())

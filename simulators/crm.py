@@ -144,7 +144,26 @@ class FakeCrm(FakeServer):
         self.add_route("GET", "/api/v4/events", self._list_events)
         self.add_route("GET", "/api/v4/contacts/chats", self._contact_chats)
         self.add_route("GET", "/api/v4/contacts/{id}", self._get_contact)
+        self.add_route("GET", "/api/v4/leads/custom_fields", self._lead_fields)
+        self.add_route("GET", "/api/v4/leads/pipelines/{id}", self._get_pipeline)
         self.add_route("GET", "/api/v4/leads/{id}", self._get_lead)
+        self.add_route("PATCH", "/api/v4/leads/{id}", self._patch_lead)
+        self.add_route("POST", "/api/v4/leads/{id}/notes", self._add_lead_notes)
+        # Lead attribution: the account's UTM fields (tracking_data, by code), its pipelines
+        # (the first status of each is the unsorted stage, type 1), notes on leads.
+        self.lead_fields: list[dict[str, Any]] = [
+            {"id": 900 + n, "name": code.replace("_", " "), "code": code, "type": "tracking_data"}
+            for n, code in enumerate(
+                ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
+            )
+        ]
+        self.pipelines: dict[int, list[dict[str, Any]]] = {
+            1300: [{"id": 1301, "type": 1, "sort": 10}, {"id": 1302, "type": 0, "sort": 20}],
+            4401: [{"id": 4402, "type": 1, "sort": 10}, {"id": 4403, "type": 0, "sort": 20}],
+        }
+        self.notes: list[dict[str, Any]] = []
+        self.lead_patches: list[dict[str, Any]] = []
+        self.unlinked_chats: set[str] = set()  # chats whose contact amoCRM has not made yet
         self.add_route("GET", "/api/v4/sources", self._list_sources)
         self.add_route("POST", "/api/v4/sources", self._add_sources)
         self.add_route("PATCH", "/api/v4/sources", self._update_sources)
@@ -496,7 +515,7 @@ class FakeCrm(FakeServer):
         links = [
             {"id": 26000 + index, "chat_id": chat, "contact_id": contact}
             for index, (chat, contact) in enumerate(self.chat_contacts.items())
-            if contact in contact_ids or chat in chat_ids
+            if (contact in contact_ids or chat in chat_ids) and chat not in self.unlinked_chats
         ]
         if not links:
             return web.Response(status=204)
@@ -521,6 +540,100 @@ class FakeCrm(FakeServer):
         if "contacts" in request.query.get("with", "").split(","):
             body["_embedded"] = {"contacts": [{"id": c, "is_main": True} for c in lead["contacts"]]}
         return hal(body)
+
+    async def _lead_fields(self, request: CrmRequest) -> web.StreamResponse:
+        limit = int(request.query.get("limit", "50"))
+        page = int(request.query.get("page", "1"))
+        if not 0 < limit <= 250 or page < 1:
+            return problem(400, "Request validation failed")
+        window = self.lead_fields[(page - 1) * limit : page * limit]
+        if not window:
+            return web.Response(status=204)
+        links: dict[str, Any] = {"self": {"href": f"{self.url}{request.path}?page={page}"}}
+        if page * limit < len(self.lead_fields):
+            links["next"] = {"href": f"{self.url}{request.path}?page={page + 1}"}
+        return hal({"_page": page, "_links": links, "_embedded": {"custom_fields": window}})
+
+    async def _get_pipeline(self, request: CrmRequest) -> web.StreamResponse:
+        pipeline_id = int(request.params["id"]) if request.params["id"].isdigit() else 0
+        statuses = self.pipelines.get(pipeline_id)
+        if statuses is None:
+            return problem(404, "Pipeline not found")
+        embedded = [{**status, "pipeline_id": pipeline_id} for status in statuses]
+        return hal({"id": pipeline_id, "_embedded": {"statuses": embedded}})
+
+    async def _patch_lead(self, request: CrmRequest) -> web.StreamResponse:
+        lead = self.leads.get(int(request.params["id"])) if request.params["id"].isdigit() else None
+        body = request.json
+        if lead is None:
+            return problem(404, "Lead not found")
+        if not isinstance(body, dict):
+            return problem(400, "Request validation failed")
+        errors = []
+        known = {field["id"]: field for field in self.lead_fields}
+        by_code = {field["code"]: field for field in self.lead_fields}
+        values = body.get("custom_fields_values") or []
+        for index, entry in enumerate(values):
+            field = known.get(entry.get("field_id")) or by_code.get(entry.get("field_code"))
+            ok_values = isinstance(entry.get("values"), list) and all(
+                isinstance(v, dict) and isinstance(v.get("value"), str) for v in entry["values"]
+            )
+            if field is None or not ok_values:
+                path = f"custom_fields_values.{index}"
+                errors.append({"code": "NotSupportedChoice", "path": path, "detail": "bad field"})
+        pipeline = body.get("pipeline_id")
+        if pipeline is not None and pipeline not in self.pipelines:
+            errors.append({"code": "NotFound", "path": "pipeline_id", "detail": "no pipeline"})
+        if errors:
+            return problem(
+                400,
+                "Request validation failed",
+                **{"validation-errors": [{"request_id": "0", "errors": errors}]},
+            )
+        self.lead_patches.append({"lead_id": lead["id"], **body})
+        current = {v["field_id"]: v for v in lead["custom_fields_values"] or []}
+        for entry in values:
+            field = known.get(entry.get("field_id")) or by_code[entry["field_code"]]
+            current[field["id"]] = {
+                "field_id": field["id"],
+                "field_code": field["code"],
+                "values": entry["values"],
+            }
+        lead["custom_fields_values"] = list(current.values()) or None
+        if pipeline is not None:
+            lead["pipeline_id"] = pipeline
+            lead["status_id"] = body.get("status_id") or self.pipelines[pipeline][0]["id"]
+        lead["updated_at"] = int(time.time())
+        return hal({"id": lead["id"], "updated_at": lead["updated_at"]})
+
+    async def _add_lead_notes(self, request: CrmRequest) -> web.StreamResponse:
+        lead_id = int(request.params["id"]) if request.params["id"].isdigit() else 0
+        if lead_id not in self.leads:
+            return problem(404, "Lead not found")
+        notes = request.json
+        valid = (
+            isinstance(notes, list)
+            and notes
+            and all(
+                isinstance(n, dict)
+                and n.get("note_type") == "common"
+                and isinstance((n.get("params") or {}).get("text"), str)
+                for n in notes
+            )
+        )
+        if not valid:
+            return problem(400, "Request validation failed")
+        added = []
+        for index, note in enumerate(notes):
+            note_id = 30_000 + next(self._serial)
+            self.notes.append({"id": note_id, "entity_id": lead_id, **note})
+            added.append({"id": note_id, "entity_id": lead_id, "request_id": str(index)})
+        return hal({"_embedded": {"notes": added}})
+
+    def lead_of_chat(self, amo_chat_id: str) -> dict[str, Any]:
+        """The (newest) lead of a chat's contact."""
+        contact = self.contacts[self.chat_contacts[amo_chat_id]]
+        return self.leads[contact["leads"][-1]]
 
     async def _get_talk(self, request: CrmRequest) -> web.StreamResponse:
         talk = self.talks.get(int(request.params["id"])) if request.params["id"].isdigit() else None

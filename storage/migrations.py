@@ -335,4 +335,22 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE amo_conversation_id IS NOT NULL;
         """,
     ),
+    (
+        14,
+        # Where a lead came from: every deep-link payload (`/start <payload>`) a conversation
+        # received; `first` marks the one whose values go on the lead (never replaced).
+        """
+        CREATE TABLE touches (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            bot INTEGER NOT NULL,
+            chat_id INTEGER NOT NULL,
+            tg_message_id INTEGER NOT NULL,
+            raw TEXT NOT NULL,
+            values_json TEXT NOT NULL,
+            first INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (bot, chat_id, tg_message_id)
+        );
+        """,
+    ),
 ]

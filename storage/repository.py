@@ -31,6 +31,7 @@ from storage.core import (
 from storage.gaps import Gap, GapReads, GapWrites, RecoveryTarget
 from storage.jobs import Job, JobReads, JobState, JobWrites, NewJob, PruneStep, QueueStats
 from storage.kv import KvReads, KvWrites
+from storage.touches import StoredTouch, TouchReads, TouchWrites
 
 __all__ = [
     "BusinessConnection",
@@ -49,6 +50,7 @@ __all__ = [
     "StorageError",
     "StorageOutage",
     "StorageUnavailable",
+    "StoredTouch",
     "Transaction",
     "WriteLock",
     "is_outage",
@@ -56,11 +58,11 @@ __all__ = [
 ]
 
 
-class Transaction(GapWrites, JobWrites, ConversationWrites, BusinessWrites, KvWrites):
+class Transaction(GapWrites, JobWrites, ConversationWrites, BusinessWrites, KvWrites, TouchWrites):
     """Write operations; only reachable inside `Repository.transaction()`."""
 
 
-class Repository(JobReads, ConversationReads, BusinessReads, GapReads, KvReads):
+class Repository(JobReads, ConversationReads, BusinessReads, GapReads, KvReads, TouchReads):
     """All persistence of the bridge."""
 
     transaction_type = Transaction

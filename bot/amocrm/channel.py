@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,9 +18,10 @@ import httpx
 
 from bot.amocrm.amojo import AmojoClient, AmojoError
 from bot.amocrm.crm import CrmAuthError, CrmClient, CrmError, CrmUnreadable
+from bot.common import ids
 from bot.common.health import AMOCRM, AMOJO, describe_exception
 from bot.common.settings import Settings, StartupError
-from storage import Repository
+from storage import ChatKey, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -206,3 +207,31 @@ async def connect_with_retry(
             logger.info("connected after %d s of waiting", time.time() - down_since)
         waiting(None)
         return channel, True
+
+
+async def amo_chat_ids(
+    repo: Repository,
+    amojo: AmojoClient,
+    channel: Channel,
+    chat: ChatKey,
+    source: str | None,
+    before_request: Callable[[], Awaitable[None]] | None = None,
+) -> list[str]:
+    """Every amo chat of a conversation; asked of amojo when none was seen (spec §5.1: the
+    chat-creation call answers an existing conversation's chat too)."""
+    known = await repo.amo_chats_of(chat)
+    if known:
+        return known
+    customer = await repo.get_customer(chat)
+    if customer is None:
+        return []
+    if before_request is not None:
+        await before_request()
+    answer = await amojo.create_chat(
+        channel.scope_id,
+        ids.conversation_id(chat),
+        {"id": ids.user_id(customer.user_id), "name": customer.name or "Telegram user"},
+        source=source,
+    )
+    amo_chat_id = answer.get("id") if isinstance(answer, dict) else None
+    return [str(amo_chat_id)] if amo_chat_id else []

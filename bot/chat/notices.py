@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
-from aiogram.types import Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
+from aiogram.types import BufferedInputFile, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
 from bot.common import ids
 from bot.common.bots import Bots
@@ -24,8 +25,11 @@ KIND_CALLBACK_ANSWER = "bot.callback_answer"
 Markup = ReplyKeyboardMarkup | ReplyKeyboardRemove
 
 
-def notice_job(chat: ChatKey, key: str, text: str, markup: Markup | None = None) -> NewJob:
-    """A job that sends the bot's own text to a customer once (through the chat's bot)."""
+def notice_job(
+    chat: ChatKey, key: str, text: str, markup: Markup | None = None, photo: bytes | None = None
+) -> NewJob:
+    """A job that sends the bot's own text to a customer once (through the chat's bot); with
+    `photo` (a small picture, such as a QR code), the text is its caption."""
     return NewJob(
         queue=TELEGRAM_QUEUE,
         kind=KIND_NOTICE,
@@ -36,6 +40,7 @@ def notice_job(chat: ChatKey, key: str, text: str, markup: Markup | None = None)
             "text": text,
             "markup": markup.model_dump(mode="json", exclude_none=True) if markup else None,
             "markup_type": type(markup).__name__ if markup else None,
+            "photo": base64.b64encode(photo).decode() if photo else None,
         },
     )
 
@@ -112,9 +117,13 @@ class NoticeSender:
         if self.throttle is not None:
             await self.throttle.wait(chat)
         try:
-            await bot.send_message(
-                chat.chat_id, job.payload["text"], reply_markup=_markup(job.payload)
-            )
+            if job.payload.get("photo"):
+                picture = BufferedInputFile(base64.b64decode(job.payload["photo"]), "picture.png")
+                await bot.send_photo(chat.chat_id, picture, caption=job.payload["text"])
+            else:
+                await bot.send_message(
+                    chat.chat_id, job.payload["text"], reply_markup=_markup(job.payload)
+                )
         except (TelegramForbiddenError, TelegramBadRequest) as exc:
             logger.info("notice to chat %d not sent: %s", chat.chat_id, exc.message)
         return Done()

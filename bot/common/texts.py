@@ -172,6 +172,8 @@ TEXTS: dict[str, dict[Language, str]] = {
             "/failed — задачи с ошибкой и их причины\n"
             "/retry <номер>|all — повторить задачу с ошибкой или все такие задачи\n"
             "  /retry 42\n"
+            "/link <ключ=значение…> — ссылка t.me на каждого бота с метками и её QR-код\n"
+            "  /link utm_source=vk utm_campaign=spring\n"
             "/help — этот список"
         ),
         "en": (
@@ -192,6 +194,8 @@ TEXTS: dict[str, dict[Language, str]] = {
             "/failed — dead-lettered jobs with their reasons\n"
             "/retry <id>|all — re-drive a dead-lettered job, or all of them\n"
             "  /retry 42\n"
+            "/link <key=value…> — a t.me link to each bot carrying these values, with its QR code\n"
+            "  /link utm_source=vk utm_campaign=spring\n"
             "/help — this list"
         ),
     },
@@ -212,6 +216,22 @@ TEXTS: dict[str, dict[Language, str]] = {
         "en": "Re-drive a dead letter: /retry 42 | all",
     },
     "staff.menu.help": {"ru": "Команды с примерами", "en": "Staff commands with examples"},
+    "staff.menu.link": {
+        "ru": "Ссылка с метками: /link utm_source=vk",
+        "en": "A tracked link: /link utm_source=vk",
+    },
+    "staff.link.usage": {
+        "ru": "Не получилось: {reason}.\nКак вызвать: /link utm_source=vk utm_campaign=spring",
+        "en": "Cannot make the link: {reason}.\nUsage: /link utm_source=vk utm_campaign=spring",
+    },
+    "staff.link.made": {
+        "ru": "Ссылка на {bot}: {url}\nНачальное сообщение в amoCRM: «{line}»",
+        "en": "Link to {bot}: {url}\nIn amoCRM the chat starts with: “{line}”",
+    },
+    "staff.link.no_username": {
+        "ru": "У бота {bot} нет имени пользователя: ссылку t.me сделать нельзя",
+        "en": "Bot {bot} has no username: no t.me link can be made",
+    },
     # ----- staff: /talk, /close, /call -----------------------------------------------------
     "staff.talk.head": {"ru": "Беседа {id}: {state}, {read}", "en": "Talk {id}: {state}, {read}"},
     "staff.talk.open": {"ru": "открыта", "en": "open"},
@@ -314,6 +334,10 @@ TEXTS: dict[str, dict[Language, str]] = {
         "en": "/{command} failed: {reason}",
     },
     # ----- staff: /status ------------------------------------------------------------------
+    "start.from_link": {
+        "ru": "Открыл бота по ссылке: {source}",
+        "en": "Started the bot from: {source}",
+    },
     "staff.status.title": {"ru": "Состояние моста", "en": "Bridge status"},
     "staff.status.healthy": {
         "ru": "Telegram, amoCRM и база: всё в порядке",

@@ -13,9 +13,11 @@ from aiogram.types import CallbackQuery, Contact, Message
 from bot.chat.notices import Markup, callback_answer_job, notice_job
 from bot.common import ids
 from bot.common.bots import Bots
+from bot.common.deeplinks import Touch, read_payload, readable
 from bot.common.phones import mask_phone, normalise_phone
 from bot.common.texts import Language, text
 from bot.customer import mapping
+from bot.customer.attribution import attribution_job
 from bot.jobs.queues import AMOJO_QUEUE, KIND_OWNER_MESSAGE
 from storage import ChatKey, CustomerProfile, MessageLink, NewJob, Repository
 
@@ -59,9 +61,11 @@ class _Batch:
     # The message pair each job records, by the job's dedup key: stored only when the job is
     # new, so a repeated update never rewrites what amoCRM was last told.
     links: dict[str, MessageLink] = field(default_factory=dict)
+    # Deep-link touches: (conversation, the /start message, what its payload says).
+    touches: list[tuple[ChatKey, int, Touch]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.customers or self.jobs)
+        return bool(self.customers or self.jobs or self.touches)
 
     def then(self, later: _Batch) -> _Batch:
         """This batch followed by a later one."""
@@ -70,6 +74,7 @@ class _Batch:
             phones={**self.phones, **later.phones},
             jobs=self.jobs + later.jobs,
             links={**self.links, **later.links},
+            touches=self.touches + later.touches,
         )
 
 
@@ -107,6 +112,11 @@ class Intake:
                             if is_new and job.dedup_key in batch.links
                         ]
                     )
+                    for key, telegram_id, touch in batch.touches:
+                        stored = await tx.add_touch(key, telegram_id, touch.raw, touch.values)
+                        if stored is not None:  # not a repeat of this /start
+                            touch_id, first = stored
+                            await tx.insert_jobs([attribution_job(key, touch_id, first, touch)])
             except BaseException:
                 self._batch = batch.then(self._batch)
                 raise
@@ -129,7 +139,15 @@ class Intake:
             message_at=message.date.timestamp(),
         )
 
-    async def record_message(self, message: Message) -> None:
+    async def record_start(self, message: Message, payload: str) -> None:
+        """A `/start <payload>` (a deep link): bridged as a short readable line, and its touch
+        stored with a job that carries it onto the chat's lead."""
+        touch = read_payload(payload)
+        line = text("start.from_link", self.language, source=readable(touch) or payload)
+        await self.record_message(message, text_instead=line)
+        self._batch.touches.append((self.chat_of(message), message.message_id, touch))
+
+    async def record_message(self, message: Message, text_instead: str | None = None) -> None:
         """Record a new customer message for delivery (a repeat of a stored one is ignored)."""
         key = self.chat_of(message)
         reply_to = None
@@ -142,6 +160,8 @@ class Intake:
             else:
                 reply_to = mapping.reply_reference(ids.message_id(key, quoted), None)
         content = mapping.message_content(message, self.language)
+        if text_instead is not None:
+            content = mapping.Content({"type": "text", "text": text_instead})
         payload = mapping.new_message_payload(key, message, content, reply_to)
         job = amojo_job(
             KIND_NEW_MESSAGE,

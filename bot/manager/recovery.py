@@ -22,7 +22,7 @@ from typing import Any
 from aiolimiter import AsyncLimiter
 
 from bot.amocrm.amojo import AmojoClient, AmojoError
-from bot.amocrm.channel import Channel
+from bot.amocrm.channel import Channel, amo_chat_ids
 from bot.amocrm.hook_model import MessageHook, UnusableHook
 from bot.amocrm.hooks import KIND_AMO_MESSAGE, HookRejected, hook_job
 from bot.common import ids
@@ -387,21 +387,9 @@ class HistoryRecovery:
 
     async def _amo_chats(self, chat: ChatKey) -> list[str]:
         """Every amo chat of a conversation; asked of amojo when none was seen (spec §5.1)."""
-        known = await self.repo.amo_chats_of(chat)
-        if known:
-            return known
-        customer = await self.repo.get_customer(chat)
-        if customer is None:
-            return []
-        await self._request()
-        answer = await self.amojo.create_chat(
-            self.channel.scope_id,
-            ids.conversation_id(chat),
-            {"id": ids.user_id(customer.user_id), "name": customer.name or "Telegram user"},
-            source=self.sources(chat),
+        return await amo_chat_ids(
+            self.repo, self.amojo, self.channel, chat, self.sources(chat), self._request
         )
-        amo_chat_id = answer.get("id") if isinstance(answer, dict) else None
-        return [str(amo_chat_id)] if amo_chat_id else []
 
     async def _history_since(
         self, amo_chat_id: str, since: float, wanted: set[str]

@@ -39,7 +39,9 @@ ENTITY_PATHS = {
 }
 
 # Every command the bot answers; an operator's other `/word` gets "unknown command".
-KNOWN_COMMANDS = frozenset({"talk", "close", "call", "status", "failed", "retry", "help", "start"})
+KNOWN_COMMANDS = frozenset(
+    {"talk", "close", "call", "status", "failed", "retry", "help", "link", "start"}
+)
 _COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@\w+)?(?:\s|$)")
 
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 KIND_STAFF_COMMAND = "staff.command"
 
-MENU_COMMANDS = ("talk", "close", "call", "status", "failed", "retry", "help")
+MENU_COMMANDS = ("talk", "close", "call", "status", "failed", "retry", "help", "link")
 
 
 def menu(language: Language) -> list[BotCommand]:

@@ -275,7 +275,7 @@ async def test_menu_is_set_for_each_operator_chat_only(
     assert [c.failed for c in calls] == [True, False, False, False]
     for call in calls[1:]:
         commands = [c["command"] for c in call.params["commands"]]
-        assert commands == ["talk", "close", "call", "status", "failed", "retry", "help"]
+        assert commands == ["talk", "close", "call", "status", "failed", "retry", "help", "link"]
     default, russian, english = (
         [c["description"] for c in call.params["commands"]] for call in calls[1:]
     )

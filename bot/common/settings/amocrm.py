@@ -70,6 +70,10 @@ class AmoCrmSettings(BaseModel):
 
     AMOJO_CHANNEL_CODE: str | None = None  # the channel's code: `origin_code` of the sources
 
+    # A new lead that came through a deep link of a campaign (`utm_campaign`) moves into that
+    # campaign's pipeline: `<utm_campaign>:<pipeline_id>,…`.
+    AMOCRM_CAMPAIGN_PIPELINES: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+
     # Telegram Business: the channel bot's amojo id (issued at registration) authors an owner's
     # own messages unless BUSINESS_OWNER_USERS maps the owner to an amoCRM user.
     AMOJO_BOT_ID: str | None = None
@@ -78,6 +82,27 @@ class AmoCrmSettings(BaseModel):
     @classmethod
     def _parse_pipelines(cls, value: object) -> object:
         return id_pairs(value, "bot", "pipeline_id", "123456789:4401")
+
+    @field_validator("AMOCRM_CAMPAIGN_PIPELINES", mode="before")
+    @classmethod
+    def _parse_campaigns(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, int] = {}
+        for part in (item.strip() for item in value.split(",")):
+            if not part:
+                continue
+            campaign, _, pipeline = part.rpartition(":")
+            campaign = campaign.strip()
+            if not campaign or not pipeline.strip().isdigit() or not campaign.isprintable():
+                raise ValueError(
+                    "must be comma-separated <utm_campaign>:<pipeline_id> pairs, "
+                    "e.g. spring:4401,black_friday:4402"
+                )
+            if campaign in pairs:
+                raise ValueError(f"names campaign {campaign!r} twice")
+            pairs[campaign] = int(pipeline)
+        return pairs
 
     @field_validator("MEDIA_ALLOWED_HOSTS", mode="before")
     @classmethod
