@@ -33,10 +33,12 @@ def start(fakes: Fakes, chat: int, message_id: int, payload: str) -> None:
 
 def amo_chat_of(fakes: Fakes, chat: int) -> str:
     """The amo chat id amojo gave the conversation."""
-    return next(
-        m["amo_conversation_id"]
-        for m in fakes.amojo.messages
-        if m["conversation_id"] == f"tg-{chat}"
+    return str(
+        next(
+            m["amo_conversation_id"]
+            for m in fakes.amojo.messages
+            if m["conversation_id"] == f"tg-{chat}"
+        )
     )
 
 
