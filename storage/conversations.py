@@ -13,14 +13,17 @@ from storage.core import RepositoryCore, TransactionCore
 
 @dataclass(frozen=True, slots=True, order=True)
 class ChatKey:
-    """Which conversation: a Telegram chat as one bot sees it.
+    """Which conversation: a Telegram chat as one bot sees it, or a topic in it.
 
     `bot` is 0 for the primary bot (the first token; its chats keep the ids they had before
-    there were several bots) and the bot's Telegram id for every other bot.
+    there were several bots) and the bot's Telegram id for every other bot. `thread` is 0 for
+    a whole chat, a topic's `message_thread_id` (a forum supergroup's, or a private chat's
+    with topics), or minus a channel's direct-messages topic id (bot/common/ids.py).
     """
 
     bot: int
     chat_id: int
+    thread: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +42,12 @@ class Customer:
     amo_conversation_id: str | None
     amo_user_id: str | None
     amo_chat_id: str | None = None
+    thread: int = 0
 
     @property
     def key(self) -> ChatKey:
         """The conversation this customer's chat is."""
-        return ChatKey(self.bot, self.chat_id)
+        return ChatKey(self.bot, self.chat_id, self.thread)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +80,9 @@ class MessageLink:
 
 
 _UPSERT_CUSTOMER = (
-    "INSERT INTO customers (bot, chat_id, user_id, name, username, language_code, "
-    "last_message_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (bot, chat_id) DO UPDATE SET user_id = excluded.user_id, "
+    "INSERT INTO customers (bot, chat_id, thread, user_id, name, username, language_code, "
+    "last_message_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (bot, chat_id, thread) DO UPDATE SET user_id = excluded.user_id, "
     "name = excluded.name, username = excluded.username, "
     "language_code = excluded.language_code, "
     "last_message_at = max(coalesce(customers.last_message_at, 0), "
@@ -88,7 +92,7 @@ _UPSERT_CUSTOMER = (
 
 _CUSTOMER_COLUMNS = (
     "bot, chat_id, user_id, name, username, language_code, phone, last_message_at, blocked, "
-    "amo_conversation_id, amo_user_id, amo_chat_id"
+    "amo_conversation_id, amo_user_id, amo_chat_id, thread"
 )
 
 
@@ -106,14 +110,23 @@ def _customer(row: sqlite3.Row | tuple[Any, ...]) -> Customer:
         amo_conversation_id=row[9],
         amo_user_id=row[10],
         amo_chat_id=row[11],
+        thread=row[12],
     )
 
 
-_LINK_COLUMNS = "bot, chat_id, tg_message_id, direction, our_msgid, amo_message_id, content_hash"
+_LINK_COLUMNS = (
+    "bot, chat_id, tg_message_id, direction, our_msgid, amo_message_id, content_hash, thread"
+)
+_KEY = "bot = ? AND chat_id = ? AND thread = ?"  # one conversation's rows
 
 
 def _link(row: sqlite3.Row | tuple[Any, ...]) -> MessageLink:
-    return MessageLink(ChatKey(row[0], row[1]), *row[2:])
+    return MessageLink(ChatKey(row[0], row[1], row[7]), *row[2:7])
+
+
+def key_params(key: ChatKey) -> tuple[int, int, int]:
+    """The parameters of `_KEY` for one conversation."""
+    return key.bot, key.chat_id, key.thread
 
 
 class ConversationWrites(TransactionCore):
@@ -128,6 +141,7 @@ class ConversationWrites(TransactionCore):
                 (
                     p.key.bot,
                     p.key.chat_id,
+                    p.key.thread,
                     p.user_id,
                     p.name,
                     p.username,
@@ -142,15 +156,15 @@ class ConversationWrites(TransactionCore):
     async def set_customer_phone(self, key: ChatKey, phone: str) -> None:
         """Remember the phone (normalised, `+digits`) a customer shared as their own."""
         await self._conn.execute(
-            "UPDATE customers SET phone = ?, updated_at = ? WHERE bot = ? AND chat_id = ?",
-            (phone, time.time(), key.bot, key.chat_id),
+            f"UPDATE customers SET phone = ?, updated_at = ? WHERE {_KEY}",
+            (phone, time.time(), *key_params(key)),
         )
 
     async def set_customer_blocked(self, key: ChatKey, blocked: bool) -> None:
         """Record that the customer blocked (or unblocked) the bot."""
         await self._conn.execute(
-            "UPDATE customers SET blocked = ?, updated_at = ? WHERE bot = ? AND chat_id = ?",
-            (int(blocked), time.time(), key.bot, key.chat_id),
+            f"UPDATE customers SET blocked = ?, updated_at = ? WHERE {_KEY}",
+            (int(blocked), time.time(), *key_params(key)),
         )
 
     async def bind_amo_conversation(
@@ -159,8 +173,8 @@ class ConversationWrites(TransactionCore):
         """Tie a customer's chat to an amo chat (and amojo user) created on the amo side."""
         await self._conn.execute(
             "UPDATE customers SET amo_conversation_id = ?, amo_user_id = coalesce(?, "
-            "amo_user_id), updated_at = ? WHERE bot = ? AND chat_id = ?",
-            (amo_conversation_id, amo_user_id, time.time(), key.bot, key.chat_id),
+            f"amo_user_id), updated_at = ? WHERE {_KEY}",
+            (amo_conversation_id, amo_user_id, time.time(), *key_params(key)),
         )
 
     async def save_links(self, links: Sequence[MessageLink]) -> None:
@@ -168,7 +182,7 @@ class ConversationWrites(TransactionCore):
         now = time.time()
         await self._conn.executemany(
             "INSERT INTO message_links (bot, chat_id, tg_message_id, direction, our_msgid, "
-            "amo_message_id, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "amo_message_id, content_hash, created_at, thread) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (bot, chat_id, tg_message_id) DO UPDATE SET "
             "our_msgid = coalesce(excluded.our_msgid, message_links.our_msgid), "
             "amo_message_id = coalesce(excluded.amo_message_id, message_links.amo_message_id), "
@@ -183,6 +197,7 @@ class ConversationWrites(TransactionCore):
                     link.amo_message_id,
                     link.content_hash,
                     now,
+                    link.key.thread,
                 )
                 for link in links
             ],
@@ -199,14 +214,13 @@ class ConversationWrites(TransactionCore):
         """Remember an amo chat of a conversation (the latest is the customer's; every one is
         kept: a write-first chat is a second chat of the same customer)."""
         await self._conn.execute(
-            "UPDATE customers SET amo_chat_id = ? "
-            "WHERE bot = ? AND chat_id = ? AND amo_chat_id IS NOT ?",
-            (amo_chat_id, key.bot, key.chat_id, amo_chat_id),
+            f"UPDATE customers SET amo_chat_id = ? WHERE {_KEY} AND amo_chat_id IS NOT ?",
+            (amo_chat_id, *key_params(key), amo_chat_id),
         )
         await self._conn.execute(
-            "INSERT INTO amo_chats (amo_chat_id, bot, chat_id, learned_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (amo_chat_id) DO NOTHING",
-            (amo_chat_id, key.bot, key.chat_id, time.time()),
+            "INSERT INTO amo_chats (amo_chat_id, bot, chat_id, thread, learned_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (amo_chat_id) DO NOTHING",
+            (amo_chat_id, *key_params(key), time.time()),
         )
 
 
@@ -216,16 +230,15 @@ class ConversationReads(RepositoryCore):
     async def chat_of_amo_chat(self, amo_chat_id: str) -> ChatKey | None:
         """Our conversation behind an amo chat id, when the bridge has seen that chat."""
         rows = await self._all(
-            "SELECT bot, chat_id FROM amo_chats WHERE amo_chat_id = ?", (amo_chat_id,)
+            "SELECT bot, chat_id, thread FROM amo_chats WHERE amo_chat_id = ?", (amo_chat_id,)
         )
-        return ChatKey(rows[0][0], rows[0][1]) if rows else None
+        return ChatKey(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     async def amo_chats_of(self, key: ChatKey, limit: int = 5) -> list[str]:
         """Every amo chat of a conversation the bridge has seen, the latest first."""
         rows = await self._all(
-            "SELECT amo_chat_id FROM amo_chats WHERE bot = ? AND chat_id = ? "
-            "ORDER BY learned_at DESC LIMIT ?",
-            (key.bot, key.chat_id, limit),
+            f"SELECT amo_chat_id FROM amo_chats WHERE {_KEY} ORDER BY learned_at DESC LIMIT ?",
+            (*key_params(key), limit),
         )
         return [str(row[0]) for row in rows]
 
@@ -248,8 +261,8 @@ class ConversationReads(RepositoryCore):
     async def get_customer(self, key: ChatKey) -> Customer | None:
         """A customer by bot and Telegram chat id."""
         rows = await self._all(
-            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE bot = ? AND chat_id = ?",
-            (key.bot, key.chat_id),
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE {_KEY}",
+            key_params(key),
         )
         return _customer(rows[0]) if rows else None
 
@@ -301,9 +314,8 @@ class ConversationReads(RepositoryCore):
     async def last_incoming_message(self, key: ChatKey) -> int | None:
         """The Telegram id of the customer's latest bridged message in a chat."""
         rows = await self._all(
-            "SELECT MAX(tg_message_id) FROM message_links "
-            "WHERE bot = ? AND chat_id = ? AND direction = 'in'",
-            (key.bot, key.chat_id),
+            f"SELECT MAX(tg_message_id) FROM message_links WHERE {_KEY} AND direction = 'in'",
+            key_params(key),
         )
         return rows[0][0] if rows and rows[0][0] is not None else None
 

@@ -119,14 +119,14 @@ class GapReads(RepositoryCore):
         self, active_since: float, after: ChatKey | None = None, limit: int = 500
     ) -> list[RecoveryTarget]:
         """A page of the customers who wrote since `active_since`, in conversation order."""
-        start = after or ChatKey(-(2**63), -(2**63))
+        start = after or ChatKey(-(2**63), -(2**63), -(2**63))
         rows = await self._all(
-            "SELECT bot, chat_id, user_id, name, amo_chat_id FROM customers "
-            "WHERE last_message_at >= ? AND (bot, chat_id) > (?, ?) "
-            "ORDER BY bot, chat_id LIMIT ?",
-            (active_since, start.bot, start.chat_id, limit),
+            "SELECT bot, chat_id, user_id, name, amo_chat_id, thread FROM customers "
+            "WHERE last_message_at >= ? AND (bot, chat_id, thread) > (?, ?, ?) "
+            "ORDER BY bot, chat_id, thread LIMIT ?",
+            (active_since, start.bot, start.chat_id, start.thread, limit),
         )
-        return [RecoveryTarget(ChatKey(row[0], row[1]), *row[2:]) for row in rows]
+        return [RecoveryTarget(ChatKey(row[0], row[1], row[5]), *row[2:5]) for row in rows]
 
     async def unfinished_gaps_since(self) -> float | None:
         """Where the oldest gap whose recovery is not finished starts (None: there is none)."""

@@ -353,4 +353,61 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        15,
+        # Conversations beyond private chats: a topic (a forum's, a private chat's, a channel's
+        # direct-messages topic) is its own conversation, so customers are keyed by (bot, chat,
+        # thread) — rebuilt, as SQLite cannot change a primary key in place; thread 0 is the
+        # whole chat, as every existing row. Message ids are unique per chat, so links keep
+        # their key and only learn the thread. Groups the bridge serves: who added the bot,
+        # and the chat's id now (a group upgraded to a supergroup keeps its conversation).
+        """
+        CREATE TABLE customers_by_thread (
+            bot INTEGER NOT NULL DEFAULT 0,
+            chat_id INTEGER NOT NULL,
+            thread INTEGER NOT NULL DEFAULT 0,
+            user_id INTEGER NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            username TEXT,
+            language_code TEXT,
+            phone TEXT,
+            last_message_at REAL,
+            blocked INTEGER NOT NULL DEFAULT 0,
+            amo_conversation_id TEXT,
+            amo_user_id TEXT,
+            updated_at REAL NOT NULL,
+            amo_chat_id TEXT,
+            PRIMARY KEY (bot, chat_id, thread)
+        );
+        INSERT INTO customers_by_thread (bot, chat_id, thread, user_id, name, username,
+            language_code, phone, last_message_at, blocked, amo_conversation_id, amo_user_id,
+            updated_at, amo_chat_id)
+            SELECT bot, chat_id, 0, user_id, name, username, language_code, phone,
+                last_message_at, blocked, amo_conversation_id, amo_user_id, updated_at,
+                amo_chat_id
+            FROM customers;
+        DROP TABLE customers;
+        ALTER TABLE customers_by_thread RENAME TO customers;
+        CREATE INDEX customers_phone ON customers (phone);
+        CREATE INDEX customers_last_message ON customers (last_message_at);
+        CREATE INDEX customers_amo_conversation ON customers (amo_conversation_id);
+
+        ALTER TABLE message_links ADD COLUMN thread INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE amo_chats ADD COLUMN thread INTEGER NOT NULL DEFAULT 0;
+
+        CREATE TABLE group_chats (
+            bot INTEGER NOT NULL,
+            tg_chat_id INTEGER NOT NULL,
+            chat_id INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            added_by INTEGER,
+            state TEXT NOT NULL CHECK (state IN ('active', 'removed', 'migrated')),
+            reason TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (bot, tg_chat_id)
+        );
+        CREATE INDEX group_chats_conversation ON group_chats (bot, chat_id);
+        """,
+    ),
 ]

@@ -8,6 +8,11 @@ sender is one person in every bot: `tg-{user}`.
 A chat of a Telegram Business account (a staff member's own account connected to a bot) has
 the bot key `-owner_id` and the ids `tg-a{owner}-{chat}`, `tg-a{owner}-{chat}-{message}`: the
 account, not the connection id (which Telegram may issue anew), keeps the conversation.
+
+A group's chat id is negative (`tg--100123…`); a topic is its own conversation with the
+topic after the chat: `-t{message_thread_id}` for a forum's topic or a private chat's,
+`-d{topic_id}` for a channel's direct-messages topic (one per person writing). A group keeps
+the id it was first seen with: a supergroup it became is mapped back to it (bot/common/bots).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from storage import ChatKey
 PREFIX = "tg-"
 PRIMARY = 0
 BUTTON_DATA = "amo:"  # callback data of a manager's text button made inline (Business chats)
-_CONVERSATION = re.compile(r"tg-(?:([ab])([1-9]\d{0,18})-)?(-?[1-9]\d{0,18})")
+_CONVERSATION = re.compile(
+    r"tg-(?:([ab])([1-9]\d{0,18})-)?(-?[1-9]\d{0,18})(?:-([td])([1-9]\d{0,18}))?"
+)
 
 
 def primary_chat(chat_id: int) -> ChatKey:
@@ -40,10 +47,31 @@ def is_business(key: ChatKey) -> bool:
 
 def _tag(key: ChatKey) -> str:
     if key.bot == PRIMARY:
-        return f"{key.chat_id}"
-    if key.bot < 0:
-        return f"a{-key.bot}-{key.chat_id}"
-    return f"b{key.bot}-{key.chat_id}"
+        tag = f"{key.chat_id}"
+    elif key.bot < 0:
+        tag = f"a{-key.bot}-{key.chat_id}"
+    else:
+        tag = f"b{key.bot}-{key.chat_id}"
+    if key.thread > 0:
+        return f"{tag}-t{key.thread}"
+    if key.thread < 0:
+        return f"{tag}-d{-key.thread}"
+    return tag
+
+
+def forum_thread(key: ChatKey) -> int | None:
+    """The `message_thread_id` sends into this conversation carry (a topic's), if any."""
+    return key.thread if key.thread > 0 else None
+
+
+def direct_messages_topic(key: ChatKey) -> int | None:
+    """The `direct_messages_topic_id` sends into this conversation carry, if any."""
+    return -key.thread if key.thread < 0 else None
+
+
+def group_user_id(chat_id: int) -> str:
+    """The amojo user id of a group as the client side of its conversation."""
+    return f"{PREFIX}g{abs(chat_id)}"
 
 
 def conversation_id(key: ChatKey) -> str:
@@ -68,10 +96,11 @@ def chat_from_conversation(value: object) -> ChatKey | None:
     match = _CONVERSATION.fullmatch(value)
     if match is None:
         return None
-    kind, number, chat = match.groups()
+    kind, number, chat, topic_kind, topic = match.groups()
+    thread = 0 if topic is None else int(topic) if topic_kind == "t" else -int(topic)
     if kind is None:
-        return ChatKey(PRIMARY, int(chat))
-    return ChatKey(int(number) if kind == "b" else -int(number), int(chat))
+        return ChatKey(PRIMARY, int(chat), thread)
+    return ChatKey(int(number) if kind == "b" else -int(number), int(chat), thread)
 
 
 def chat_lane(key: ChatKey) -> str:
@@ -85,15 +114,22 @@ def key_text(key: ChatKey) -> str:
 
 
 def chat_fields(key: ChatKey) -> dict[str, int]:
-    """The chat as stored in a job payload (`bot` is left out for the primary bot)."""
-    return (
-        {"chat_id": key.chat_id} if key.bot == PRIMARY else {"bot": key.bot, "chat_id": key.chat_id}
-    )
+    """The chat as stored in a job payload (`bot` and `thread` are left out when 0)."""
+    fields = {"chat_id": key.chat_id}
+    if key.bot != PRIMARY:
+        fields["bot"] = key.bot
+    if key.thread:
+        fields["thread"] = key.thread
+    return fields
 
 
 def chat_of(payload: dict[str, Any]) -> ChatKey:
     """The chat a job payload names (payloads from before several bots name no bot)."""
-    return ChatKey(int(payload.get("bot") or PRIMARY), int(payload["chat_id"]))
+    return ChatKey(
+        int(payload.get("bot") or PRIMARY),
+        int(payload["chat_id"]),
+        int(payload.get("thread") or 0),
+    )
 
 
 def call_uniq(key: ChatKey, telegram_message_id: int) -> str:
