@@ -24,7 +24,6 @@ from types import ModuleType
 from bot.amocrm.channel import stored_channel
 from bot.common.database_file import (
     KV_DATABASE_ID,
-    identity,
     judge_fresh,
     one_bridge_per_database,
     watch_database,
@@ -39,6 +38,7 @@ from storage import Repository, StorageError, open_repository
 logger = logging.getLogger(__name__)
 
 KV_STARTED_AT = "started_at"
+KV_FRESH = "fresh_database_since"  # made afresh where another had been; cleared once in use
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Libraries whose DEBUG lines would drown the bridge's own (aiosqlite logs every statement).
@@ -134,18 +134,47 @@ async def open_storage(settings: Settings) -> tuple[Repository, str]:
         ) from None
     repo.outage.quiet = True  # a refusal here is a StartupError, not an outage
     try:
-        database_id = await repo.get_kv(KV_DATABASE_ID) or uuid.uuid4().hex
-        async with repo.transaction() as tx:
-            await tx.set_kv(KV_DATABASE_ID, database_id)
-            await tx.set_kv(KV_STARTED_AT, str(time.time()))
-        repo.outage.quiet = False
-    except (OSError, sqlite3.Error) as exc:
+        database_id = await _probe_writes(repo, path)
+    except BaseException:
         await repo.close()
-        raise StartupError(
-            f"DATABASE_PATH: cannot write the database at {path} ({exc}); the service's user "
-            "must own the file and its directory, and the disk must have room"
-        ) from None
+        raise
+    repo.outage.quiet = False
     return repo, database_id
+
+
+async def _probe_writes(repo: Repository, path: object) -> str:
+    """The database's id, written with this start's time: a write, so a database that cannot
+    be written is found now. Locked by another program (a sqlite3 shell, a backup): waited
+    for, as a running bridge waits out such an outage."""
+    waiting = False
+    while True:
+        try:
+            database_id = await repo.get_kv(KV_DATABASE_ID) or uuid.uuid4().hex
+            async with repo.transaction() as tx:
+                await tx.set_kv(KV_DATABASE_ID, database_id)
+                await tx.set_kv(KV_STARTED_AT, str(time.time()))
+            return database_id
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise _unwritable(path, exc) from None
+            if not waiting:
+                waiting = True
+                logger.warning(
+                    "DATABASE_PATH: the database at %s is locked by another program (%s); "
+                    "waiting for it",
+                    path,
+                    exc,
+                )
+            await asyncio.sleep(1.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise _unwritable(path, exc) from None
+
+
+def _unwritable(path: object, exc: Exception) -> StartupError:
+    return StartupError(
+        f"DATABASE_PATH: cannot write the database at {path} ({exc}); the service's user "
+        "must own the file and its directory, and the disk must have room"
+    )
 
 
 async def main(settings: Settings, early_signal: Callable[[], bool] = lambda: False) -> int:
@@ -190,26 +219,42 @@ async def start_and_run(settings: Settings, stop: StopSignals) -> int:
     """
     database = Path(settings.DATABASE_PATH)
     with one_bridge_per_database(database) as lock:
-        created = identity(database) is None
         repo, database_id = await open_storage(settings)
         try:
-            fresh = judge_fresh(database, created, database_id, lock)
-            lock.record(database_id)
+            # A database made afresh stays "fresh" until it is confirmed in use (a hook stored
+            # in it): the earlier one stays on record, and a restart meanwhile warns again.
+            unconfirmed = lock.created or await repo.get_kv(KV_FRESH) is not None
+            fresh = judge_fresh(database, unconfirmed, database_id, lock)
+            if fresh is None:
+                lock.record(database_id)
+            else:
+                await repo.set_kv(KV_FRESH, str(time.time()))
         except BaseException:
             await repo.close()
             raise
-        watch = asyncio.create_task(watch_database([database, lock.lock_path], stop.fail))
+
+        async def confirm_fresh() -> None:
+            lock.record(database_id)
+            async with repo.transaction() as tx:
+                await tx.delete_kv(KV_FRESH)
+
+        watch = asyncio.create_task(watch_database(lock, stop.fail))
         try:
-            return await run_on_database(settings, stop, repo, fresh)
+            return await run_on_database(settings, stop, repo, fresh, confirm_fresh)
         finally:
             await cancel_and_wait([watch])
 
 
 async def run_on_database(
-    settings: Settings, stop: StopSignals, repo: Repository, fresh: str | None
+    settings: Settings,
+    stop: StopSignals,
+    repo: Repository,
+    fresh: str | None,
+    confirm_fresh: Callable[[], Awaitable[None]],
 ) -> int:
     listener = Listener(settings, repo, Metrics(), HookTraffic())
     listener.deps.fresh_database = fresh
+    listener.deps.confirm_fresh_database = confirm_fresh
     try:
         await listener.start()
         channel = await stored_channel(repo)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,7 @@ class Demo:
         ]
         return {
             "messages": entries,
-            "typing": bool(typing) and time.time() - max(typing) < TYPING_SHOWN_SECONDS,
+            "typing": bool(typing) and time.monotonic() - max(typing) < TYPING_SHOWN_SECONDS,
         }
 
     def _bot_entry(self, chat: int, index: int, call: RecordedCall) -> dict[str, Any]:
@@ -396,9 +397,28 @@ async def media(request: web.Request) -> web.Response:
     return web.Response(body=image, content_type="image/png")
 
 
+@web.middleware
+async def same_origin_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Only this page may drive the demo: another site open in the browser can neither post
+    to it (a form or a text/plain fetch needs no preflight) nor read it via DNS rebinding."""
+    port = request.url.port
+    local = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    if request.host not in local:
+        raise web.HTTPForbidden(text="the demo answers only as 127.0.0.1 or localhost")
+    if request.method == "POST":
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.split("://", 1)[-1] not in local:
+            raise web.HTTPForbidden(text="another site may not drive the demo")
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="application/json expected")
+    return await handler(request)
+
+
 def page_app(demo: Demo) -> web.Application:
     """The page's routes."""
-    app = web.Application()
+    app = web.Application(middlewares=[same_origin_only])
     app[DEMO] = demo
     app.router.add_get("/", page)
     app.router.add_get("/api/state", state)

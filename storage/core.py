@@ -25,14 +25,28 @@ StorageError = sqlite3.Error
 # The database as a whole refuses (locked, full, read-only, gone), not one statement's data.
 StorageUnavailable = sqlite3.OperationalError
 logger = logging.getLogger(__name__)
-# What SQLite says when the database as a whole refuses writes, whatever the statement.
-_OUTAGE_WORDS = ("locked", "busy", "full", "readonly", "disk i/o", "unable to open", "malformed")
+# SQLite's primary result codes that say the database as a whole refuses writes, whatever the
+# statement (https://sqlite.org/rescode.html). CORRUPT is not among them: it is no passing
+# outage, and is logged in full every time.
+_OUTAGE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+# An outage is over once writes have worked this long since the last one that failed: a
+# disk that is full for new pages but takes rewrites would otherwise flap it on and off.
+OUTAGE_CLEARS_AFTER_SECONDS = 5.0
 
 
 def is_outage(exc: BaseException) -> bool:
     """True when `exc` says the database refuses writes as a whole (not one statement's bug)."""
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.Error) and any(word in text for word in _OUTAGE_WORDS)
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _OUTAGE_CODES
 
 
 class StorageOutage:
@@ -46,6 +60,7 @@ class StorageOutage:
         self.since: float | None = None
         self.reason = ""
         self.failures = 0
+        self.last_failure = 0.0
         self.quiet = False  # the caller reports it (start-up's own check)
 
     def failed(self, exc: BaseException) -> None:
@@ -53,6 +68,7 @@ class StorageOutage:
         if not is_outage(exc):
             return
         self.failures += 1
+        self.last_failure = time.monotonic()
         if self.since is None and not self.quiet:
             self.since, self.reason = time.time(), str(exc)
             logger.error(
@@ -62,8 +78,11 @@ class StorageOutage:
             )
 
     def succeeded(self) -> None:
-        """A write committed: an outage, if there was one, is over."""
+        """A write committed: an outage, if there was one, is over once writes have kept
+        working for a while."""
         if self.since is None:
+            return
+        if time.monotonic() - self.last_failure < OUTAGE_CLEARS_AFTER_SECONDS:
             return
         logger.warning(
             "storage: the database takes writes again after %.0f s (%d failed attempts)",

@@ -302,7 +302,12 @@ class JobReads(RepositoryCore):
                 return await tx.insert_jobs(jobs)
         async with self._lock.hold(urgent=True):
             await _to_completion(self._leave_transaction())
-            result: list[bool] = await _to_completion(_insert_new_jobs(self._writer, jobs))
+            try:
+                result: list[bool] = await _to_completion(_insert_new_jobs(self._writer, jobs))
+            except BaseException as exc:
+                self.outage.failed(exc)
+                raise
+        self.outage.succeeded()
         self._notify(job.queue for job, new in zip(jobs, result, strict=True) if new)
         return result
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -154,9 +154,11 @@ class HookReceiver:
         metrics: Metrics,
         traffic: HookTraffic | None = None,
         on_not_stored: Callable[[float], None] | None = None,
+        on_stored: Callable[[], Awaitable[None]] | None = None,
         max_age: float | None = None,
     ) -> None:
         self.max_age = max_age
+        self.on_stored = on_stored
         self.on_not_stored = on_not_stored
         self.traffic = traffic or HookTraffic()
         self.repo = repo
@@ -165,7 +167,6 @@ class HookReceiver:
         self.metrics = metrics
         self._pending: list[tuple[NewJob, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.stored_at: float | None = None  # when a hook was last stored
 
     async def store(self, job: NewJob) -> bool:
         """Insert the job durably; False when it was already stored (same dedup key).
@@ -255,7 +256,8 @@ class HookReceiver:
             self.metrics.hooks_received.labels("storage_error").inc()
             return web.json_response({"error": "storage unavailable"}, status=503)
         outcome = "accepted" if inserted else "duplicate"
-        self.stored_at = time.time()
+        if self.on_stored is not None:
+            await self.on_stored()
         self.metrics.hooks_received.labels(outcome).inc()
         logger.debug("hook %s %s", job.dedup_key, outcome)
         return web.Response(body=_ANSWERS[outcome], content_type="application/json")

@@ -14,12 +14,6 @@ from typing import Protocol, runtime_checkable
 
 import aiohttp
 import httpx
-from aiogram.exceptions import (
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-    TelegramUnauthorizedError,
-)
 
 from bot.common.limits import (
     RETRY_BASE_SECONDS,
@@ -128,6 +122,15 @@ class ServiceFailure(Protocol):
 
 def classify_failure(exc: Exception) -> Decision:
     """Tell transient failures (retry) from permanent ones (dead letter)."""
+    # Imported here: `python -m bot` reaches this module before aiogram (seconds of import)
+    # is loaded in a thread, and a restart listens for hooks meanwhile (bot/launch.py).
+    from aiogram.exceptions import (  # noqa: PLC0415
+        TelegramNetworkError,
+        TelegramRetryAfter,
+        TelegramServerError,
+        TelegramUnauthorizedError,
+    )
+
     match exc:
         case RetryLater():
             return Decision(True, exc.reason, exc.delay)

@@ -140,11 +140,8 @@ async def health_report(deps: WebDeps) -> HealthReport:
             f"storage: the database refuses writes for {int(now - storage.since)} s "
             f"({storage.reason}): hooks are answered 503, Telegram updates wait unconfirmed"
         )
-    if deps.fresh_database is not None:
-        if deps.hooks is not None and deps.hooks.stored_at is not None:
-            deps.fresh_database = None  # hooks are stored in it: the new database is in use
-        else:
-            degraded.append(deps.fresh_database)
+    if deps.fresh_database is not None:  # until a hook is stored in it (Listener)
+        degraded.append(deps.fresh_database)
     for outage in deps.metrics.outages.active():
         (failing if outage.unhealthy(now) else degraded).append(outage.describe(now))
     report.database, report.queues = database, queues

@@ -7,6 +7,7 @@ import hmac
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -60,6 +61,7 @@ class WebDeps:
     reconcile: ReconcileStatus | None = None
     # Set when start-up created a new database where an earlier one had been (bot/launch.py).
     fresh_database: str | None = None
+    confirm_fresh_database: Callable[[], Awaitable[None]] | None = None  # once it is in use
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -304,9 +306,22 @@ class Listener:
             self.deps.metrics,
             self.traffic,
             on_not_stored=self.heartbeat.hook_not_stored,
+            on_stored=self._database_in_use,
             max_age=self.settings.dedup_window_seconds,
         )
         await self.heartbeat.open(time.time())
+
+    async def _database_in_use(self) -> None:
+        """A hook is stored: a database made afresh is the one in use from now on."""
+        deps = self.deps
+        if deps.fresh_database is None or deps.confirm_fresh_database is None:
+            return
+        deps.fresh_database = None
+        try:
+            await deps.confirm_fresh_database()
+        except StorageError:
+            logger.warning("the fresh database is in use; its record waits for the next hook")
+            deps.fresh_database = "fresh database: in use, not yet recorded as such"
 
     def waiting(self, reason: str | None) -> None:
         """What start-up waits for (`/healthz` answers 503 with it), or None when it is done."""

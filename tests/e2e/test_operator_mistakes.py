@@ -225,6 +225,11 @@ async def test_a_new_database_where_one_had_been_is_loud_until_a_hook_is_stored(
     assert "CRITICAL bot.common.database_file: DATABASE_PATH: fresh database" in child.log()
     assert str(database) in child.log()
 
+    # A restart before the new database is in use warns again.
+    assert await child.terminate() == 0
+    child = await spawn()
+    await child.wait_health(has_problem("fresh database"), what="the warning again")
+
     await customer_writes(fakes, 7201, 1, "hello")
     hook = fakes.amojo.message_hook("tg-7201", text="welcome")
     assert (await fakes.amojo.post_hook(child.url, None, hook))[0] == 200
@@ -283,3 +288,75 @@ async def test_a_stop_while_aiogram_is_imported_exits_0_at_once(fakes: Fakes, sp
     assert code == 0, child.log()
     assert time.monotonic() - started < STOP_WITHIN_SECONDS, child.log()
     assert_clean(child.log())
+
+
+# ---- review: more ways to break the database file ------------------------------------------
+
+
+async def test_a_second_path_to_the_same_database_is_refused(
+    fakes: Fakes, spawn: Any, tmp_path: Path
+) -> None:
+    first = await spawn()
+    await first.wait_healthy()
+    alias = tmp_path / "elsewhere" / "alias.sqlite3"
+    alias.parent.mkdir()
+    alias.symlink_to(tmp_path / "bridge.sqlite3")
+
+    second = await spawn(DATABASE_PATH=str(alias))
+    code, log = await exit_code(second, 30)
+    assert code == 2, log
+    assert "another bridge" in log and "bridge.sqlite3" in log
+    first.still_running()
+
+
+async def test_a_database_locked_at_start_is_waited_for(
+    fakes: Fakes, spawn: Any, tmp_path: Path
+) -> None:
+    first = await spawn()
+    await first.wait_healthy()
+    assert await first.terminate() == 0
+    blocker = sqlite3.connect(tmp_path / "bridge.sqlite3", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # an operator's sqlite3 shell, a backup tool
+        child = await spawn()
+        deadline = time.monotonic() + 30
+        while "locked by another program" not in child.log():
+            child.still_running()
+            assert time.monotonic() < deadline, child.log()
+            await asyncio.sleep(0.1)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    await child.wait_healthy()
+    assert_clean(child.log())
+
+
+async def test_the_lock_file_removed_while_running_is_written_again(
+    fakes: Fakes, spawn: Any, tmp_path: Path
+) -> None:
+    child = await spawn()
+    await child.wait_healthy()
+    lock = tmp_path / "bridge.sqlite3.lock"
+    lock.unlink()
+    deadline = time.monotonic() + 20
+    while not lock.exists():
+        child.still_running()
+        assert time.monotonic() < deadline, child.log()
+        await asyncio.sleep(0.1)
+    assert lock.read_text().split()[0] == str(child.process.pid)
+    await child.wait_healthy()
+
+
+async def test_a_database_directory_gone_while_running_stops_it_with_2(
+    fakes: Fakes, spawn: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    child = await spawn(DATABASE_PATH=str(data / "bridge.sqlite3"))
+    await child.wait_healthy()
+    data.rename(tmp_path / "moved")
+    data.write_text("not a directory")  # stat() now fails with NotADirectoryError
+
+    code, log = await exit_code(child, 30)
+    assert code == 2, log
+    assert "was unreachable" in log
+    assert_clean(log)
