@@ -338,7 +338,8 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         14,
         # Where a lead came from: every deep-link payload (`/start <payload>`) a conversation
-        # received; `first` marks the one whose values go on the lead (never replaced).
+        # received (`first`: its first one), and the leads the bridge attributed — each gets UTM
+        # values and a campaign's pipeline at most once, whichever conversation leads to it.
         """
         CREATE TABLE touches (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -350,6 +351,13 @@ MIGRATIONS: list[tuple[int, str]] = [
             first INTEGER NOT NULL,
             created_at REAL NOT NULL,
             UNIQUE (bot, chat_id, tg_message_id)
+        );
+        CREATE INDEX touches_conversation ON touches (bot, chat_id);
+        CREATE TABLE attributed_leads (
+            lead_id INTEGER PRIMARY KEY,
+            touch_id INTEGER NOT NULL,
+            moved_to INTEGER,
+            created_at REAL NOT NULL
         );
         """,
     ),

@@ -40,6 +40,11 @@ def _touch(row: sqlite3.Row | tuple[Any, ...]) -> StoredTouch:
 _COLUMNS = "id, bot, chat_id, tg_message_id, raw, values_json, first, created_at"
 
 
+# A conversation's touches beyond this many are not recorded: each costs CRM calls and a note,
+# and anyone can type `/start <anything>` again and again.
+TOUCHES_PER_CONVERSATION = 10
+
+
 class TouchWrites(TransactionCore):
     """Writes of touches (a part of Transaction)."""
 
@@ -47,11 +52,16 @@ class TouchWrites(TransactionCore):
         self, key: ChatKey, tg_message_id: int, raw: str, values: dict[str, str]
     ) -> tuple[int, bool] | None:
         """Record a touch: (its id, whether it is the conversation's first); None when this
-        very message was recorded already. The first touch is never replaced."""
+        message, or this payload, was recorded already for the conversation, or it has had
+        TOUCHES_PER_CONVERSATION. The first touch is never replaced."""
         cursor = await self._conn.execute(
-            "SELECT 1 FROM touches WHERE bot = ? AND chat_id = ? LIMIT 1", (key.bot, key.chat_id)
+            "SELECT count(*), sum(raw = ?) FROM touches WHERE bot = ? AND chat_id = ?",
+            (raw, key.bot, key.chat_id),
         )
-        first = await cursor.fetchone() is None
+        count, same = await cursor.fetchone() or (0, 0)
+        if same or count >= TOUCHES_PER_CONVERSATION:
+            return None
+        first = count == 0
         cursor = await self._conn.execute(
             "INSERT INTO touches (bot, chat_id, tg_message_id, raw, values_json, first, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -61,6 +71,14 @@ class TouchWrites(TransactionCore):
         if cursor.rowcount == 0:
             return None
         return int(cursor.lastrowid or 0), first
+
+    async def attribute_lead(self, lead_id: int, touch_id: int, moved_to: int | None) -> None:
+        """Record that a lead got a touch's values (and perhaps a pipeline): never again."""
+        await self._conn.execute(
+            "INSERT INTO attributed_leads (lead_id, touch_id, moved_to, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (lead_id) DO NOTHING",
+            (lead_id, touch_id, moved_to, time.time()),
+        )
 
 
 class TouchReads(RepositoryCore):
@@ -73,3 +91,8 @@ class TouchReads(RepositoryCore):
             (key.bot, key.chat_id, limit),
         )
         return [_touch(row) for row in rows]
+
+    async def lead_attributed(self, lead_id: int) -> bool:
+        """Whether the bridge gave a lead its values already."""
+        rows = await self._all("SELECT 1 FROM attributed_leads WHERE lead_id = ?", (lead_id,))
+        return bool(rows)

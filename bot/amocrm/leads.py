@@ -31,6 +31,7 @@ class Lead:
     status_id: int
     created_at: int
     open: bool
+    filled_fields: frozenset[int] = frozenset()  # the custom fields that hold a value
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:
@@ -85,6 +86,13 @@ class LeadsApi:
             status_id=status,
             created_at=int(data.get("created_at") or 0),
             open=status not in (WON, LOST) and not data.get("closed_at"),
+            filled_fields=frozenset(
+                int(value["field_id"])
+                for value in data.get("custom_fields_values") or []
+                if isinstance(value, dict)
+                and isinstance(value.get("field_id"), int)
+                and value.get("values")
+            ),
         )
 
     async def newest_open_lead(self, contact_id: int) -> Lead | None:

@@ -20,7 +20,13 @@ UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term
 PAYLOAD_LIMIT = 64  # Telegram's limit for a deep link's start parameter
 PAYLOAD_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_RAW_LIMIT = 512  # a typed `/start something` is kept, but not without bound
+VALUE_LIMIT = 100  # a decoded value longer than this is kept in the raw payload only
+_RAW_LIMIT = 200  # what of a payload is stored and shown
+
+
+def _plain(value: str) -> bool:
+    """A value that may go into a field or a note line as it is (nothing that forges a line)."""
+    return 0 < len(value) <= VALUE_LIMIT and value.isprintable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +45,7 @@ class Touch:
 
 
 def _split(pairs: list[tuple[str, str]], raw: str, form: str) -> Touch | None:
-    if not pairs or any(not _KEY.fullmatch(key) or not value for key, value in pairs):
+    if not pairs or any(not _KEY.fullmatch(key) or not _plain(value) for key, value in pairs):
         return None
     utm = {key: value for key, value in pairs if key in UTM_KEYS}
     other = {key: value for key, value in pairs if key not in UTM_KEYS}
@@ -67,9 +73,14 @@ def _as_pairs(raw: str) -> Touch | None:
     return _split([tuple(part.split("-", 1)) for part in parts], raw, "pairs")  # type: ignore[misc]
 
 
+def is_deep_link(payload: str) -> bool:
+    """Whether a `/start` argument can be a deep link's payload (Telegram's alphabet, ≤ 64)."""
+    return len(payload) <= PAYLOAD_LIMIT and PAYLOAD_CHARS.fullmatch(payload) is not None
+
+
 def read_payload(raw: str) -> Touch:
     """What a `/start` payload says (never fails: unreadable means raw only)."""
-    raw = raw.strip()[:_RAW_LIMIT]
+    raw = "".join(c if c.isprintable() else "?" for c in raw.strip()[:_RAW_LIMIT])
     if not PAYLOAD_CHARS.fullmatch(raw):
         return Touch(raw, "raw")
     # Pairs naming a UTM key are taken as pairs: a short pairs payload may happen to decode as

@@ -28,6 +28,7 @@ from bot.common.health import describe_exception
 from bot.jobs.queues import STAFF_QUEUE
 from bot.jobs.worker import Done, GiveUp, JobKind, RetryLater
 from storage import ChatKey, Job, NewJob, Repository
+from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +96,13 @@ class Attribution:
         payload = job.payload
         key = ids.chat_of(payload)
         touch = Touch(str(payload["raw"]), "stored", dict(payload["utm"]), dict(payload["other"]))
+        moved: int | None = None
+        attributed = False
         try:
             lead = await self._lead(key)
-            if payload["first"]:
-                await self._write_fields(lead, touch)
-                await self._route(lead, touch)
+            if payload["first"] and not await self.repo.lead_attributed(lead.id):
+                attributed = await self._write_fields(lead, touch)
+                moved = await self._route(lead, touch)
             await self.leads.add_note(lead.id, note_text(touch, bool(payload["first"])))
         except CrmError as exc:
             if exc.retryable:
@@ -118,7 +121,13 @@ class Attribution:
             readable(touch) or "(empty)",
             "first" if payload["first"] else "later",
         )
-        return Done()
+        touch_id = int(payload["touch_id"])
+
+        async def record(tx: Transaction) -> None:
+            if attributed or moved is not None:  # a lead gets values and a pipeline once
+                await tx.attribute_lead(lead.id, touch_id, moved)
+
+        return Done(record=record)
 
     async def _lead(self, key: ChatKey) -> Lead:
         chats = await amo_chat_ids(self.repo, self.amojo, self.channel, key, self.sources(key))
@@ -131,11 +140,17 @@ class Attribution:
                 return lead
         raise RetryLater("amoCRM has no open lead for the chat yet")  # backoff: seconds → minutes
 
-    async def _write_fields(self, lead: Lead, touch: Touch) -> None:
+    async def _write_fields(self, lead: Lead, touch: Touch) -> bool:
+        """The touch's UTM values into the lead's UTM fields, unless it has some already
+        (from a site form, another channel): those are never overwritten."""
         if not touch.utm:
-            return
+            return False
         if self._fields is None:
             self._fields = await self.leads.field_ids_by_code()
+        utm_fields = {self._fields[key.upper()] for key in UTM_KEYS if key.upper() in self._fields}
+        if utm_fields & lead.filled_fields:
+            logger.info("lead %d has UTM values already: kept, the link goes in a note", lead.id)
+            return False
         values = []
         for key in UTM_KEYS:
             if key not in touch.utm:
@@ -153,13 +168,16 @@ class Attribution:
             values.append({"field_id": field_id, "values": [{"value": touch.utm[key]}]})
         if values:
             await self.leads.update_lead(lead.id, {"custom_fields_values": values})
+        return bool(values)
 
-    async def _route(self, lead: Lead, touch: Touch) -> None:
+    async def _route(self, lead: Lead, touch: Touch) -> int | None:
+        """The campaign's pipeline the lead was moved to (None: not moved)."""
         pipeline = self.campaigns.get(touch.utm.get("utm_campaign", ""))
         if pipeline is None or pipeline == lead.pipeline_id:
-            return
+            return None
         if not await self.leads.is_unsorted(lead):
             logger.info("lead %d is past its unsorted stage: not moved", lead.id)
-            return
+            return None
         await self.leads.update_lead(lead.id, {"pipeline_id": pipeline})
         logger.info("lead %d moved to pipeline %d (campaign)", lead.id, pipeline)
+        return pipeline

@@ -13,7 +13,7 @@ from aiogram.types import CallbackQuery, Contact, Message
 from bot.chat.notices import Markup, callback_answer_job, notice_job
 from bot.common import ids
 from bot.common.bots import Bots
-from bot.common.deeplinks import Touch, read_payload, readable
+from bot.common.deeplinks import Touch, is_deep_link, read_payload, readable
 from bot.common.phones import mask_phone, normalise_phone
 from bot.common.texts import Language, text
 from bot.customer import mapping
@@ -114,7 +114,9 @@ class Intake:
                     )
                     for key, telegram_id, touch in batch.touches:
                         stored = await tx.add_touch(key, telegram_id, touch.raw, touch.values)
-                        if stored is not None:  # not a repeat of this /start
+                        if stored is None:
+                            logger.info("deep link of %s not recorded again", key)
+                        else:
                             touch_id, first = stored
                             await tx.insert_jobs([attribution_job(key, touch_id, first, touch)])
             except BaseException:
@@ -141,7 +143,11 @@ class Intake:
 
     async def record_start(self, message: Message, payload: str) -> None:
         """A `/start <payload>` (a deep link): bridged as a short readable line, and its touch
-        stored with a job that carries it onto the chat's lead."""
+        stored with a job that carries it onto the chat's lead. Anything that cannot be a deep
+        link (a caption, a long typed text) is bridged as the message it is."""
+        if message.text is None or not is_deep_link(payload):
+            await self.record_message(message)
+            return
         touch = read_payload(payload)
         line = text("start.from_link", self.language, source=readable(touch) or payload)
         await self.record_message(message, text_instead=line)
@@ -221,6 +227,8 @@ class Intake:
         The job is keyed on the update: a repeat of this update is a duplicate, but an edit back
         to an earlier text (A→B→A→B) is new work each time.
         """
+        if (message.text or "").startswith("/start"):
+            return  # bridged as a deep link's readable line: an edit does not change the link
         await self.flush()  # the edited message may be in this very batch
         key = self.chat_of(message)
         link = await self.repo.get_link(key, message.message_id)

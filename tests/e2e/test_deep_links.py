@@ -20,7 +20,7 @@ from tests.harness import BridgeFactory, Fakes, RunningBridge, database_at, wait
 
 OPERATOR = 900
 PAIRS = "utm_source-vk__utm_campaign-spring"
-QUERY = base64.urlsafe_b64encode(b"utm_source=tg_ads&utm_medium=cpc&utm_campaign=spring")
+QUERY = base64.urlsafe_b64encode(b"utm_source=tg&utm_medium=cpc&utm_campaign=sp")
 QUERY_PAYLOAD = QUERY.decode().rstrip("=")
 
 
@@ -69,8 +69,8 @@ async def notes_on(fakes: Fakes, chat: int, count: int) -> list[str]:
         (PAIRS, {"UTM_SOURCE": "vk", "UTM_CAMPAIGN": "spring"}, "spring (vk)"),
         (
             QUERY_PAYLOAD,
-            {"UTM_SOURCE": "tg_ads", "UTM_MEDIUM": "cpc", "UTM_CAMPAIGN": "spring"},
-            "spring (tg_ads, cpc)",
+            {"UTM_SOURCE": "tg", "UTM_MEDIUM": "cpc", "UTM_CAMPAIGN": "sp"},
+            "sp (tg, cpc)",
         ),
     ],
     ids=["pairs", "base64-query"],
@@ -259,3 +259,93 @@ async def test_an_upgrade_from_schema_13_records_touches(
     assert customer is not None
     [touch] = await bridge.bridge.repo.touches_of(primary_chat(7011))
     assert touch.first and touch.values == {"utm_source": "vk", "utm_campaign": "spring"}
+
+
+# ---- review: what a customer can type --------------------------------------------------------
+
+
+async def test_values_a_lead_has_already_are_never_overwritten(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await bridges.start()
+    fakes.telegram.push_update(private_message_update(7101, 1, text="hello"))
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 1, what="first message")
+    lead = fakes.crm.lead_of_chat(amo_chat_of(fakes, 7101))
+    lead["custom_fields_values"] = [
+        {"field_id": 900, "field_code": "UTM_SOURCE", "values": [{"value": "site_form"}]}
+    ]
+    start(fakes, 7101, 2, "utm_source-spam__utm_campaign-fake")
+
+    [note] = await notes_on(fakes, 7101, 1)
+    assert utm_on(lead) == {"UTM_SOURCE": "site_form"}
+    assert "utm_source: spam" in note  # what the customer sent is still on record
+
+
+async def test_a_lead_reached_from_a_second_conversation_is_neither_moved_back_nor_rewritten(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await bridges.start(AMOCRM_CAMPAIGN_PIPELINES="spring:4401,autumn:1300")
+    start(fakes, 7105, 1, PAIRS)
+    await notes_on(fakes, 7105, 1)
+    fakes.telegram.push_update(private_message_update(7106, 1, text="hi"))
+    await fakes.amojo.wait_for(
+        lambda: any(m["conversation_id"] == "tg-7106" for m in fakes.amojo.messages), what="7106"
+    )
+    # A manager merges the two contacts: the second chat now leads to the same lead.
+    fakes.crm.chat_contacts[amo_chat_of(fakes, 7106)] = fakes.crm.chat_contacts[
+        amo_chat_of(fakes, 7105)
+    ]
+    start(fakes, 7106, 2, "utm_source-ok__utm_campaign-autumn")
+
+    notes = await notes_on(fakes, 7105, 2)
+    lead = fakes.crm.lead_of_chat(amo_chat_of(fakes, 7105))
+    assert lead["pipeline_id"] == 4401
+    assert utm_on(lead) == {"UTM_SOURCE": "vk", "UTM_CAMPAIGN": "spring"}
+    assert "utm_campaign: autumn" in notes[1]
+
+
+async def test_what_cannot_be_a_deep_link_is_bridged_as_the_customer_wrote_it(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await bridges.start()
+    forged = "hi\nTelegram deep link (first touch)\nutm_source: partner_x"
+    fakes.telegram.push_update(private_message_update(7107, 1, text=f"/start {forged}"))
+    photo_id, unique = fakes.telegram.add_file(b"\x89PNG-photo")
+    fakes.telegram.push_update(
+        private_message_update(
+            7107,
+            2,
+            caption="/start utm_source-vk",
+            photo=[{"file_id": photo_id, "file_unique_id": unique, "width": 9, "height": 9}],
+        )
+    )
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 2, what="both messages")
+
+    typed, photo = fakes.amojo.messages
+    assert typed["message"]["text"] == f"/start {forged}"
+    assert photo["message"]["type"] == "picture"
+    bridge_touches = fakes.crm.notes
+    assert bridge_touches == []
+
+
+async def test_a_payload_decoding_to_line_breaks_is_kept_raw_only(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await bridges.start()
+    sneaky = base64.urlsafe_b64encode(b"utm_source=g%0Autm_term: x").decode().rstrip("=")
+    start(fakes, 7108, 1, sneaky)
+
+    [note] = await notes_on(fakes, 7108, 1)
+    assert "\nutm_term: x" not in note and "utm_source" not in note.split("payload:")[1]
+    assert fakes.crm.lead_patches == []
+
+
+async def test_the_same_payload_again_and_again_is_one_touch(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await bridges.start()
+    for number in range(1, 6):
+        start(fakes, 7109, number, PAIRS)
+    await notes_on(fakes, 7109, 1)
+    await fakes.amojo.wait_for(lambda: len(fakes.amojo.messages) == 5, what="five messages")
+    assert len(await bridge.bridge.repo.touches_of(primary_chat(7109))) == 1
