@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KV_WATERMARK = "reconcile.events_until"
-KV_BACKLOG = "reconcile.events_unread"  # [since, until] a capped read left for later
+# [since, until, page]: the window a capped read stopped in, and the page to go on from
+KV_BACKLOG = "reconcile.events_unread"
 REASON_UNREACHABLE = "listener unreachable"
 PROBE_PATH = "/amojo/self-probe/"
 PROBE_TIMEOUT_SECONDS = 5.0  # amojo waits this long for a hook's answer
@@ -212,9 +213,12 @@ class Reconciler:
         since = (float(stored) if stored else until - self.interval) - EVENTS_OVERLAP_SECONDS
         backlog = json.loads(await self.repo.get_kv(KV_BACKLOG) or "null")
         try:
-            if backlog is not None:  # what a capped read left comes first, a window at a time
-                _, left = await self.store_readings(None, *backlog, record=KV_BACKLOG)
-            if backlog is None or left is None:
+            if backlog is not None and len(backlog) == 3:  # what a capped read left comes first
+                since_b, until_b, page = backlog
+                _, left = await self.store_readings(
+                    None, since_b, until_b, first_page=int(page), record=KV_BACKLOG
+                )
+            if backlog is None or len(backlog) != 3 or left is None:
                 await self.store_readings(None, since, until, record=KV_WATERMARK)
         except FeedUnavailable:
             self.metrics.reconcile_runs.labels("no_feed").inc()
@@ -230,56 +234,64 @@ class Reconciler:
         """Store the chat readings a gap needs, found through the events feed; None when the
         feed cannot be had. RetryLater while amoCRM is down."""
         until = min(max(until, time.time() - grace(self.interval)), time.time())
-        window: tuple[float, float] | None = (since, until)
+        page: int | None = 1
         stored = 0
         try:
-            while window is not None:
-                new, window = await self.store_readings(gap_id, *window)
+            while page is not None:
+                new, page = await self.store_readings(gap_id, since, until, first_page=page)
                 stored += new
         except FeedUnavailable:
             return None
         return stored
 
     async def store_readings(
-        self, gap_id: int | None, since: float, until: float, *, record: str | None = None
-    ) -> tuple[int, tuple[float, float] | None]:
+        self,
+        gap_id: int | None,
+        since: float,
+        until: float,
+        *,
+        first_page: int = 1,
+        record: str | None = None,
+    ) -> tuple[int, int | None]:
         """Store a chat reading for every manager message of [since, until] the bridge lacks:
-        (how many were new, the part of the window left unread when the pages ran out).
+        (how many were new, the page to go on from when the pages of one read ran out).
 
-        With `record`, the same transaction records how far the feed was read: KV_WATERMARK
-        (the periodic pass: `until`) and KV_BACKLOG (what is left unread, for the next pass).
+        A window in the past keeps its events and their order, so a capped read goes on at
+        the next page (by time it could not: many events may share one second). With
+        `record`, the same transaction records how far the feed was read: KV_WATERMARK (the
+        periodic pass: `until`) and KV_BACKLOG (the window and page to go on from).
         A message counts as dispatched only once its reading is stored: a failure before that
         leaves it to the next pass.
         """
         ahead = self.amo_clock()
         async with self._lock:
-            events, unread = await self._events(since + ahead, until + ahead)
+            events, next_page = await self._events(since + ahead, until + ahead, first_page)
             self._forget_old(time.time() - EVENTS_OVERLAP_SECONDS * 3)
             fresh = [e for e in events if e.message_id not in self._dispatched]
             known = await self.repo.known_message_ids([e.message_id for e in fresh])
             unknown = [e for e in fresh if e.message_id not in known]
             jobs = await self._readings(gap_id, unknown, ahead) if unknown else []
-            left = None if unread is None else (unread[0] - ahead, unread[1] - ahead)
             async with self.repo.transaction() as tx:
                 stored = sum(await tx.insert_jobs(jobs))
                 if record == KV_WATERMARK:
                     await tx.set_kv(KV_WATERMARK, repr(until))
-                if record is not None and left is not None:
-                    await tx.set_kv(KV_BACKLOG, json.dumps(left))
+                if record is not None and next_page is not None:
+                    await tx.set_kv(KV_BACKLOG, json.dumps([since, until, next_page]))
                 elif record == KV_BACKLOG:
                     await tx.delete_kv(KV_BACKLOG)
             for event in fresh:
                 self._dispatched[event.message_id] = time.time()
-            return stored, left
+            return stored, next_page
 
     async def _events(
-        self, since: float, until: float
-    ) -> tuple[list[ChatMessageEvent], tuple[float, float] | None]:
-        """The events of [since, until], and the part of it left unread when the pages ran
-        out (None: all read). The feed's order (newest first) decides which end that is."""
+        self, since: float, until: float, first_page: int = 1
+    ) -> tuple[list[ChatMessageEvent], int | None]:
+        """The events of [since, until] from `first_page` on, at most EVENTS_MAX_PAGES pages,
+        and the page to go on from when they ran out (None: all read)."""
         events: list[ChatMessageEvent] = []
         more = False
-        for page in range(1, EVENTS_MAX_PAGES + 1):
+        page = first_page
+        for page in range(first_page, first_page + EVENTS_MAX_PAGES):
             batch, more = await self._crm(self.crm.chat_message_events, since, until, page)
             events += batch
             if not more:
@@ -287,11 +299,8 @@ class Reconciler:
         if self.status.feed_problem is not None:
             logger.info("amoCRM's events feed answers again")
         self.status.feed_problem, self._feed_refused_at = None, None
-        if not more or not events:
+        if not more:
             return events, None
-        stamps = [event.created_at for event in events]
-        newest_first = stamps[0] >= stamps[-1]
-        unread = (since, min(stamps)) if newest_first else (max(stamps), until)
         logger.warning(
             "amoCRM's events feed: more than %d events between %s and %s; the rest is read "
             "next pass",
@@ -299,7 +308,7 @@ class Reconciler:
             time.strftime("%H:%M:%S", time.gmtime(since)),
             time.strftime("%H:%M:%S", time.gmtime(until)),
         )
-        return events, unread
+        return events, page + 1
 
     async def _readings(
         self, gap_id: int | None, unknown: list[ChatMessageEvent], ahead: float
