@@ -33,6 +33,7 @@ from bot.common.settings import Settings, StartupError
 from bot.customer.attribution import Attribution
 from bot.customer.business import BusinessAccounts
 from bot.customer.files import FileLinks
+from bot.customer.groups import GroupRegistry
 from bot.customer.intake import KIND_EDIT_MESSAGE, KIND_NEW_MESSAGE, Intake
 from bot.customer.middlewares import (
     CommitIntakeBeforeGetUpdates,
@@ -185,6 +186,8 @@ async def create_bridge(
         repo, bots, intake, settings.default_language, sources, staff=settings.business_owners
     )
     await business.load()
+    groups = GroupRegistry(repo, bots, settings.OPERATOR_IDS, settings.default_language)
+    await groups.load()
     staff = StaffDesk(settings, repo, crm, bots)
     typing_indicator = TypingIndicator(bots)
     account_sources = AccountSources(crm, repo, sources, settings.AMOJO_CHANNEL_CODE)
@@ -235,6 +238,7 @@ async def create_bridge(
         "dead_letters": DeadLetterDesk(repo, metrics, bots, settings.default_language),
         "bridge_bots": bots,
         "business": business,
+        "groups": groups,
     }
     dp = Dispatcher(**deps)
     dp.update.outer_middleware(DurableIntakeMiddleware(metrics, intake))

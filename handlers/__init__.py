@@ -2,13 +2,14 @@
 
 from aiogram import Router
 
-from handlers import business, customer, deadletters, membership, operator, reactions
+from handlers import business, customer, deadletters, groups, membership, operator, reactions
 
 
 def build_routers() -> list[Router]:
     """All routers of the bot, detached so a new Dispatcher can include them."""
     routers = [
         operator.router,
+        groups.router,
         deadletters.router,
         membership.router,
         reactions.router,

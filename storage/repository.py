@@ -29,6 +29,7 @@ from storage.core import (
     is_outage,
 )
 from storage.gaps import Gap, GapReads, GapWrites, RecoveryTarget
+from storage.groups import GroupChat, GroupReads, GroupWrites
 from storage.jobs import Job, JobReads, JobState, JobWrites, NewJob, PruneStep, QueueStats
 from storage.kv import KvReads, KvWrites
 from storage.touches import StoredTouch, TouchReads, TouchWrites
@@ -39,6 +40,7 @@ __all__ = [
     "Customer",
     "CustomerProfile",
     "Gap",
+    "GroupChat",
     "Job",
     "JobState",
     "MessageLink",
@@ -58,11 +60,15 @@ __all__ = [
 ]
 
 
-class Transaction(GapWrites, JobWrites, ConversationWrites, BusinessWrites, KvWrites, TouchWrites):
+class Transaction(
+    GapWrites, JobWrites, ConversationWrites, BusinessWrites, KvWrites, TouchWrites, GroupWrites
+):
     """Write operations; only reachable inside `Repository.transaction()`."""
 
 
-class Repository(JobReads, ConversationReads, BusinessReads, GapReads, KvReads, TouchReads):
+class Repository(
+    JobReads, ConversationReads, BusinessReads, GapReads, KvReads, TouchReads, GroupReads
+):
     """All persistence of the bridge."""
 
     transaction_type = Transaction

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 KIND_NOTICE = "bot.notice"
 KIND_CALLBACK_ANSWER = "bot.callback_answer"
+KIND_LEAVE = "bot.leave_group"
 
 Markup = ReplyKeyboardMarkup | ReplyKeyboardRemove
 
@@ -45,6 +46,18 @@ def notice_job(
     )
 
 
+def leave_job(bot: int, chat_id: int, text: str, occasion: str) -> NewJob:
+    """A job that says `text` in a group and leaves it (once per `occasion`: each time the
+    bot is added, or once for a group it was in before)."""
+    return NewJob(
+        queue=TELEGRAM_QUEUE,
+        kind=KIND_LEAVE,
+        lane=f"group:{bot}:{chat_id}",
+        dedup_key=f"leave:{bot}:{chat_id}:{occasion}",
+        payload={"bot": bot, "chat_id": chat_id, "text": text},
+    )
+
+
 def callback_answer_job(bot: int, callback_id: str) -> NewJob:
     """A job that answers a button press (ends its spinner), once, through the bot it came to."""
     return NewJob(
@@ -66,7 +79,7 @@ async def answer_later(repo: Repository, bots: Bots, message: Message, text: str
     await repo.enqueue(*answer_jobs(chat, message.message_id, text))
 
 
-def answer_jobs(chat: ChatKey, message_id: int, text: str) -> list[NewJob]:
+def answer_jobs(chat: ChatKey, message_id: int | str, text: str) -> list[NewJob]:
     """The notice jobs that answer message `message_id` in `chat` (one per part)."""
     return [
         notice_job(chat, f"answer:{message_id}:{number}", part)
@@ -95,7 +108,25 @@ class NoticeSender:
         return {
             KIND_NOTICE: JobKind(run=self.send_notice),
             KIND_CALLBACK_ANSWER: JobKind(run=self.answer_callback),
+            KIND_LEAVE: JobKind(run=self.leave_group),
         }
+
+    async def leave_group(self, job: Job) -> Done:
+        """Say once why the bot goes, then leave a group nobody on the staff added it to."""
+        bot = self.bots.get(int(job.payload["bot"]))
+        if bot is None:
+            return Done()
+        chat_id = int(job.payload["chat_id"])
+        for step in ("say", "leave"):
+            try:
+                if step == "say":
+                    await bot.send_message(chat_id, str(job.payload["text"]))
+                else:
+                    await bot.leave_chat(chat_id)
+            except (TelegramForbiddenError, TelegramBadRequest) as exc:
+                logger.info("group %d: %s not done: %s", chat_id, step, exc.message)
+        logger.warning("left group %d: no staff member added the bot there", chat_id)
+        return Done()
 
     async def answer_callback(self, job: Job) -> Done:
         """Answer a button press; one Telegram no longer takes (too old) is only logged."""

@@ -6,11 +6,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from aiogram import Bot
-from aiogram.types import Chat
+from aiogram.types import Chat, Message
 
 from bot.common.ids import PRIMARY, account_source_external_id, business_key, source_external_id
 from bot.common.texts import Phrase
-from storage import BusinessConnection, ChatKey
+from storage import BusinessConnection, ChatKey, GroupChat
+from storage.groups import MIGRATED
+
+GROUP_TYPES = frozenset({"group", "supergroup"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,8 @@ class Bots:
         self.checked = False
         # Telegram Business connections by id (loaded at start, updated by every update).
         self.connections: dict[str, BusinessConnection] = {}
+        # Groups by (bot key, Telegram chat id): loaded at start, updated by every update.
+        self.groups: dict[tuple[int, int], GroupChat] = {}
 
     def __iter__(self) -> Iterator[Bot]:
         return iter(self._by_key.values())
@@ -103,7 +108,34 @@ class Bots:
         if business_connection_id is not None:
             owner = self.connections[business_connection_id].owner_id
             return business_key(owner, chat.id)
-        return ChatKey(PRIMARY if bot is None else self.key_of(bot), chat.id)
+        key = PRIMARY if bot is None else self.key_of(bot)
+        group = self.groups.get((key, chat.id))
+        return ChatKey(key, chat.id if group is None else group.chat_id)
+
+    def message_chat(self, message: Message) -> ChatKey:
+        """The conversation of a message: its chat, or the topic of it it was written in."""
+        base = self.chat(message.bot, message.chat, message.business_connection_id)
+        topic = getattr(message, "direct_messages_topic", None)
+        if topic is not None:
+            return ChatKey(base.bot, base.chat_id, -int(topic.topic_id))
+        if message.is_topic_message and message.message_thread_id:
+            return ChatKey(base.bot, base.chat_id, int(message.message_thread_id))
+        return base
+
+    def group(self, key: ChatKey) -> GroupChat | None:
+        """The group a conversation is in, as Telegram calls it now (None: not a group)."""
+        current = None
+        for group in self.groups.values():
+            if group.bot == key.bot and group.chat_id == key.chat_id:
+                if group.state != MIGRATED:
+                    return group
+                current = current or group
+        return current
+
+    def telegram_chat_id(self, key: ChatKey) -> int:
+        """Where sends into a conversation go: a group upgraded to a supergroup is there now."""
+        group = self.group(key) if key.chat_id < 0 else None
+        return key.chat_id if group is None else group.tg_chat_id
 
     def label(self, key: int) -> str:
         """`@username` once Telegram told it (getMe at start), else the bot's id; no token.

@@ -69,11 +69,6 @@ def direct_messages_topic(key: ChatKey) -> int | None:
     return -key.thread if key.thread < 0 else None
 
 
-def group_user_id(chat_id: int) -> str:
-    """The amojo user id of a group as the client side of its conversation."""
-    return f"{PREFIX}g{abs(chat_id)}"
-
-
 def conversation_id(key: ChatKey) -> str:
     """Our amojo conversation id for a bot's Telegram private chat."""
     return f"{PREFIX}{_tag(key)}"

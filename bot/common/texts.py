@@ -334,6 +334,16 @@ TEXTS: dict[str, dict[Language, str]] = {
         "en": "/{command} failed: {reason}",
     },
     # ----- staff: /status ------------------------------------------------------------------
+    "group.not_connected": {
+        "ru": "Этот бот работает только в группах, куда его добавил сотрудник компании. "
+        "Выхожу из группы.",
+        "en": "This bot works only in groups a member of the company's staff added it to. "
+        "Leaving the group.",
+    },
+    "group.removed": {
+        "ru": "бота удалили из группы",
+        "en": "the bot was removed from the group",
+    },
     "start.from_link": {
         "ru": "Открыл бота по ссылке: {source}",
         "en": "Started the bot from: {source}",
@@ -508,6 +518,11 @@ TEXTS: dict[str, dict[Language, str]] = {
         "en": "🗑 This message was deleted in Telegram.",
     },
     # ----- amoCRM: why a manager's message was not delivered (status -1) --------------------
+    "amo.group_gone": {
+        "ru": "Бот больше не в группе «{title}» ({why}), поэтому сообщение не доставлено.",
+        "en": "The bot is no longer in the group “{title}” ({why}), so the message was not "
+        "delivered.",
+    },
     "amo.blocked": {
         "ru": "Клиент заблокировал бота в Telegram, поэтому сообщение не доставлено.",
         "en": "The customer has blocked the bot in Telegram, so the message was not delivered.",

@@ -12,7 +12,7 @@ from aiogram.types import CallbackQuery, Contact, Message
 
 from bot.chat.notices import Markup, callback_answer_job, notice_job
 from bot.common import ids
-from bot.common.bots import Bots
+from bot.common.bots import GROUP_TYPES, Bots
 from bot.common.deeplinks import Touch, is_deep_link, read_payload, readable
 from bot.common.phones import mask_phone, normalise_phone
 from bot.common.texts import Language, text
@@ -124,14 +124,26 @@ class Intake:
                 raise
 
     def chat_of(self, message: Message) -> ChatKey:
-        """The conversation a message belongs to (the bot or Business account, its chat)."""
-        return self.bots.chat(message.bot, message.chat, message.business_connection_id)
+        """The conversation a message belongs to (the bot or Business account, its chat, the
+        topic of it)."""
+        return self.bots.message_chat(message)
 
     def _touch_customer(self, message: Message) -> None:
         user = message.from_user
+        key = self.chat_of(message)
+        if message.chat.type in GROUP_TYPES:
+            # The client side of a group's conversation is the group, whoever wrote.
+            self._batch.customers[key] = CustomerProfile(
+                key=key,
+                user_id=key.chat_id,
+                name=mapping.group_name(message, key),
+                username=message.chat.username,
+                language_code=user.language_code if user else None,
+                message_at=message.date.timestamp(),
+            )
+            return
         if user is None:
             return
-        key = self.chat_of(message)
         self._batch.customers[key] = CustomerProfile(
             key=key,
             user_id=user.id,
@@ -169,6 +181,8 @@ class Intake:
         if text_instead is not None:
             content = mapping.Content({"type": "text", "text": text_instead})
         payload = mapping.new_message_payload(key, message, content, reply_to)
+        if message.chat.type in GROUP_TYPES:
+            mapping.as_group_message(payload, message, key)
         job = amojo_job(
             KIND_NEW_MESSAGE,
             key,

@@ -292,6 +292,28 @@ def reply_reference(our_msgid: str | None, amo_message_id: str | None) -> dict[s
     return None
 
 
+def group_name(message: Message, key: ChatKey) -> str:
+    """A group conversation's client name: the group's title, and the topic's name or id."""
+    title = message.chat.title or f"Telegram group {message.chat.id}"
+    if not key.thread:
+        return title
+    created = message.reply_to_message.forum_topic_created if message.reply_to_message else None
+    topic = created.name if created is not None else f"topic {abs(key.thread)}"
+    return f"{title} / {topic}"
+
+
+def as_group_message(payload: dict[str, Any], message: Message, key: ChatKey) -> None:
+    """A message written in a group, for amoCRM: the group is the client (one sender, as
+    amojo documents one client per conversation), the author's name leads the text."""
+    payload["sender"] = {"id": ids.user_id(key.chat_id), "name": group_name(message, key)}
+    author = sender_name(message.from_user) if message.from_user else None
+    if author is None and message.sender_chat is not None:
+        author = message.sender_chat.title or "anonymous admin"
+    body = payload["message"]
+    if author:
+        body["text"] = f"{author}: {body.get('text') or ''}".rstrip()
+
+
 def new_message_payload(
     key: ChatKey, message: Message, content: Content, reply_to: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -328,6 +350,8 @@ def edit_message_payload(key: ChatKey, message: Message, content: Content) -> di
 def chat_name(message: Message) -> str:
     """The display name of a private chat's other person (the customer of a Business chat)."""
     chat = message.chat
+    if chat.title:  # a group: the group is the client
+        return chat.title
     name = " ".join(part for part in (chat.first_name, chat.last_name) if part).strip()
     return name or (f"@{chat.username}" if chat.username else f"Telegram user {chat.id}")
 
@@ -347,7 +371,7 @@ def owner_message_payload(
         "msgid": ids.message_id(key, message.message_id),
         "conversation_id": ids.conversation_id(key),
         "sender": {"id": ids.user_id(owner.id if owner else -key.bot), "name": owner_name},
-        "receiver": {"id": ids.user_id(message.chat.id), "name": chat_name(message)},
+        "receiver": {"id": ids.user_id(key.chat_id), "name": chat_name(message)},
         "message": content.message,
         "silent": True,
     }

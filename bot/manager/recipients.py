@@ -78,18 +78,26 @@ class _Target:
     bot_key: int = 0
     business_connection_id: str | None = None
     language: Language = "en"  # the customer's, for what stands in for a file
+    telegram_chat_id: int | None = None  # a group's id now (a supergroup it became)
 
     @property
     def extra(self) -> dict[str, Any]:
-        """What every send into this chat adds (the Business connection)."""
-        if self.business_connection_id is None:
-            return {}
-        return {"business_connection_id": self.business_connection_id}
+        """What every send into this chat adds: the Business connection, the topic."""
+        extra: dict[str, Any] = {}
+        if self.business_connection_id is not None:
+            extra["business_connection_id"] = self.business_connection_id
+        thread = ids.forum_thread(self.chat)
+        if thread is not None:
+            extra["message_thread_id"] = thread
+        topic = ids.direct_messages_topic(self.chat)
+        if topic is not None:
+            extra["direct_messages_topic_id"] = topic
+        return extra
 
     @property
     def chat_id(self) -> int:
         """The Telegram chat id."""
-        return self.chat.chat_id
+        return self.telegram_chat_id if self.telegram_chat_id is not None else self.chat.chat_id
 
 
 def _reads(customer: Customer | None) -> Language:
@@ -175,6 +183,11 @@ class RecipientResolution:
     def _check_allowed(self, recipient: Recipient, received_at: float) -> None:
         customer = recipient.customer
         if customer is not None and customer.blocked:
+            chat = recipient.chat
+            group = self.bots.group(chat) if chat.chat_id < 0 else None
+            if group is not None:
+                reason = phrase("amo.group_gone", title=group.title, why=group.reason or "")
+                raise Undeliverable(ERROR_BLOCKED, reason)
             raise Undeliverable(ERROR_BLOCKED, phrase("amo.blocked"))
         if ids.is_business(recipient.chat):
             self._target(recipient.chat)  # a removed or read-only connection: 902 first
@@ -212,4 +225,6 @@ class RecipientResolution:
         bot = self.bots.get(chat.bot)
         if bot is None:
             raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.bot_gone", bot=chat.bot))
-        return _Target(bot, chat, chat.bot, None, _reads(customer))
+        return _Target(
+            bot, chat, chat.bot, None, _reads(customer), self.bots.telegram_chat_id(chat)
+        )

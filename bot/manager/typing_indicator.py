@@ -79,11 +79,14 @@ class TypingIndicator:
                 if route is None:
                     logger.info("typing in %s stopped: nothing may be sent there", chat_id)
                     return
+                if ids.direct_messages_topic(chat_id) is not None:
+                    return  # a channel's direct messages show no typing (Bot API)
                 try:
                     await route.bot.send_chat_action(
-                        chat_id.chat_id,
+                        self.bots.telegram_chat_id(chat_id),
                         ChatAction.TYPING,
                         business_connection_id=route.business_connection_id,
+                        message_thread_id=ids.forum_thread(chat_id),
                     )
                 except (TelegramForbiddenError, TelegramBadRequest) as exc:
                     logger.info("typing in chat %d stopped: %s", chat_id.chat_id, exc.message)

@@ -45,6 +45,12 @@ KNOWN_COMMANDS = frozenset(
 _COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@\w+)?(?:\s|$)")
 
 
+def command_of(text: str | None) -> str | None:
+    """The command word of a `/word …` text (lower case), None for anything else."""
+    match = _COMMAND.match(text or "")
+    return match.group(1).lower() if match is not None else None
+
+
 def is_unknown_command(text: str | None) -> bool:
     """Whether `text` is a slash command (`/word`, `/word@bot …`) the bot does not know."""
     match = _COMMAND.match(text or "")

@@ -54,11 +54,19 @@ class Invocation:
     args: str | None
     bot: int = 0  # the bot the operator wrote to (0: the primary; also jobs stored before)
     language_code: str | None = None  # the operator's Telegram language (None: the default)
+    # The group the command was written in (0: the operator's own chat): the answer goes to
+    # the operator privately, never in front of the client.
+    origin: int = 0
 
     @property
     def chat(self) -> ChatKey:
         """The operator's chat with that bot (where the answer goes)."""
         return ChatKey(self.bot, self.chat_id)
+
+    @property
+    def tag(self) -> str:
+        """The command message, unique within the operator's chat."""
+        return f"{self.message_id}" if not self.origin else f"g{self.origin}-{self.message_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +111,7 @@ class StaffDesk:
         entry = _audit_entry(invocation, "failed")
         async with self.repo.transaction() as tx:
             await record_audit(tx, entry)
-        return answer_jobs(invocation.chat, invocation.message_id, answer)
+        return answer_jobs(invocation.chat, invocation.tag, answer)
 
     def language_of(self, invocation: Invocation) -> Language:
         """The language the operator reads."""
@@ -120,9 +128,7 @@ class StaffDesk:
         async def record(tx: Transaction) -> None:
             await record_audit(tx, entry)
 
-        return Done(
-            followups=answer_jobs(invocation.chat, invocation.message_id, answer), record=record
-        )
+        return Done(followups=answer_jobs(invocation.chat, invocation.tag, answer), record=record)
 
     async def run(self, invocation: Invocation) -> str:
         """Execute one command, record it in the audit table, and return the reply text."""
@@ -369,6 +375,6 @@ def staff_job(invocation: Invocation) -> NewJob:
         queue=STAFF_QUEUE,
         kind=KIND_STAFF_COMMAND,
         lane=f"staff:{ids.key_text(invocation.chat)}",
-        dedup_key=f"staff:{ids.key_text(invocation.chat)}:{invocation.message_id}",
+        dedup_key=f"staff:{ids.key_text(invocation.chat)}:{invocation.tag}",
         payload={"invocation": dataclasses.asdict(invocation)},
     )
