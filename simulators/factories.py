@@ -203,3 +203,63 @@ def make_location(latitude: float, longitude: float) -> dict[str, Any]:
 def make_venue(latitude: float, longitude: float, title: str, address: str) -> dict[str, Any]:
     """A Venue object."""
     return {"location": make_location(latitude, longitude), "title": title, "address": address}
+
+
+def make_group(
+    chat_id: int, title: str, *, kind: str = "supergroup", forum: bool = False
+) -> dict[str, Any]:
+    """A group or supergroup Chat (a forum: a supergroup with topics)."""
+    chat: dict[str, Any] = {"id": chat_id, "type": kind, "title": title}
+    if forum:
+        chat["is_forum"] = True
+    return chat
+
+
+def group_message_update(
+    chat: dict[str, Any],
+    message_id: int,
+    user: dict[str, Any],
+    *,
+    text: str | None = None,
+    thread: int | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A message in a group by `user`; with `thread`, in that forum topic."""
+    message: dict[str, Any] = {
+        "message_id": message_id,
+        "from": user,
+        "chat": chat,
+        "date": int(time.time()),
+    }
+    if text is not None:
+        message["text"] = text
+    if thread is not None:
+        message["message_thread_id"] = thread
+        message["is_topic_message"] = True
+    message.update({key: value for key, value in fields.items() if value is not None})
+    return make_update("message", message)
+
+
+def group_membership_update(
+    chat: dict[str, Any], by: dict[str, Any], *, new_status: str, old_status: str = "left"
+) -> dict[str, Any]:
+    """`my_chat_member`: `by` added the bot to the group (or removed it)."""
+    bot = make_user(42, first_name="Bridge", last_name=None, username="bridge_bot", is_bot=True)
+    bot.pop("language_code", None)
+
+    def member(status: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"status": status, "user": bot}
+        if status == "kicked":
+            entry["until_date"] = 0
+        return entry
+
+    return make_update(
+        "my_chat_member",
+        {
+            "chat": chat,
+            "from": by,
+            "date": int(time.time()),
+            "old_chat_member": member(old_status),
+            "new_chat_member": member(new_status),
+        },
+    )

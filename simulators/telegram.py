@@ -196,11 +196,18 @@ DEFAULT_DESCRIPTIONS = {
 class ApiError(Exception):
     """A Bot API error answer."""
 
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        migrate_to_chat_id: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.description = description
         self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
 
     def body(self) -> dict[str, Any]:
         """The JSON body Telegram sends for this error."""
@@ -211,6 +218,8 @@ class ApiError(Exception):
         }
         if self.retry_after is not None:
             body["parameters"] = {"retry_after": self.retry_after}
+        if self.migrate_to_chat_id is not None:
+            body["parameters"] = {"migrate_to_chat_id": self.migrate_to_chat_id}
         return body
 
 
@@ -437,6 +446,11 @@ class FakeTelegram(FakeServer):
         self.known_messages: set[tuple[int | str, int]] = set()
         self.reactions: dict[tuple[int | str, int], list[str]] = {}
         self.blocked_chats: set[int | str] = set()
+        # Groups: where the bot was removed, which became supergroups, topics that are closed.
+        self.kicked_from: set[int] = set()
+        self.migrated_chats: dict[int, int] = {}
+        self.closed_topics: set[tuple[int, int]] = set()
+        self.left_chats: list[int] = []
         self.downloads: list[str] = []
         self.newer_fields: dict[str, Any] = {}
         self.down = False
@@ -863,12 +877,30 @@ class FakeTelegram(FakeServer):
         connection = self._check_business(method, params)
         if connection is None and chat_id is not None and chat_id in self.blocked_chats:
             raise ApiError(403, "Forbidden: bot was blocked by the user")
+        self._check_group(method, params)
         if connection is not None and method == "setmessagereaction":
             raise bad_request("business_connection_id is not a parameter of setMessageReaction")
         result = await handler(params, files)
         if connection is not None and method.startswith("send") and method != "sendchataction":
             self._on_behalf(connection, result)
         return result
+
+    def _check_group(self, method: str, params: dict[str, Any]) -> None:
+        """What Telegram answers for a group the bot left, a migrated group, a closed topic."""
+        chat_id = params.get("chat_id")
+        if not isinstance(chat_id, int) or chat_id > 0 or method == "getupdates":
+            return
+        if chat_id in self.migrated_chats:
+            raise ApiError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                migrate_to_chat_id=self.migrated_chats[chat_id],
+            )
+        if chat_id in self.kicked_from:
+            raise ApiError(403, "Forbidden: bot was kicked from the group chat")
+        thread = params.get("message_thread_id")
+        if thread is not None and (chat_id, int(thread)) in self.closed_topics:
+            raise ApiError(400, "Bad Request: TOPIC_CLOSED")
 
     def _take_failure(self, method: str, chat_id: Any) -> None:
         for failure in self._failures:
@@ -912,6 +944,7 @@ class FakeTelegram(FakeServer):
             "getfile": self._get_file,
             "readbusinessmessage": self._read_business_message,
             "getbusinessconnection": self._get_business_connection,
+            "leavechat": self._leave_chat,
         }
         for method, kind in MEDIA_FIELDS.items():
             handlers[method] = functools.partial(self._send_media, kind=kind)
@@ -920,6 +953,14 @@ class FakeTelegram(FakeServer):
     # ---- methods --------------------------------------------------------------------------
 
     async def _true(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        return True
+
+    async def _leave_chat(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        chat_id = params.get("chat_id")
+        if not isinstance(chat_id, int) or chat_id > 0:
+            raise bad_request("chat not found")
+        self.left_chats.append(chat_id)
+        self.kicked_from.add(chat_id)
         return True
 
     async def _set_my_commands(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:

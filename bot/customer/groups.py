@@ -15,9 +15,10 @@ from aiogram.types import ChatMemberUpdated, Message
 
 from bot.chat.notices import leave_job
 from bot.common.bots import Bots
+from bot.common.group_moves import record_migration
 from bot.common.texts import Language, text
 from storage import GroupChat, Repository
-from storage.groups import ACTIVE, MIGRATED, REMOVED
+from storage.groups import ACTIVE, REMOVED
 
 logger = logging.getLogger(__name__)
 
@@ -100,19 +101,8 @@ class GroupRegistry:
             logger.warning("group %d: the bot was removed (%s)", event.chat.id, status)
 
     async def migrated(self, bot: int, message: Message) -> None:
-        """A group became a supergroup: the new id keeps the old one's conversation."""
+        """A group became a supergroup (the service message in either chat)."""
         old_id = message.chat.id if message.migrate_to_chat_id else message.migrate_from_chat_id
         new_id = message.migrate_to_chat_id or message.chat.id
-        if old_id is None:
-            return
-        known = self.bots.groups.get((bot, old_id))
-        if known is None or (bot, new_id) in self.bots.groups:
-            return
-        async with self.repo.transaction() as tx:
-            moved = dataclasses.replace(known, state=MIGRATED)
-            current = dataclasses.replace(known, tg_chat_id=new_id, kind="supergroup")
-            await tx.save_group(moved)
-            await tx.save_group(current)
-        self.bots.groups[(bot, old_id)] = moved
-        self.bots.groups[(bot, new_id)] = current
-        logger.info("group %d is supergroup %d now: same conversation", old_id, new_id)
+        if old_id is not None:
+            await record_migration(self.repo, self.bots, bot, old_id, new_id)

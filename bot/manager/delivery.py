@@ -15,6 +15,7 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramEntityTooLarge,
     TelegramForbiddenError,
+    TelegramMigrateToChat,
 )
 from aiogram.types import (
     InputFile,
@@ -25,6 +26,7 @@ from aiogram.types import (
 from bot.amocrm.hooks import KIND_AMO_MESSAGE
 from bot.common import ids
 from bot.common.bots import Bots
+from bot.common.group_moves import record_migration
 from bot.common.limits import (
     AMOJO_MEDIA_TIMEOUT_SECONDS,
     DELIVERY_GIVE_UP_SECONDS,
@@ -239,7 +241,20 @@ class ManagerMessageDelivery(AlbumDelivery, RecipientResolution, MediaDownloadin
                 sent, refused = await self._send_part(to, message, parts[index], markup, reply)
             except TelegramForbiddenError as exc:
                 return self._failed_blocked(message, chat, exc.message)
+            except TelegramMigrateToChat as exc:
+                await record_migration(
+                    self.repo, self.bots, chat.bot, to.chat_id, exc.migrate_to_chat_id
+                )
+                raise RetryLater("the group became a supergroup", delay=0.0) from None
             except TelegramBadRequest as exc:
+                if (
+                    "topic_closed" in exc.message.lower()
+                    or "thread not found" in exc.message.lower()
+                ):
+                    raise Undeliverable(
+                        ERROR_NO_CONVERSATION,
+                        phrase("amo.telegram_refused", description=exc.message),
+                    ) from None
                 if "chat not found" in exc.message.lower():
                     raise Undeliverable(
                         ERROR_NO_CONVERSATION, phrase("amo.chat_not_found")
@@ -291,6 +306,14 @@ class ManagerMessageDelivery(AlbumDelivery, RecipientResolution, MediaDownloadin
             # bot (no update would ever lift it): reported, nothing remembered.
             refused = phrase("amo.telegram_refused", description=description)
             return Done(followups=[self._failed(message, ERROR_NO_RIGHTS, refused)])
+        if chat.chat_id < 0:  # a group: the bot was removed, or may not write there
+            refused = phrase("amo.telegram_refused", description=description)
+
+            async def removed(tx: Transaction) -> None:
+                await tx.set_customer_blocked(chat, True)
+
+            failed = self._failed(message, ERROR_NO_RIGHTS, refused)
+            return Done(followups=[failed], record=removed)
         blocked = "blocked" in description.lower()
 
         async def record(tx: Transaction) -> None:

@@ -187,7 +187,7 @@ class RecipientResolution:
             group = self.bots.group(chat) if chat.chat_id < 0 else None
             if group is not None:
                 reason = phrase("amo.group_gone", title=group.title, why=group.reason or "")
-                raise Undeliverable(ERROR_BLOCKED, reason)
+                raise Undeliverable(ERROR_NO_RIGHTS, reason)
             raise Undeliverable(ERROR_BLOCKED, phrase("amo.blocked"))
         if ids.is_business(recipient.chat):
             self._target(recipient.chat)  # a removed or read-only connection: 902 first

@@ -1,0 +1,234 @@
+"""Groups, supergroups, forum topics and private-chat topics, each its own amoCRM conversation.
+
+Only where a staff member (OPERATOR_IDS) added the bot is a group bridged; the group is the
+client, each message carries its author's name; a staff member's message is the company
+talking; staff commands are answered privately; managers answer into the group or topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.common.ids import primary_chat
+from simulators.factories import (
+    group_membership_update,
+    group_message_update,
+    make_group,
+    make_user,
+    private_message_update,
+)
+from tests.e2e.test_manager_to_telegram import post, status_of
+from tests.harness import BridgeFactory, Fakes, RunningBridge, database_at, wait_until
+
+STAFF_ID = 900
+BOT_AMOJO_ID = "a7d1c1d2-0000-4000-8000-00000000b0b0"
+SETTINGS: dict[str, Any] = {"OPERATOR_IDS": str(STAFF_ID), "AMOJO_BOT_ID": BOT_AMOJO_ID}
+STAFF = make_user(STAFF_ID, first_name="Olga", last_name="Staff", language_code="en")
+ANN = make_user(5101, first_name="Ann", last_name="Client")
+BOB = make_user(5102, first_name="Bob", last_name="Client")
+STRANGER = make_user(5199, first_name="Eve", last_name=None)
+GROUP_ID = -1001234500001
+
+
+async def start(bridges: BridgeFactory) -> RunningBridge:
+    return await bridges.start(**SETTINGS)
+
+
+def add_bot(fakes: Fakes, chat: dict[str, Any], by: dict[str, Any]) -> None:
+    fakes.telegram.push_update(group_membership_update(chat, by, new_status="member"))
+
+
+async def bridged(fakes: Fakes, count: int, conversation: str | None = None) -> list[Any]:
+    """Wait for `count` messages in amoCRM (of one conversation, when given)."""
+
+    def of() -> list[Any]:
+        return [
+            m
+            for m in fakes.amojo.messages
+            if conversation is None or m["conversation_id"] == conversation
+        ]
+
+    await fakes.amojo.wait_for(lambda: len(of()) >= count, what=f"{count} message(s)")
+    return of()
+
+
+async def test_a_staff_added_group_is_one_conversation_with_its_authors(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    group = make_group(GROUP_ID, "Acme × Vendor")
+    add_bot(fakes, group, STAFF)
+    fakes.telegram.push_update(group_message_update(group, 10, ANN, text="Hello from Acme"))
+    fakes.telegram.push_update(group_message_update(group, 11, BOB, text="Me too"))
+
+    first, second = await bridged(fakes, 2)
+    conversation = f"tg-{GROUP_ID}"
+    assert {first["conversation_id"], second["conversation_id"]} == {conversation}
+    assert first["sender"]["id"] == f"tg-{GROUP_ID}" == second["sender"]["id"]
+    assert first["sender"]["name"] == "Acme × Vendor"
+    assert first["message"]["text"] == "Ann Client: Hello from Acme"
+    assert second["message"]["text"] == "Bob Client: Me too"
+
+    # The manager answers into the group, threaded to the quoted message; status 1.
+    hook = fakes.amojo.message_hook(conversation, text="Welcome!", reply_to_amo_id=second["amo_id"])
+    amo_id = await post(fakes, bridge, hook)
+    assert (await status_of(fakes, amo_id))["status"] == 1
+    [sent] = fakes.telegram.sent_messages(GROUP_ID)
+    assert sent.params["text"] == "Welcome!"
+    assert sent.params["reply_parameters"]["message_id"] == 11
+
+
+async def test_a_group_a_stranger_added_is_left_and_nothing_bridged(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await start(bridges)
+    group = make_group(-1001234500002, "Spam corner")
+    add_bot(fakes, group, STRANGER)
+    fakes.telegram.push_update(group_message_update(group, 5, STRANGER, text="buy now"))
+
+    await wait_until(
+        lambda: fakes.telegram.left_chats == [-1001234500002], timeout=10, what="leaving"
+    )
+    [notice] = fakes.telegram.sent_messages(-1001234500002)
+    assert "a member of the company's staff" in notice.params["text"]
+    # A staff member's private chat still works meanwhile: nothing of the group came through.
+    fakes.telegram.push_update(private_message_update(5300, 1, text="private hello"))
+    [message] = await bridged(fakes, 1)
+    assert message["conversation_id"] == "tg-5300"
+
+
+async def test_staff_in_the_group_is_the_company_talking_and_commands_answer_privately(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await start(bridges)
+    group = make_group(GROUP_ID, "Acme × Vendor")
+    add_bot(fakes, group, STAFF)
+    fakes.telegram.push_update(group_message_update(group, 20, ANN, text="Price?"))
+    fakes.telegram.push_update(group_message_update(group, 21, STAFF, text="100 €"))
+    fakes.telegram.push_update(group_message_update(group, 22, STAFF, text="/status"))
+
+    client, company = await bridged(fakes, 2)
+    assert client["message"]["text"] == "Ann Client: Price?"
+    assert company["message"]["text"] == "100 €"
+    assert company["sender"]["ref_id"] == BOT_AMOJO_ID  # outgoing, the company's
+    assert company["silent"] is True
+    await fakes.telegram.wait_for(
+        lambda: bool(fakes.telegram.sent_messages(STAFF_ID)), what="the private answer"
+    )
+    assert fakes.telegram.sent_messages(STAFF_ID)[0].params["text"].startswith("Bridge status")
+    assert fakes.telegram.sent_messages(GROUP_ID) == []  # nothing in front of the client
+    assert all("/status" not in m["message"].get("text", "") for m in fakes.amojo.messages)
+
+
+async def test_forum_topics_are_conversations_answered_in_their_threads(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    forum = make_group(-1001234500003, "Acme support", forum=True)
+    add_bot(fakes, forum, STAFF)
+    fakes.telegram.push_update(group_message_update(forum, 30, ANN, text="Invoice", thread=7))
+    fakes.telegram.push_update(group_message_update(forum, 31, BOB, text="Delivery", thread=9))
+
+    messages = await bridged(fakes, 2)
+    conversations = {m["message"]["text"]: m["conversation_id"] for m in messages}
+    assert conversations == {
+        "Ann Client: Invoice": "tg--1001234500003-t7",
+        "Bob Client: Delivery": "tg--1001234500003-t9",
+    }
+    for thread in (7, 9):
+        hook = fakes.amojo.message_hook(f"tg--1001234500003-t{thread}", text=f"re {thread}")
+        assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
+    sent = {c.params["text"]: c.params["message_thread_id"] for c in fakes.telegram.sent_messages()}
+    assert sent == {"re 7": 7, "re 9": 9}
+
+    # A closed topic: 904 with Telegram's reason.
+    fakes.telegram.closed_topics.add((-1001234500003, 9))
+    hook = fakes.amojo.message_hook("tg--1001234500003-t9", text="too late")
+    status = await status_of(fakes, await post(fakes, bridge, hook))
+    assert status["status"] == -1 and status["error_code"] == 904
+    assert "TOPIC_CLOSED" in status["error"]
+
+
+async def test_a_group_upgraded_to_a_supergroup_keeps_its_conversation(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    old = make_group(-4001, "Small team", kind="group")
+    new = make_group(-1004001, "Small team")
+    add_bot(fakes, old, STAFF)
+    fakes.telegram.push_update(group_message_update(old, 1, ANN, text="before"))
+    await bridged(fakes, 1)
+    fakes.telegram.migrated_chats[-4001] = -1004001
+    fakes.telegram.push_update(group_message_update(old, 2, ANN, migrate_to_chat_id=-1004001))
+    fakes.telegram.push_update(group_message_update(new, 1, ANN, migrate_from_chat_id=-4001))
+    fakes.telegram.push_update(group_message_update(new, 2, BOB, text="after"))
+
+    before, after = await bridged(fakes, 2)
+    assert before["conversation_id"] == after["conversation_id"] == "tg--4001"
+    hook = fakes.amojo.message_hook("tg--4001", text="still here")
+    assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
+    assert [c.params["text"] for c in fakes.telegram.sent_messages(-1004001)] == ["still here"]
+
+
+async def test_the_bot_removed_from_a_group_is_reported_with_the_reason(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    group = make_group(-1001234500005, "Gone team")
+    add_bot(fakes, group, STAFF)
+    fakes.telegram.push_update(group_message_update(group, 1, ANN, text="hi"))
+    await bridged(fakes, 1)
+    fakes.telegram.kicked_from.add(-1001234500005)
+    fakes.telegram.push_update(
+        group_membership_update(group, ANN, new_status="kicked", old_status="member")
+    )
+
+    async def removed() -> bool:
+        hook = fakes.amojo.message_hook("tg--1001234500005", text="anyone?")
+        status = await status_of(fakes, await post(fakes, bridge, hook))
+        return bool(status["error_code"] == 902 and "removed from the group" in status["error"])
+
+    await wait_until(removed, timeout=20, what="902 with the reason")
+
+
+async def test_topics_of_a_private_chat_are_separate_conversations(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    for message_id, thread in ((1, 3), (2, 4)):
+        update = private_message_update(5400, message_id, text=f"topic {thread}")
+        update["message"].update(message_thread_id=thread, is_topic_message=True)
+        fakes.telegram.push_update(update)
+
+    messages = await bridged(fakes, 2)
+    assert {m["conversation_id"] for m in messages} == {"tg-5400-t3", "tg-5400-t4"}
+    hook = fakes.amojo.message_hook("tg-5400-t4", text="in topic 4")
+    assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
+    [sent] = fakes.telegram.sent_messages(5400)
+    assert sent.params["message_thread_id"] == 4
+
+
+async def test_an_upgrade_from_schema_14_keeps_every_conversation(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    with database_at(bridges.db_path, 14) as db:
+        db.execute(
+            "INSERT INTO customers (bot, chat_id, user_id, name, last_message_at, updated_at, "
+            "amo_chat_id) VALUES (0, 5500, 5500, 'Old', 1, 0, 'amo-old')"
+        )
+        db.execute(
+            "INSERT INTO message_links (bot, chat_id, tg_message_id, direction, our_msgid, "
+            "created_at) VALUES (0, 5500, 7, 'in', 'tg-5500-7', 0)"
+        )
+    db.close()
+    bridge = await start(bridges)
+    fakes.telegram.push_update(private_message_update(5500, 8, text="after the upgrade"))
+
+    [message] = await bridged(fakes, 1)
+    assert message["conversation_id"] == "tg-5500"
+    repo = bridge.bridge.repo
+    customer = await repo.get_customer(primary_chat(5500))
+    assert customer is not None and customer.name in ("Old", "Ivan Petrov")
+    assert await repo.amo_chats_of(primary_chat(5500)) == []  # amo_chats came later (13)
+    link = await repo.get_link(primary_chat(5500), 7)
+    assert link is not None and link.our_msgid == "tg-5500-7"
