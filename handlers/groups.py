@@ -66,11 +66,21 @@ async def on_group_message(
     user = message.from_user
     is_staff = user is not None and user.id in settings.OPERATOR_IDS
     command = command_of(message.text)
+    direct = message.chat.is_direct_messages
     if groups.serving(bot, message.chat.id) is None:
         if is_staff and command == "connect" and user is not None:
             await groups.connect(bot, message.chat, user.id)
+        elif direct:  # a channel's direct messages cannot be left (Bot API): ignored
+            logger.warning("direct messages of chat %d: not connected by staff", message.chat.id)
         elif message.new_chat_members is None and message.left_chat_member is None:
             await groups.refuse(bot, message.chat.id, "message")
+        return
+    topic = message.direct_messages_topic
+    if direct and topic is not None and topic.user is not None and user is not None:
+        if user.id != topic.user.id:  # the channel's side answering in the person's topic
+            await intake.record_owner_message(message, sender_name(user))
+        elif command is None or not is_staff:
+            await intake.record_message(message)
         return
     if message.new_chat_members or message.left_chat_member or message.forum_topic_created:
         return  # service messages: nothing a manager answers

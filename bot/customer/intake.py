@@ -131,7 +131,10 @@ class Intake:
     def _touch_customer(self, message: Message) -> None:
         user = message.from_user
         key = self.chat_of(message)
-        if message.chat.type in GROUP_TYPES:
+        topic = message.direct_messages_topic
+        if topic is not None and topic.user is not None:
+            user = topic.user  # a channel's direct messages: the person is the client
+        elif message.chat.type in GROUP_TYPES:
             # The client side of a group's conversation is the group, whoever wrote.
             self._batch.customers[key] = CustomerProfile(
                 key=key,
@@ -181,7 +184,7 @@ class Intake:
         if text_instead is not None:
             content = mapping.Content({"type": "text", "text": text_instead})
         payload = mapping.new_message_payload(key, message, content, reply_to)
-        if message.chat.type in GROUP_TYPES:
+        if message.chat.type in GROUP_TYPES and message.direct_messages_topic is None:
             mapping.as_group_message(payload, message, key)
         job = amojo_job(
             KIND_NEW_MESSAGE,

@@ -356,6 +356,15 @@ def chat_name(message: Message) -> str:
     return name or (f"@{chat.username}" if chat.username else f"Telegram user {chat.id}")
 
 
+def _receiver(key: ChatKey, message: Message) -> dict[str, Any]:
+    """The client an outgoing message went to: the person of a channel's direct-messages
+    topic, else the chat (a private chat's person, a group)."""
+    topic = message.direct_messages_topic
+    if topic is not None and topic.user is not None:
+        return {"id": ids.user_id(topic.user.id), "name": sender_name(topic.user)}
+    return {"id": ids.user_id(key.chat_id), "name": chat_name(message)}
+
+
 def owner_message_payload(
     key: ChatKey, message: Message, content: Content, owner_name: str
 ) -> dict[str, Any]:
@@ -371,7 +380,7 @@ def owner_message_payload(
         "msgid": ids.message_id(key, message.message_id),
         "conversation_id": ids.conversation_id(key),
         "sender": {"id": ids.user_id(owner.id if owner else -key.bot), "name": owner_name},
-        "receiver": {"id": ids.user_id(key.chat_id), "name": chat_name(message)},
+        "receiver": _receiver(key, message),
         "message": content.message,
         "silent": True,
     }

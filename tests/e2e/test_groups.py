@@ -232,3 +232,48 @@ async def test_an_upgrade_from_schema_14_keeps_every_conversation(
     assert await repo.amo_chats_of(primary_chat(5500)) == []  # amo_chats came later (13)
     link = await repo.get_link(primary_chat(5500), 7)
     assert link is not None and link.our_msgid == "tg-5500-7"
+
+
+async def test_a_channel_s_direct_messages_are_one_conversation_per_person(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    direct = {**make_group(-1001234500009, "Shop (direct messages)"), "is_direct_messages": True}
+    fakes.telegram.push_update(group_message_update(direct, 1, STAFF, text="/connect"))
+
+    def in_topic(message_id: int, user: dict[str, Any], topic: int, text: str) -> None:
+        update = group_message_update(direct, message_id, user, text=text)
+        update["message"]["direct_messages_topic"] = {"topic_id": topic, "user": user}
+        fakes.telegram.push_update(update)
+
+    in_topic(2, ANN, 71, "Is it in stock?")
+    in_topic(3, BOB, 72, "Do you ship?")
+    messages = await bridged(fakes, 2)
+    assert {m["conversation_id"]: m["sender"]["name"] for m in messages} == {
+        "tg--1001234500009-d71": "Ann Client",
+        "tg--1001234500009-d72": "Bob Client",
+    }
+    # Typing is not available there: skipped, nothing fails; the answer goes to the topic.
+    typing = fakes.amojo.typing_hook("tg--1001234500009-d72")
+    assert (await fakes.amojo.post_hook(bridge.url, bridge.scope_id, typing))[0] == 200
+    hook = fakes.amojo.message_hook("tg--1001234500009-d72", text="Yes, we do")
+    assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
+    [sent] = fakes.telegram.sent_messages(-1001234500009)
+    assert sent.params["direct_messages_topic_id"] == 72
+    assert "message_thread_id" not in sent.params
+    assert fakes.telegram.calls_of("sendChatAction") == []
+
+
+async def test_direct_messages_nobody_on_the_staff_connected_are_not_bridged(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await start(bridges)
+    direct = {**make_group(-1001234500010, "Stranger's shop"), "is_direct_messages": True}
+    update = group_message_update(direct, 1, ANN, text="hello")
+    update["message"]["direct_messages_topic"] = {"topic_id": 5, "user": ANN}
+    fakes.telegram.push_update(update)
+    fakes.telegram.push_update(private_message_update(5301, 1, text="private"))
+
+    [message] = await bridged(fakes, 1)
+    assert message["conversation_id"] == "tg-5301"
+    assert fakes.telegram.left_chats == []
