@@ -72,6 +72,18 @@ class GroupWrites(TransactionCore):
 class GroupReads(RepositoryCore):
     """Reads of groups (a part of Repository)."""
 
+    async def conversation_kinds(self) -> dict[str, int]:
+        """How many conversations of each kind: private chats, Business chats, groups, topics
+        (a forum's or a private chat's) and a channel's direct-messages topics."""
+        rows = await self._all(
+            "SELECT CASE WHEN thread > 0 THEN 'topic' WHEN thread < 0 THEN 'direct' "
+            "WHEN bot < 0 THEN 'business' WHEN chat_id < 0 THEN 'group' ELSE 'private' END, "
+            "count(*) FROM customers GROUP BY 1"
+        )
+        counts = dict.fromkeys(("private", "business", "group", "topic", "direct"), 0)
+        counts.update({str(kind): int(count) for kind, count in rows})
+        return counts
+
     async def group_chats(self) -> list[GroupChat]:
         """Every group the bridge knows (loaded at start)."""
         rows = await self._all(f"SELECT {_COLUMNS} FROM group_chats ORDER BY updated_at")

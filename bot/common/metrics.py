@@ -125,6 +125,12 @@ class Metrics:
             ["bot"],
             registry=self.registry,
         )
+        self.conversations = Gauge(
+            "bridge_conversations",
+            "Conversations the bridge knows, by kind (private, business, group, topic, direct)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "bridge_queue_pending_jobs",
             "Jobs waiting in each queue",

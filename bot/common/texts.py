@@ -367,6 +367,10 @@ TEXTS: dict[str, dict[Language, str]] = {
         "en": "Last successful amoCRM call: {ago}",
     },
     "staff.status.never": {"ru": "не было", "en": "none"},
+    "staff.status.groups": {
+        "ru": "Групп на связи: {count}",
+        "en": "Groups bridged: {count}",
+    },
     "staff.status.blocked": {
         "ru": "Клиентов, заблокировавших бота: {count}",
         "en": "Customers who blocked the bot: {count}",

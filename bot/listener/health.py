@@ -33,6 +33,7 @@ class HealthReport:
     degraded: list[str] = field(default_factory=list)
     database: bool = True
     queues: dict[str, Any] = field(default_factory=dict)
+    conversations: dict[str, int] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -145,4 +146,11 @@ async def health_report(deps: WebDeps) -> HealthReport:
     for outage in deps.metrics.outages.active():
         (failing if outage.unhealthy(now) else degraded).append(outage.describe(now))
     report.database, report.queues = database, queues
+    if database:
+        try:
+            report.conversations = await deps.repo.conversation_kinds()
+        except StorageError:
+            logger.warning("healthz: conversations not counted (database error)")
+        for kind, count in report.conversations.items():
+            deps.metrics.conversations.labels(kind).set(count)
     return report

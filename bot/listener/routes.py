@@ -80,6 +80,7 @@ async def healthz(request: web.Request) -> web.Response:
         "problems": report.problems,
         "database": report.database,
         "queues": report.queues,
+        "conversations": report.conversations,
     }
     if deps.bots is not None:
         body["bots"] = [
@@ -107,6 +108,8 @@ async def metrics_view(request: web.Request) -> web.Response:
             )
     try:
         await queue_report(deps.repo, deps.metrics)
+        for kind, count in (await deps.repo.conversation_kinds()).items():
+            deps.metrics.conversations.labels(kind).set(count)
     except StorageError:
         logger.warning("metrics: queue gauges not refreshed (database error)")
     response = web.Response(body=deps.metrics.render())

@@ -26,6 +26,7 @@ from bot.staff import commands
 from bot.staff.commands import UsageError, format_age
 from storage import BusinessConnection, ChatKey, Gap, Job, NewJob, Repository
 from storage.crm import AuditEntry, record_audit
+from storage.groups import ACTIVE
 from storage.repository import Transaction
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,9 @@ class StaffDesk:
         lines.append(text("staff.status.last_crm", language, ago=ago))
         blocked = await self.repo.count_blocked_customers()
         lines.append(text("staff.status.blocked", language, count=blocked))
+        groups = [g for g in self.bots.groups.values() if g.state == ACTIVE]
+        if groups:
+            lines.append(text("staff.status.groups", language, count=len(groups)))
         lines.append(describe_recovery(await self.repo.last_gap(), now, language))
         if len(self.bots) > 1 or self.bots.revoked:
             lines += [self._describe_bot(key, language) for key in self.bots.each_key()]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+
 from bot.common.ids import primary_chat
 from simulators.factories import (
     group_membership_update,
@@ -16,6 +18,7 @@ from simulators.factories import (
     make_group,
     make_user,
     private_message_update,
+    staff_message_update,
 )
 from tests.e2e.test_manager_to_telegram import post, status_of
 from tests.harness import BridgeFactory, Fakes, RunningBridge, database_at, wait_until
@@ -277,3 +280,27 @@ async def test_direct_messages_nobody_on_the_staff_connected_are_not_bridged(
     [message] = await bridged(fakes, 1)
     assert message["conversation_id"] == "tg-5301"
     assert fakes.telegram.left_chats == []
+
+
+async def test_status_health_and_metrics_count_groups_and_topics(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    forum = make_group(-1001234500011, "Counted", forum=True)
+    add_bot(fakes, forum, STAFF)
+    fakes.telegram.push_update(group_message_update(forum, 1, ANN, text="whole group"))
+    fakes.telegram.push_update(group_message_update(forum, 2, ANN, text="a topic", thread=5))
+    await bridged(fakes, 2)
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{bridge.url}/healthz") as response:
+            body = await response.json()
+        async with http.get(f"{bridge.url}/metrics") as response:
+            metrics = await response.text()
+    assert body["conversations"]["group"] == 1 and body["conversations"]["topic"] == 1
+    assert 'bridge_conversations{kind="topic"} 1.0' in metrics
+    fakes.telegram.push_update(staff_message_update(STAFF_ID, 1, text="/status"))
+    await fakes.telegram.wait_for(
+        lambda: bool(fakes.telegram.sent_messages(STAFF_ID)), what="the status"
+    )
+    assert "Groups bridged: 1" in fakes.telegram.sent_messages(STAFF_ID)[0].params["text"]
