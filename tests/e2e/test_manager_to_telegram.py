@@ -194,13 +194,13 @@ async def test_other_permanent_error_is_reported_905_with_reason(
 ) -> None:
     await customer_says(fakes, 608, 1)
     fakes.telegram.fail(
-        "sendMessage", status=400, description="Bad Request: TOPIC_CLOSED", chat_id=608
+        "sendMessage", status=400, description="Bad Request: BUTTON_DATA_INVALID", chat_id=608
     )
     amo_id = await post(fakes, bridge, fakes.amojo.message_hook("tg-608", text="hi"))
 
     status = await status_of(fakes, amo_id)
     assert (status["status"], status["error_code"]) == (-1, 905)
-    assert "TOPIC_CLOSED" in status["error"]
+    assert "BUTTON_DATA_INVALID" in status["error"]
 
 
 async def test_undeliverable_for_an_hour_is_reported_905(
