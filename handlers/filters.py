@@ -22,6 +22,15 @@ class PrivateChat(Filter):
         return chat is not None and chat.type == "private"
 
 
+class PrivateOrGroupChat(Filter):
+    """The event happened in a private chat or a group (a reaction to a bridged message)."""
+
+    async def __call__(self, event: TelegramObject) -> bool:
+        """True for private chats, groups and supergroups."""
+        chat = getattr(event, "chat", None)
+        return chat is not None and chat.type in ("private", "group", "supergroup")
+
+
 class HasContact(Filter):
     """The message shares a contact."""
 

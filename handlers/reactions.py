@@ -1,4 +1,4 @@
-"""Customer reactions in private chats, bridged to amoCRM."""
+"""Customer reactions in private chats and bridged groups, bridged to amoCRM."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from aiogram import Router
 from aiogram.types import MessageReactionUpdated, Update
 
 from bot.chat.reactions import CustomerReactions
-from handlers.filters import PrivateChat
+from handlers.filters import PrivateOrGroupChat
 
 router = Router(name=__name__)
-router.message_reaction.filter(PrivateChat())
+router.message_reaction.filter(PrivateOrGroupChat())
 
 
 @router.message_reaction()

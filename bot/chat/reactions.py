@@ -122,6 +122,11 @@ class CustomerReactions:
             return 0
         link = await self.repo.get_link(chat, message_id)
         target = react_target(link) if link is not None else None
+        reactor = ids.user_id(user.id)
+        if link is not None:
+            chat = link.key  # the topic the message is in
+            if chat.chat_id < 0 and chat.thread >= 0:
+                reactor = ids.user_id(chat.chat_id)  # in a group the group is the client
         if target is None:
             logger.warning(
                 "reaction on message %d in chat %d not bridged: the bridge does not know "
@@ -141,7 +146,7 @@ class CustomerReactions:
                     "payload": {
                         "conversation_id": ids.conversation_id(chat),
                         **target,
-                        "user": {"id": ids.user_id(user.id)},
+                        "user": {"id": reactor},
                         "type": change.type,
                         "emoji": amo_emoji(change.emoji),
                     },

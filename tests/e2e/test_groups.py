@@ -16,6 +16,8 @@ from simulators.factories import (
     group_membership_update,
     group_message_update,
     make_group,
+    make_reaction,
+    make_update,
     make_user,
     private_message_update,
     staff_message_update,
@@ -304,3 +306,30 @@ async def test_status_health_and_metrics_count_groups_and_topics(
         lambda: bool(fakes.telegram.sent_messages(STAFF_ID)), what="the status"
     )
     assert "Groups bridged: 1" in fakes.telegram.sent_messages(STAFF_ID)[0].params["text"]
+
+
+async def test_a_reaction_in_a_group_reaches_amocrm_and_a_re_added_bot_works_again(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    group = make_group(-1001234500012, "Reacting team")
+    add_bot(fakes, group, STAFF)
+    fakes.telegram.push_update(group_message_update(group, 1, ANN, text="Done?"))
+    [message] = await bridged(fakes, 1)
+    reaction = make_reaction(-1001234500012, 1, new=["👍"], user=BOB)
+    reaction["chat"] = group
+    fakes.telegram.push_update(make_update("message_reaction", reaction))
+    await fakes.amojo.wait_for(lambda: bool(fakes.amojo.reactions), what="the reaction")
+    [react] = fakes.amojo.reactions
+    assert react["conversation_id"] == "tg--1001234500012" and react["emoji"] == "👍"
+    assert react["msgid"] == message["msgid"]
+
+    # Removed, then added back by staff: bridged again.
+    fakes.telegram.push_update(
+        group_membership_update(group, ANN, new_status="left", old_status="member")
+    )
+    add_bot(fakes, group, STAFF)
+    fakes.telegram.push_update(group_message_update(group, 2, ANN, text="Back?"))
+    await bridged(fakes, 2)
+    hook = fakes.amojo.message_hook("tg--1001234500012", text="Yes")
+    assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
