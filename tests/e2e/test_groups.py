@@ -7,6 +7,7 @@ talking; staff commands are answered privately; managers answer into the group o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +24,15 @@ from simulators.factories import (
     staff_message_update,
 )
 from tests.e2e.test_manager_to_telegram import post, status_of
-from tests.harness import BridgeFactory, Fakes, RunningBridge, database_at, wait_until
+from tests.harness import (
+    BridgeFactory,
+    BridgeProcess,
+    Fakes,
+    RunningBridge,
+    database_at,
+    spawn_bridge,
+    wait_until,
+)
 
 STAFF_ID = 900
 BOT_AMOJO_ID = "a7d1c1d2-0000-4000-8000-00000000b0b0"
@@ -333,3 +342,47 @@ async def test_a_reaction_in_a_group_reaches_amocrm_and_a_re_added_bot_works_aga
     await bridged(fakes, 2)
     hook = fakes.amojo.message_hook("tg--1001234500012", text="Yes")
     assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
+
+
+async def test_kill_9_over_group_traffic_delivers_each_message_once(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    db_path = tmp_path / "bridge.sqlite3"
+    forum = make_group(-1001234500013, "Busy forum", forum=True)
+    children: list[BridgeProcess] = []
+    try:
+        first = await spawn_bridge(fakes, db_path, tmp_path / "first.log", **SETTINGS)
+        children.append(first)
+        await first.wait_healthy()
+        add_bot(fakes, forum, STAFF)
+        fakes.amojo.delay(0.05)  # answers in flight when the process dies
+        for number in range(1, 61):
+            author = ANN if number % 2 else BOB
+            thread = 3 if number % 3 else None
+            fakes.telegram.push_update(
+                group_message_update(forum, number, author, text=f"m{number}", thread=thread)
+            )
+        await fakes.amojo.wait_for(
+            lambda: len(fakes.amojo.messages) >= 15, timeout=30, what="delivery under way"
+        )
+        await first.kill()
+        assert len(fakes.amojo.messages) < 60  # killed in the middle
+
+        fakes.amojo.delay(0)
+        second = await spawn_bridge(fakes, db_path, tmp_path / "second.log", **SETTINGS)
+        children.append(second)
+        await fakes.amojo.wait_for(
+            lambda: len(fakes.amojo.messages) >= 60, timeout=60, what="all after restart"
+        )
+        texts = [m["message"]["text"].split(": ", 1)[1] for m in fakes.amojo.messages]
+        assert sorted(texts) == sorted(f"m{n}" for n in range(1, 61))  # each once
+        for conversation in ("tg--1001234500013", "tg--1001234500013-t3"):
+            numbers = [
+                int(m["message"]["text"].split(": m", 1)[1])
+                for m in fakes.amojo.messages
+                if m["conversation_id"] == conversation
+            ]
+            assert numbers == sorted(numbers)  # in order within each conversation
+    finally:
+        for child in children:
+            await child.kill()
