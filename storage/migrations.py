@@ -338,8 +338,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         14,
         # Where a lead came from: every deep-link payload (`/start <payload>`) a conversation
-        # received (`first`: its first one), and the leads the bridge attributed — each gets UTM
-        # values and a campaign's pipeline at most once, whichever conversation leads to it.
+        # received; `first` marks the one whose values go on the lead (never replaced).
         """
         CREATE TABLE touches (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -351,13 +350,6 @@ MIGRATIONS: list[tuple[int, str]] = [
             first INTEGER NOT NULL,
             created_at REAL NOT NULL,
             UNIQUE (bot, chat_id, tg_message_id)
-        );
-        CREATE INDEX touches_conversation ON touches (bot, chat_id);
-        CREATE TABLE attributed_leads (
-            lead_id INTEGER PRIMARY KEY,
-            touch_id INTEGER NOT NULL,
-            moved_to INTEGER,
-            created_at REAL NOT NULL
         );
         """,
     ),
@@ -416,6 +408,17 @@ MIGRATIONS: list[tuple[int, str]] = [
             PRIMARY KEY (bot, tg_chat_id)
         );
         CREATE INDEX group_chats_conversation ON group_chats (bot, chat_id);
+
+        -- The leads the bridge attributed: each gets UTM values and a campaign's pipeline at
+        -- most once, whichever conversation leads to it (a database from a build whose
+        -- migration 14 made it already keeps it).
+        CREATE INDEX IF NOT EXISTS touches_conversation ON touches (bot, chat_id);
+        CREATE TABLE IF NOT EXISTS attributed_leads (
+            lead_id INTEGER PRIMARY KEY,
+            touch_id INTEGER NOT NULL,
+            moved_to INTEGER,
+            created_at REAL NOT NULL
+        );
         """,
     ),
 ]

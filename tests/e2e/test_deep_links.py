@@ -242,10 +242,12 @@ async def test_staff_make_links_with_qr_codes(fakes: Fakes, bridges: BridgeFacto
     assert "Telegram allows 64" in refusal.params["text"]
 
 
-async def test_an_upgrade_from_schema_13_records_touches(
-    fakes: Fakes, bridges: BridgeFactory
+@pytest.mark.parametrize("version", [13, 14])
+async def test_an_upgrade_records_touches_and_attributes_the_lead(
+    fakes: Fakes, bridges: BridgeFactory, version: int
 ) -> None:
-    with database_at(bridges.db_path, 13) as db:
+    # 14: the touches table as the first build with deep links made it; 15 adds the rest.
+    with database_at(bridges.db_path, version) as db:
         db.execute(
             "INSERT INTO customers (bot, chat_id, user_id, name, last_message_at, updated_at) "
             "VALUES (0, 7011, 7011, 'Old', 0, 0)"
@@ -259,6 +261,10 @@ async def test_an_upgrade_from_schema_13_records_touches(
     assert customer is not None
     [touch] = await bridge.bridge.repo.touches_of(primary_chat(7011))
     assert touch.first and touch.values == {"utm_source": "vk", "utm_campaign": "spring"}
+    lead = fakes.crm.lead_of_chat(amo_chat_of(fakes, 7011))
+    await wait_until(
+        lambda: bridge.bridge.repo.lead_attributed(lead["id"]), what="the lead recorded"
+    )
 
 
 # ---- review: what a customer can type --------------------------------------------------------
