@@ -65,7 +65,7 @@ async def on_group_message(
         return
     user = message.from_user
     is_staff = user is not None and user.id in settings.OPERATOR_IDS
-    command = command_of(message.text)
+    command = _ours(command_of(message.text), message.text, bridge_bots.usernames.get(bot))
     direct = message.chat.is_direct_messages
     if groups.serving(bot, message.chat.id) is None:
         if is_staff and command == "connect" and user is not None:
@@ -78,7 +78,14 @@ async def on_group_message(
     topic = message.direct_messages_topic
     if direct and topic is not None and topic.user is not None and user is not None:
         if user.id != topic.user.id:  # the channel's side answering in the person's topic
-            await intake.record_owner_message(message, sender_name(user))
+            if is_staff:
+                await intake.record_owner_message(message, sender_name(user))
+            else:  # an administrator not on the staff list: not the company's voice
+                logger.warning(
+                    "direct messages of chat %d: user %d is not staff; not bridged",
+                    message.chat.id,
+                    user.id,
+                )
         elif command is None or not is_staff:
             await intake.record_message(message)
         return
@@ -91,6 +98,16 @@ async def on_group_message(
         await intake.record_owner_message(message, sender_name(user))
         return
     await intake.record_message(message)
+
+
+def _ours(command: str | None, text: str | None, username: str | None) -> str | None:
+    """The command, unless it names another bot (`/status@other_bot`: "" then)."""
+    if command is None:
+        return None
+    word = (text or "").split(maxsplit=1)[0]
+    if "@" in word and word.split("@", 1)[1].lower() != (username or "").lower():
+        return ""
+    return command
 
 
 async def _staff_command(

@@ -45,7 +45,8 @@ class GroupWrites(TransactionCore):
         """Store a group as it is now."""
         await self._conn.execute(
             f"INSERT INTO group_chats ({_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (bot, tg_chat_id) DO UPDATE SET title = excluded.title, "
+            "ON CONFLICT (bot, tg_chat_id) DO UPDATE SET chat_id = excluded.chat_id, "
+            "title = excluded.title, "
             "kind = excluded.kind, added_by = coalesce(excluded.added_by, group_chats.added_by), "
             "state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at",
             (

@@ -113,10 +113,16 @@ class NoticeSender:
 
     async def leave_group(self, job: Job) -> Done:
         """Say once why the bot goes, then leave a group nobody on the staff added it to."""
-        bot = self.bots.get(int(job.payload["bot"]))
+        key = int(job.payload["bot"])
+        bot = self.bots.get(key)
         if bot is None:
             return Done()
         chat_id = int(job.payload["chat_id"])
+        if (key, chat_id) in self.bots.groups:
+            # Connected meanwhile (staff added the bot after a client's message of the same
+            # batch), or a supergroup a bridged group became: staying.
+            logger.info("group %d: not left, it is bridged now", chat_id)
+            return Done()
         for step in ("say", "leave"):
             try:
                 if step == "say":

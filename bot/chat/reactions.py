@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramMigrateToChat
 from aiogram.types import MessageReactionUpdated, ReactionTypeEmoji
 from aiogram.types.reaction_type_union import ReactionTypeUnion
 
@@ -292,9 +292,15 @@ class ReactionSender:
         if bot is None:
             raise GiveUp(f"bot {link.key.bot} is no longer in TELEGRAM_BOT_TOKEN")
         try:
-            await bot.set_message_reaction(link.chat_id, link.tg_message_id, emojis)
+            await bot.set_message_reaction(
+                self.bots.telegram_chat_id(link.key), link.tg_message_id, emojis
+            )
         except (TelegramBadRequest, TelegramForbiddenError) as exc:
             raise GiveUp(f"Telegram refused the reaction: {exc.message}") from exc
+        except TelegramMigrateToChat as exc:
+            raise GiveUp(
+                "the group became a supergroup; the message reacted to is in the old group"
+            ) from exc
         logger.info(
             "manager %s %s set on message %d in chat %d",
             reaction.type,

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from aiogram import Bot
 from aiogram.types import Chat, Message
 
-from bot.common.ids import PRIMARY, account_source_external_id, business_key, source_external_id
+from bot.common.ids import (
+    PRIMARY,
+    account_source_external_id,
+    alias_chat,
+    business_key,
+    source_external_id,
+)
 from bot.common.texts import Phrase
 from storage import BusinessConnection, ChatKey, GroupChat
 from storage.groups import MIGRATED
@@ -43,6 +49,8 @@ class Bots:
         self.connections: dict[str, BusinessConnection] = {}
         # Groups by (bot key, Telegram chat id): loaded at start, updated by every update.
         self.groups: dict[tuple[int, int], GroupChat] = {}
+        # (bot key, a group's conversation chat id) → the supergroup it became.
+        self.moved: dict[tuple[int, int], int] = {}
 
     def __iter__(self) -> Iterator[Bot]:
         return iter(self._by_key.values())
@@ -108,9 +116,7 @@ class Bots:
         if business_connection_id is not None:
             owner = self.connections[business_connection_id].owner_id
             return business_key(owner, chat.id)
-        key = PRIMARY if bot is None else self.key_of(bot)
-        group = self.groups.get((key, chat.id))
-        return ChatKey(key, chat.id if group is None else group.chat_id)
+        return ChatKey(PRIMARY if bot is None else self.key_of(bot), chat.id)
 
     def message_chat(self, message: Message) -> ChatKey:
         """The conversation of a message: its chat, or the topic of it it was written in."""
@@ -123,19 +129,29 @@ class Bots:
         return base
 
     def group(self, key: ChatKey) -> GroupChat | None:
-        """The group a conversation is in, as Telegram calls it now (None: not a group)."""
-        current = None
-        for group in self.groups.values():
-            if group.bot == key.bot and group.chat_id == key.chat_id:
-                if group.state != MIGRATED:
-                    return group
-                current = current or group
-        return current
+        """The group a chat is, as Telegram has it now (None: not a group we know)."""
+        group = self.groups.get((key.bot, key.chat_id))
+        if group is not None and group.state == MIGRATED:
+            return self.groups.get((key.bot, self.moved.get((key.bot, group.chat_id), 0)), group)
+        return group
+
+    def remember_group(self, group: GroupChat) -> None:
+        """Keep a group as stored; a supergroup a group became names the group's conversation."""
+        self.groups[(group.bot, group.tg_chat_id)] = group
+        if group.state != MIGRATED and group.tg_chat_id != group.chat_id:
+            self.moved[(group.bot, group.chat_id)] = group.tg_chat_id
+            alias_chat(group.bot, group.tg_chat_id, group.chat_id)
+
+    def current(self, key: ChatKey) -> ChatKey:
+        """The chat a conversation is in now: a group upgraded to a supergroup is there."""
+        group = self.group(key) if key.chat_id < 0 else None
+        if group is None or group.tg_chat_id == key.chat_id:
+            return key
+        return ChatKey(key.bot, group.tg_chat_id, key.thread)
 
     def telegram_chat_id(self, key: ChatKey) -> int:
-        """Where sends into a conversation go: a group upgraded to a supergroup is there now."""
-        group = self.group(key) if key.chat_id < 0 else None
-        return key.chat_id if group is None else group.tg_chat_id
+        """Where sends into a chat go now."""
+        return self.current(key).chat_id
 
     def label(self, key: int) -> str:
         """`@username` once Telegram told it (getMe at start), else the bot's id; no token.

@@ -11,8 +11,9 @@ account, not the connection id (which Telegram may issue anew), keeps the conver
 
 A group's chat id is negative (`tg--100123…`); a topic is its own conversation with the
 topic after the chat: `-t{message_thread_id}` for a forum's topic or a private chat's,
-`-d{topic_id}` for a channel's direct-messages topic (one per person writing). A group keeps
-the id it was first seen with: a supergroup it became is mapped back to it (bot/common/bots).
+`-d{topic_id}` for a channel's direct-messages topic (one per person writing). A supergroup a
+group became is a chat of its own for the bridge (its message ids start again at 1), but its
+conversation id stays the group's (`alias_chat`): amoCRM sees one conversation.
 """
 
 from __future__ import annotations
@@ -45,6 +46,22 @@ def is_business(key: ChatKey) -> bool:
     return key.bot < 0
 
 
+# Supergroups a group became: (bot key, supergroup id) → the group's id, which names their
+# conversation. Filled at start from the stored groups and by each migration.
+_CONVERSATION_CHAT: dict[tuple[int, int], int] = {}
+
+
+def alias_chat(bot: int, tg_chat_id: int, conversation_chat_id: int) -> None:
+    """From now on chat `tg_chat_id` of `bot` is in the conversation of `conversation_chat_id`."""
+    if tg_chat_id != conversation_chat_id:
+        _CONVERSATION_CHAT[(bot, tg_chat_id)] = conversation_chat_id
+
+
+def conversation_chat(key: ChatKey) -> int:
+    """The chat id that names a chat's conversation (a supergroup's: the group it was)."""
+    return _CONVERSATION_CHAT.get((key.bot, key.chat_id), key.chat_id)
+
+
 def _tag(key: ChatKey) -> str:
     if key.bot == PRIMARY:
         tag = f"{key.chat_id}"
@@ -70,8 +87,8 @@ def direct_messages_topic(key: ChatKey) -> int | None:
 
 
 def conversation_id(key: ChatKey) -> str:
-    """Our amojo conversation id for a bot's Telegram private chat."""
-    return f"{PREFIX}{_tag(key)}"
+    """Our amojo conversation id for a bot's Telegram chat (or topic of it)."""
+    return f"{PREFIX}{_tag(ChatKey(key.bot, conversation_chat(key), key.thread))}"
 
 
 def user_id(telegram_user_id: int) -> str:
@@ -80,8 +97,9 @@ def user_id(telegram_user_id: int) -> str:
 
 
 def message_id(key: ChatKey, telegram_message_id: int) -> str:
-    """Our deterministic amojo msgid for a Telegram message (safe to resend)."""
-    return f"{conversation_id(key)}-{telegram_message_id}"
+    """Our deterministic amojo msgid for a Telegram message (safe to resend); a supergroup's
+    carry its own id, as its message ids start again at 1."""
+    return f"{PREFIX}{_tag(key)}-{telegram_message_id}"
 
 
 def chat_from_conversation(value: object) -> ChatKey | None:

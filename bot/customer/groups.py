@@ -46,7 +46,7 @@ class GroupRegistry:
     async def load(self) -> None:
         """Every stored group into memory (at start)."""
         for group in await self.repo.group_chats():
-            self.bots.groups[(group.bot, group.tg_chat_id)] = group
+            self.bots.remember_group(group)
 
     def serving(self, bot: int, tg_chat_id: int) -> GroupChat | None:
         """The group when the bridge serves it now."""
@@ -56,8 +56,8 @@ class GroupRegistry:
     async def _save(self, group: GroupChat) -> None:
         async with self.repo.transaction() as tx:
             await tx.save_group(group)
-            await tx.set_group_blocked(group.bot, group.chat_id, group.state != ACTIVE)
-        self.bots.groups[(group.bot, group.tg_chat_id)] = group
+            await tx.set_group_blocked(group.bot, group.tg_chat_id, group.state != ACTIVE)
+        self.bots.remember_group(group)
 
     async def connect(self, bot: int, chat: object, by: int) -> GroupChat:
         """A staff member added the bot (or ran /connect): the group is bridged."""

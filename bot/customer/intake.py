@@ -138,7 +138,7 @@ class Intake:
             # The client side of a group's conversation is the group, whoever wrote.
             self._batch.customers[key] = CustomerProfile(
                 key=key,
-                user_id=key.chat_id,
+                user_id=ids.conversation_chat(key),
                 name=mapping.group_name(message, key),
                 username=message.chat.username,
                 language_code=user.language_code if user else None,

@@ -305,7 +305,8 @@ def group_name(message: Message, key: ChatKey) -> str:
 def as_group_message(payload: dict[str, Any], message: Message, key: ChatKey) -> None:
     """A message written in a group, for amoCRM: the group is the client (one sender, as
     amojo documents one client per conversation), the author's name leads the text."""
-    payload["sender"] = {"id": ids.user_id(key.chat_id), "name": group_name(message, key)}
+    client = ids.user_id(ids.conversation_chat(key))
+    payload["sender"] = {"id": client, "name": group_name(message, key)}
     author = sender_name(message.from_user) if message.from_user else None
     if author is None and message.sender_chat is not None:
         author = message.sender_chat.title or "anonymous admin"
@@ -362,7 +363,7 @@ def _receiver(key: ChatKey, message: Message) -> dict[str, Any]:
     topic = message.direct_messages_topic
     if topic is not None and topic.user is not None:
         return {"id": ids.user_id(topic.user.id), "name": sender_name(topic.user)}
-    return {"id": ids.user_id(key.chat_id), "name": chat_name(message)}
+    return {"id": ids.user_id(ids.conversation_chat(key)), "name": chat_name(message)}
 
 
 def owner_message_payload(

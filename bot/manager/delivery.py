@@ -245,7 +245,7 @@ class ManagerMessageDelivery(AlbumDelivery, RecipientResolution, MediaDownloadin
                 await record_migration(
                     self.repo, self.bots, chat.bot, to.chat_id, exc.migrate_to_chat_id
                 )
-                raise RetryLater("the group became a supergroup", delay=0.0) from None
+                raise RetryLater("the group became a supergroup", delay=1.0) from None
             except TelegramBadRequest as exc:
                 if (
                     "topic_closed" in exc.message.lower()

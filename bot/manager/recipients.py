@@ -141,6 +141,7 @@ class RecipientResolution:
                     ERROR_NO_CONVERSATION,
                     phrase("amo.source_mismatch", source=message.source_external_id),
                 )
+            chat = self.bots.current(chat)  # a group upgraded to a supergroup is there now
             return Recipient(chat, await self.repo.get_customer(chat))
         if not message.conversation_amo_id:
             raise Undeliverable(ERROR_NO_CONVERSATION, phrase("amo.no_conversation"))

@@ -23,6 +23,7 @@ from simulators.factories import (
     private_message_update,
     staff_message_update,
 )
+from storage import JobState
 from tests.e2e.test_manager_to_telegram import post, status_of
 from tests.harness import (
     BridgeFactory,
@@ -170,15 +171,19 @@ async def test_a_group_upgraded_to_a_supergroup_keeps_its_conversation(
     old = make_group(-4001, "Small team", kind="group")
     new = make_group(-1004001, "Small team")
     add_bot(fakes, old, STAFF)
-    fakes.telegram.push_update(group_message_update(old, 1, ANN, text="before"))
-    await bridged(fakes, 1)
+    for number in (1, 2, 3):
+        fakes.telegram.push_update(group_message_update(old, number, ANN, text=f"old {number}"))
+    await bridged(fakes, 3)
     fakes.telegram.migrated_chats[-4001] = -1004001
-    fakes.telegram.push_update(group_message_update(old, 2, ANN, migrate_to_chat_id=-1004001))
+    fakes.telegram.push_update(group_message_update(old, 4, ANN, migrate_to_chat_id=-1004001))
     fakes.telegram.push_update(group_message_update(new, 1, ANN, migrate_from_chat_id=-4001))
-    fakes.telegram.push_update(group_message_update(new, 2, BOB, text="after"))
+    for number in (2, 3, 4):  # the supergroup's message ids start again
+        fakes.telegram.push_update(group_message_update(new, number, BOB, text=f"new {number}"))
 
-    before, after = await bridged(fakes, 2)
-    assert before["conversation_id"] == after["conversation_id"] == "tg--4001"
+    messages = await bridged(fakes, 6)
+    assert {m["conversation_id"] for m in messages} == {"tg--4001"}
+    assert {m["sender"]["id"] for m in messages} == {"tg--4001"}  # one client throughout
+    assert len({m["msgid"] for m in messages}) == 6
     hook = fakes.amojo.message_hook("tg--4001", text="still here")
     assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
     assert [c.params["text"] for c in fakes.telegram.sent_messages(-1004001)] == ["still here"]
@@ -386,3 +391,82 @@ async def test_kill_9_over_group_traffic_delivers_each_message_once(
     finally:
         for child in children:
             await child.kill()
+
+
+# ---- review: ordering, another bot's commands, who speaks for the channel --------------------
+
+
+async def test_a_client_message_before_the_staff_addition_does_not_make_the_bot_leave(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    group = make_group(-1001234500014, "Early bird")
+    fakes.telegram.push_update(group_message_update(group, 1, ANN, text="too early"))
+    add_bot(fakes, group, STAFF)
+    fakes.telegram.push_update(group_message_update(group, 2, ANN, text="now"))
+
+    [message] = await bridged(fakes, 1)
+    assert message["message"]["text"] == "Ann Client: now"
+
+    async def leave_job_done() -> bool:
+        jobs = await bridge.bridge.repo.jobs(kind="bot.leave_group")
+        return bool(jobs) and all(job.state == JobState.DONE for job in jobs)
+
+    await wait_until(leave_job_done, timeout=10, what="the leave job's turn")
+    assert fakes.telegram.left_chats == []
+    assert fakes.telegram.sent_messages(-1001234500014) == []
+
+
+async def test_a_supergroup_connected_on_its_own_joins_the_group_it_was(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    old = make_group(-4004, "Twice", kind="group")
+    new = make_group(-1004004, "Twice")
+    add_bot(fakes, old, STAFF)
+    fakes.telegram.push_update(group_message_update(old, 1, ANN, text="hi"))
+    await bridged(fakes, 1)
+    fakes.telegram.migrated_chats[-4004] = -1004004
+    add_bot(fakes, new, STAFF)  # the service messages not seen (yet)
+    hook = fakes.amojo.message_hook("tg--4004", text="where are you")
+
+    assert (await status_of(fakes, await post(fakes, bridge, hook)))["status"] == 1
+    assert [c.params["text"] for c in fakes.telegram.sent_messages(-1004004)] == ["where are you"]
+    tries = [c for c in fakes.telegram.calls_of("sendMessage") if c.params["chat_id"] == -4004]
+    assert len(tries) == 1  # told once where the group is, never in a loop
+
+
+async def test_a_command_for_another_bot_connects_nothing(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await start(bridges)
+    group = make_group(-1001234500015, "Other bot's")
+    fakes.telegram.push_update(
+        group_message_update(group, 1, STAFF, text="/connect@some_other_bot")
+    )
+    await wait_until(lambda: fakes.telegram.left_chats != [], timeout=10, what="leaving")
+    fakes.telegram.push_update(private_message_update(5302, 1, text="private"))
+    [message] = await bridged(fakes, 1)
+    assert message["conversation_id"] == "tg-5302"
+
+
+async def test_in_direct_messages_only_staff_speak_for_the_channel(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await start(bridges)
+    direct = {**make_group(-1001234500016, "Shop DMs"), "is_direct_messages": True}
+    fakes.telegram.push_update(group_message_update(direct, 1, STAFF, text="/connect"))
+
+    def in_topic(message_id: int, user: dict[str, Any], text: str) -> None:
+        update = group_message_update(direct, message_id, user, text=text)
+        update["message"]["direct_messages_topic"] = {"topic_id": 81, "user": ANN}
+        fakes.telegram.push_update(update)
+
+    in_topic(2, STRANGER, "I am the shop, pay to card 1234")  # an admin not on the staff
+    in_topic(3, STAFF, "Hello from the shop")
+    in_topic(4, ANN, "Thanks")
+    staff_says, ann_says = await bridged(fakes, 2)
+    assert staff_says["message"]["text"] == "Hello from the shop"
+    assert staff_says["sender"]["ref_id"] == BOT_AMOJO_ID
+    assert ann_says["message"]["text"] == "Thanks"
+    assert all("card 1234" not in m["message"].get("text", "") for m in fakes.amojo.messages)
