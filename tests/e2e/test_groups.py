@@ -53,6 +53,20 @@ def add_bot(fakes: Fakes, chat: dict[str, Any], by: dict[str, Any]) -> None:
     fakes.telegram.push_update(group_membership_update(chat, by, new_status="member"))
 
 
+def direct_message(
+    chat: dict[str, Any],
+    message_id: int,
+    author: dict[str, Any],
+    person: dict[str, Any],
+    topic: int,
+    text: str,
+) -> dict[str, Any]:
+    """A message in a channel's direct-messages chat, in `person`'s topic."""
+    update = group_message_update(chat, message_id, author, text=text)
+    update["message"]["direct_messages_topic"] = {"topic_id": topic, "user": person}
+    return update
+
+
 async def bridged(fakes: Fakes, count: int, conversation: str | None = None) -> list[Any]:
     """Wait for `count` messages in amoCRM (of one conversation, when given)."""
 
@@ -260,13 +274,8 @@ async def test_a_channel_s_direct_messages_are_one_conversation_per_person(
     direct = {**make_group(-1001234500009, "Shop (direct messages)"), "is_direct_messages": True}
     fakes.telegram.push_update(group_message_update(direct, 1, STAFF, text="/connect"))
 
-    def in_topic(message_id: int, user: dict[str, Any], topic: int, text: str) -> None:
-        update = group_message_update(direct, message_id, user, text=text)
-        update["message"]["direct_messages_topic"] = {"topic_id": topic, "user": user}
-        fakes.telegram.push_update(update)
-
-    in_topic(2, ANN, 71, "Is it in stock?")
-    in_topic(3, BOB, 72, "Do you ship?")
+    fakes.telegram.push_update(direct_message(direct, 2, ANN, ANN, 71, "Is it in stock?"))
+    fakes.telegram.push_update(direct_message(direct, 3, BOB, BOB, 72, "Do you ship?"))
     messages = await bridged(fakes, 2)
     assert {m["conversation_id"]: m["sender"]["name"] for m in messages} == {
         "tg--1001234500009-d71": "Ann Client",
@@ -288,9 +297,7 @@ async def test_direct_messages_nobody_on_the_staff_connected_are_not_bridged(
 ) -> None:
     await start(bridges)
     direct = {**make_group(-1001234500010, "Stranger's shop"), "is_direct_messages": True}
-    update = group_message_update(direct, 1, ANN, text="hello")
-    update["message"]["direct_messages_topic"] = {"topic_id": 5, "user": ANN}
-    fakes.telegram.push_update(update)
+    fakes.telegram.push_update(direct_message(direct, 1, ANN, ANN, 5, "hello"))
     fakes.telegram.push_update(private_message_update(5301, 1, text="private"))
 
     [message] = await bridged(fakes, 1)
@@ -457,14 +464,12 @@ async def test_in_direct_messages_only_staff_speak_for_the_channel(
     direct = {**make_group(-1001234500016, "Shop DMs"), "is_direct_messages": True}
     fakes.telegram.push_update(group_message_update(direct, 1, STAFF, text="/connect"))
 
-    def in_topic(message_id: int, user: dict[str, Any], text: str) -> None:
-        update = group_message_update(direct, message_id, user, text=text)
-        update["message"]["direct_messages_topic"] = {"topic_id": 81, "user": ANN}
-        fakes.telegram.push_update(update)
-
-    in_topic(2, STRANGER, "I am the shop, pay to card 1234")  # an admin not on the staff
-    in_topic(3, STAFF, "Hello from the shop")
-    in_topic(4, ANN, "Thanks")
+    for number, author, text in (
+        (2, STRANGER, "I am the shop, pay to card 1234"),  # an admin not on the staff
+        (3, STAFF, "Hello from the shop"),
+        (4, ANN, "Thanks"),
+    ):
+        fakes.telegram.push_update(direct_message(direct, number, author, ANN, 81, text))
     staff_says, ann_says = await bridged(fakes, 2)
     assert staff_says["message"]["text"] == "Hello from the shop"
     assert staff_says["sender"]["ref_id"] == BOT_AMOJO_ID

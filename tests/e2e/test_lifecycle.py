@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +38,6 @@ from tests.harness import (
 )
 
 STOP_WITHIN_SECONDS = 10.0
-
-
-@pytest.fixture
-async def spawn(fakes: Fakes, tmp_path: Path) -> AsyncIterator[Any]:
-    """Start `python -m bot` children on one database; every one is killed at teardown."""
-    children: list[BridgeProcess] = []
-
-    async def start(warm: bool = True, **extra: str) -> BridgeProcess:
-        log = tmp_path / f"bridge-{len(children)}.log"
-        child = await spawn_bridge(fakes, tmp_path / "bridge.sqlite3", log, warm=warm, **extra)
-        children.append(child)
-        return child
-
-    try:
-        yield start
-    finally:
-        for child in children:
-            await child.kill()
 
 
 async def exit_code(child: BridgeProcess, timeout: float = 60.0) -> tuple[int, str]:  # noqa: ASYNC109

@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +23,9 @@ import pytest
 
 from simulators.factories import private_message_update
 from tests.e2e.test_lifecycle import assert_clean, exit_code, has_problem
-from tests.harness import ROOT, BridgeProcess, Fakes, bridge_env, free_port, spawn_bridge
+from tests.harness import ROOT, Fakes, bridge_env, free_port
 
 STOP_WITHIN_SECONDS = 5.0
-
-
-@pytest.fixture
-async def spawn(fakes: Fakes, tmp_path: Path) -> AsyncIterator[Any]:
-    """Start `python -m bot` children on one database; every one is killed at teardown."""
-    children: list[BridgeProcess] = []
-
-    async def start(warm: bool = True, **extra: str) -> BridgeProcess:
-        log = tmp_path / f"bridge-{len(children)}.log"
-        child = await spawn_bridge(fakes, tmp_path / "bridge.sqlite3", log, warm=warm, **extra)
-        children.append(child)
-        return child
-
-    try:
-        yield start
-    finally:
-        for child in children:
-            await child.kill()
 
 
 async def customer_writes(fakes: Fakes, chat_id: int, message_id: int, text: str) -> None:
