@@ -16,6 +16,7 @@ from bot.jobs.queues import TELEGRAM_QUEUE
 from bot.jobs.throttle import TelegramThrottle
 from bot.jobs.worker import Done, GiveUp, JobKind
 from storage import ChatKey, Job, NewJob, Repository
+from storage.groups import REMOVED
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class NoticeSender:
         if bot is None:
             return Done()
         chat_id = int(job.payload["chat_id"])
-        if (key, chat_id) in self.bots.groups:
+        known = self.bots.groups.get((key, chat_id))
+        if known is not None and known.state != REMOVED:
             # Connected meanwhile (staff added the bot after a client's message of the same
             # batch), or a supergroup a bridged group became: staying.
             logger.info("group %d: not left, it is bridged now", chat_id)

@@ -194,7 +194,9 @@ class Intake:
             content,
         )
         self._touch_customer(message)
-        if is_own_contact(message) and message.contact is not None:
+        # Only a private chat's phone makes write-first possible: a contact shared in a group
+        # must not let a manager start a chat in front of the whole group.
+        if message.chat.type == "private" and is_own_contact(message) and message.contact:
             own_phone = self._own_phone(message.contact)
             if own_phone is not None:
                 self._batch.phones[key] = own_phone

@@ -475,3 +475,37 @@ async def test_in_direct_messages_only_staff_speak_for_the_channel(
     assert staff_says["sender"]["ref_id"] == BOT_AMOJO_ID
     assert ann_says["message"]["text"] == "Thanks"
     assert all("card 1234" not in m["message"].get("text", "") for m in fakes.amojo.messages)
+
+
+async def test_write_first_never_reaches_a_group_even_by_a_phone_shared_there(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    bridge = await start(bridges)
+    group = make_group(-1001234500017, "Phones")
+    add_bot(fakes, group, STAFF)
+    contact = {"phone_number": "+79161234567", "first_name": "Ann", "user_id": ANN["id"]}
+    fakes.telegram.push_update(group_message_update(group, 1, ANN, contact=contact))
+    await bridged(fakes, 1)
+
+    hook = fakes.amojo.message_hook(None, text="Hello Ann", receiver_phone="+79161234567")
+    status = await status_of(fakes, await post(fakes, bridge, hook))
+    assert (status["status"], status["error_code"]) == (-1, 904)
+    assert fakes.telegram.sent_messages(-1001234500017) == []
+
+
+async def test_a_group_the_bot_was_removed_from_is_left_when_a_stranger_adds_it(
+    fakes: Fakes, bridges: BridgeFactory
+) -> None:
+    await start(bridges)
+    group = make_group(-1001234500018, "Once ours")
+    add_bot(fakes, group, STAFF)
+    fakes.telegram.push_update(group_message_update(group, 1, ANN, text="hi"))
+    await bridged(fakes, 1)
+    fakes.telegram.push_update(
+        group_membership_update(group, ANN, new_status="left", old_status="member")
+    )
+    add_bot(fakes, group, STRANGER)
+
+    await wait_until(
+        lambda: fakes.telegram.left_chats == [-1001234500018], timeout=10, what="leaving"
+    )
