@@ -16,7 +16,6 @@ from aiogram.types import ChatMemberUpdated, Message, TelegramObject, Update
 from bot.chat.notices import answer_jobs
 from bot.common.bots import GROUP_TYPES, Bots
 from bot.common.settings import Settings
-from bot.common.texts import staff_language
 from bot.customer.groups import GroupRegistry
 from bot.customer.intake import Intake
 from bot.customer.mapping import sender_name
@@ -92,7 +91,7 @@ async def on_group_message(
     if message.new_chat_members or message.left_chat_member or message.forum_topic_created:
         return  # service messages: nothing a manager answers
     if is_staff and user is not None and command is not None:
-        await _staff_command(message, bot, command, staff, repo, settings)
+        await _staff_command(message, bot, command, staff, repo)
         return
     if is_staff and user is not None:
         await intake.record_owner_message(message, sender_name(user))
@@ -116,7 +115,6 @@ async def _staff_command(
     command: str,
     staff: StaffDesk,
     repo: Repository,
-    settings: Settings,
 ) -> None:
     """Answered in the staff member's private chat with the bot."""
     user = message.from_user
@@ -138,8 +136,6 @@ async def _staff_command(
         await repo.enqueue(staff_job(invocation))
         return
     answer = await staff.run(invocation)
-    language = staff_language(user.language_code, settings.default_language)
-    logger.debug("staff command /%s in group %d (%s)", command, message.chat.id, language)
     await repo.enqueue(*answer_jobs(invocation.chat, invocation.tag, answer))
 
 

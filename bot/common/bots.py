@@ -121,7 +121,7 @@ class Bots:
     def message_chat(self, message: Message) -> ChatKey:
         """The conversation of a message: its chat, or the topic of it it was written in."""
         base = self.chat(message.bot, message.chat, message.business_connection_id)
-        topic = getattr(message, "direct_messages_topic", None)
+        topic = message.direct_messages_topic
         if topic is not None:
             return ChatKey(base.bot, base.chat_id, -int(topic.topic_id))
         if message.is_topic_message and message.message_thread_id:

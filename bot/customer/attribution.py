@@ -14,7 +14,7 @@ payload and what it says. amoCRM refusing (403, a field it rejects) is a dead le
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 
@@ -76,7 +76,7 @@ class Attribution:
         amojo: AmojoClient,
         channel: Channel,
         campaigns: dict[str, int],
-        sources: Any = None,
+        sources: Callable[[ChatKey], str | None] | None = None,
     ) -> None:
         self.repo = repo
         self.leads = LeadsApi(crm)

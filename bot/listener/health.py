@@ -65,6 +65,14 @@ async def queue_report(repo: Repository, metrics: Metrics) -> dict[str, Any]:
     return report
 
 
+async def conversation_report(repo: Repository, metrics: Metrics) -> dict[str, int]:
+    """Conversations by kind; refreshes their gauge."""
+    counts = await repo.conversation_kinds()
+    for kind, count in counts.items():
+        metrics.conversations.labels(kind).set(count)
+    return counts
+
+
 def amojo_problems(amojo: AmojoClient) -> tuple[list[str], list[str]]:
     """(failing, degraded) findings about the amojo connection."""
     failing, degraded = [], []
@@ -148,9 +156,7 @@ async def health_report(deps: WebDeps) -> HealthReport:
     report.database, report.queues = database, queues
     if database:
         try:
-            report.conversations = await deps.repo.conversation_kinds()
+            report.conversations = await conversation_report(deps.repo, deps.metrics)
         except StorageError:
             logger.warning("healthz: conversations not counted (database error)")
-        for kind, count in report.conversations.items():
-            deps.metrics.conversations.labels(kind).set(count)
     return report

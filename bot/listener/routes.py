@@ -27,7 +27,12 @@ from bot.listener.guard import (
     connection_limit,
     raise_open_file_limit,
 )
-from bot.listener.health import HEALTH_MAX_PENDING_AGE_SECONDS, health_report, queue_report
+from bot.listener.health import (
+    HEALTH_MAX_PENDING_AGE_SECONDS,
+    conversation_report,
+    health_report,
+    queue_report,
+)
 from bot.manager.gaps import Heartbeat
 from bot.manager.reconcile import ReconcileStatus
 from storage import Repository, StorageError
@@ -108,8 +113,7 @@ async def metrics_view(request: web.Request) -> web.Response:
             )
     try:
         await queue_report(deps.repo, deps.metrics)
-        for kind, count in (await deps.repo.conversation_kinds()).items():
-            deps.metrics.conversations.labels(kind).set(count)
+        await conversation_report(deps.repo, deps.metrics)
     except StorageError:
         logger.warning("metrics: queue gauges not refreshed (database error)")
     response = web.Response(body=deps.metrics.render())

@@ -67,6 +67,14 @@ def direct_message(
     return update
 
 
+async def assert_nothing_bridged_but_a_private_chat(fakes: Fakes, chat_id: int) -> None:
+    """A private message sent after the group's: the only one amoCRM ever got (updates are
+    handled in order, so whatever of the group would have come through came first)."""
+    fakes.telegram.push_update(private_message_update(chat_id, 1, text="private"))
+    [message] = await bridged(fakes, 1)
+    assert message["conversation_id"] == f"tg-{chat_id}"
+
+
 async def bridged(fakes: Fakes, count: int, conversation: str | None = None) -> list[Any]:
     """Wait for `count` messages in amoCRM (of one conversation, when given)."""
 
@@ -121,9 +129,7 @@ async def test_a_group_a_stranger_added_is_left_and_nothing_bridged(
     [notice] = fakes.telegram.sent_messages(-1001234500002)
     assert "a member of the company's staff" in notice.params["text"]
     # A staff member's private chat still works meanwhile: nothing of the group came through.
-    fakes.telegram.push_update(private_message_update(5300, 1, text="private hello"))
-    [message] = await bridged(fakes, 1)
-    assert message["conversation_id"] == "tg-5300"
+    await assert_nothing_bridged_but_a_private_chat(fakes, 5300)
 
 
 async def test_staff_in_the_group_is_the_company_talking_and_commands_answer_privately(
@@ -298,10 +304,7 @@ async def test_direct_messages_nobody_on_the_staff_connected_are_not_bridged(
     await start(bridges)
     direct = {**make_group(-1001234500010, "Stranger's shop"), "is_direct_messages": True}
     fakes.telegram.push_update(direct_message(direct, 1, ANN, ANN, 5, "hello"))
-    fakes.telegram.push_update(private_message_update(5301, 1, text="private"))
-
-    [message] = await bridged(fakes, 1)
-    assert message["conversation_id"] == "tg-5301"
+    await assert_nothing_bridged_but_a_private_chat(fakes, 5301)
     assert fakes.telegram.left_chats == []
 
 
@@ -452,9 +455,7 @@ async def test_a_command_for_another_bot_connects_nothing(
         group_message_update(group, 1, STAFF, text="/connect@some_other_bot")
     )
     await wait_until(lambda: fakes.telegram.left_chats != [], timeout=10, what="leaving")
-    fakes.telegram.push_update(private_message_update(5302, 1, text="private"))
-    [message] = await bridged(fakes, 1)
-    assert message["conversation_id"] == "tg-5302"
+    await assert_nothing_bridged_but_a_private_chat(fakes, 5302)
 
 
 async def test_in_direct_messages_only_staff_speak_for_the_channel(
